@@ -1,0 +1,59 @@
+# Everyday commands. `make demo` and `make test` do all set-up on a fresh Debian machine (as root).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SYSTEM_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget shellcheck
+LAB_DIR ?= lab
+
+.PHONY: demo test lint typecheck unit sysdeps venv bench fuzz clean lab-down
+
+# System packages the lab and the tests need; installed only when one is missing.
+sysdeps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check auditor tests
+	$(BIN)/ruff format --check auditor tests
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv sysdeps
+	$(BIN)/pytest -q
+
+test: sysdeps venv lint typecheck unit
+
+demo: sysdeps venv
+	$(BIN)/auditor lab up --dir $(LAB_DIR)
+	$(BIN)/audit --inventory $(LAB_DIR)/lab.ini --known-hosts $(LAB_DIR)/known_hosts \
+	  --out $(LAB_DIR)/report --force --platform US3 || test $$? -le 3
+	@echo
+	@echo "Reports: $(LAB_DIR)/report/report.html  (also report.csv, report.json, junit.xml, results.jsonl)"
+	@echo "The lab stays up for exploring; remove it with: $(BIN)/auditor lab down --dir $(LAB_DIR)"
+
+lab-down: venv
+	$(BIN)/auditor lab down --dir $(LAB_DIR)
+
+bench: sysdeps venv
+	$(BIN)/python -m bench.run
+
+fuzz: venv
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests -k fuzz
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

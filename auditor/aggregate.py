@@ -1,0 +1,139 @@
+"""Fleet summaries computed from the observations, never stored twice.
+
+Readiness for a URL is reachable hosts over audited hosts; hosts that could not be audited
+are counted separately and never as blocked.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from auditor.models import AuditedHost, HostResult, Target, UnauditedHost
+from auditor.outcomes import HostOutcome, Outcome
+from auditor.results import AuditRun
+
+EXIT_OK = 0
+EXIT_BLOCKED = 1
+EXIT_USAGE = 2
+EXIT_NOT_AUDITED = 3
+
+
+@dataclass(frozen=True)
+class TargetSummary:
+    """How the fleet (or one slice of it) fares against one URL."""
+
+    target: Target
+    hosts: int
+    audited: int
+    reachable: int
+    outcomes: tuple[tuple[Outcome, int], ...]
+
+    @property
+    def blocked(self) -> int:
+        return self.audited - self.reachable
+
+    @property
+    def not_audited(self) -> int:
+        return self.hosts - self.audited
+
+    @property
+    def readiness(self) -> float | None:
+        """Percent of audited hosts that reach the URL; None when no host was audited."""
+        return None if self.audited == 0 else 100.0 * self.reachable / self.audited
+
+
+@dataclass(frozen=True)
+class SliceSummary:
+    """One group or platform: its hosts and its per-URL summaries."""
+
+    name: str
+    hosts: int
+    audited: int
+    fully_ready: int
+    targets: tuple[TargetSummary, ...]
+
+
+def summarize_targets(
+    run: AuditRun, results: Iterable[HostResult] | None = None
+) -> tuple[TargetSummary, ...]:
+    """Per-URL summaries over `results` (default: every host of the run)."""
+    chosen = tuple(run.results if results is None else results)
+    audited = [r for r in chosen if isinstance(r, AuditedHost)]
+    summaries = []
+    for index, target in enumerate(run.info.targets):
+        counts = Counter(r.observations[index].outcome for r in audited)
+        summaries.append(
+            TargetSummary(
+                target=target,
+                hosts=len(chosen),
+                audited=len(audited),
+                reachable=counts[Outcome.REACHABLE],
+                outcomes=tuple((o, counts[o]) for o in Outcome if counts[o]),
+            )
+        )
+    return tuple(summaries)
+
+
+def fully_ready(result: HostResult) -> bool:
+    return isinstance(result, AuditedHost) and all(
+        o.outcome is Outcome.REACHABLE for o in result.observations
+    )
+
+
+def _slices(run: AuditRun, keys: Callable[[HostResult], Iterable[str]]) -> tuple[SliceSummary, ...]:
+    members: dict[str, list[HostResult]] = {}
+    for result in run.results:
+        for key in keys(result):
+            members.setdefault(key, []).append(result)
+    return tuple(
+        SliceSummary(
+            name=name,
+            hosts=len(rs),
+            audited=sum(1 for r in rs if r.audited),
+            fully_ready=sum(1 for r in rs if fully_ready(r)),
+            targets=summarize_targets(run, rs),
+        )
+        for name, rs in sorted(members.items())
+    )
+
+
+def by_group(run: AuditRun) -> tuple[SliceSummary, ...]:
+    """Per inventory group (a host in several groups counts in each)."""
+    return _slices(run, lambda r: r.host.groups or ("ungrouped",))
+
+
+def by_platform(run: AuditRun) -> tuple[SliceSummary, ...]:
+    return _slices(run, lambda r: (r.host.platform.value,))
+
+
+def host_outcome_counts(run: AuditRun) -> tuple[tuple[HostOutcome, int], ...]:
+    """How many hosts were not audited, by reason."""
+    counts = Counter(r.outcome for r in run.results if isinstance(r, UnauditedHost))
+    return tuple((o, counts[o]) for o in HostOutcome if counts[o])
+
+
+def target_outcome_counts(run: AuditRun) -> tuple[tuple[Outcome, int], ...]:
+    """Host x target verdicts over audited hosts, by outcome."""
+    counts: Counter[Outcome] = Counter()
+    for r in run.results:
+        if isinstance(r, AuditedHost):
+            counts.update(o.outcome for o in r.observations)
+    return tuple((o, counts[o]) for o in Outcome if counts[o])
+
+
+def exit_status(run: AuditRun) -> int:
+    """0 all audited hosts reach all targets; 1 something blocked; 3 nothing blocked but
+    some hosts not audited. (2 is bad input, decided before a run starts.)"""
+    blocked = any(
+        o.outcome is not Outcome.REACHABLE
+        for r in run.results
+        if isinstance(r, AuditedHost)
+        for o in r.observations
+    )
+    if blocked:
+        return EXIT_BLOCKED
+    if any(not r.audited for r in run.results):
+        return EXIT_NOT_AUDITED
+    return EXIT_OK

@@ -1,0 +1,411 @@
+"""The command line: a thin click layer over plain functions.
+
+Imports of anything heavy happen inside the commands, so `audit --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from auditor import __version__
+from auditor.errors import AuditorError, InputError, LabError
+
+FORMATS = ("html", "csv", "json", "junit")
+EXIT_USAGE = 2
+
+
+def _fail(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_USAGE)
+
+
+AUDIT_OPTIONS = [
+    click.option(
+        "-i",
+        "--inventory",
+        "inventory",
+        required=True,
+        metavar="FILE",
+        help="Ansible inventory: INI, YAML, or the JSON of `ansible-inventory --list`.",
+    ),
+    click.option(
+        "-l",
+        "--limit",
+        metavar="PATTERN",
+        help="Ansible host pattern: group, host, glob, a:b, a:&b, a:!b.",
+    ),
+    click.option(
+        "--platform",
+        "platforms",
+        multiple=True,
+        metavar="CODE",
+        help="Qualys platform whose agent URLs to check (repeatable), e.g. US3.",
+    ),
+    click.option(
+        "--url", "urls", multiple=True, metavar="URL", help="A URL to check (repeatable)."
+    ),
+    click.option(
+        "--targets",
+        "targets_files",
+        multiple=True,
+        metavar="FILE",
+        type=click.Path(path_type=Path),
+        help="YAML targets file: name, url, category, expected_status (repeatable).",
+    ),
+    click.option(
+        "-o",
+        "--out",
+        "out_dir",
+        type=click.Path(path_type=Path),
+        metavar="DIR",
+        help="Report directory [default: ./audit-report-<UTC timestamp>/].",
+    ),
+    click.option(
+        "--format",
+        "formats",
+        multiple=True,
+        type=click.Choice(FORMATS),
+        help="Report formats to write (repeatable) [default: all].",
+    ),
+    click.option(
+        "--force", is_flag=True, help="Write into an existing, non-empty report directory."
+    ),
+    click.option(
+        "--report-mode",
+        default="600",
+        show_default=True,
+        metavar="OCTAL",
+        help="File mode of reports and results.",
+    ),
+    click.option(
+        "-f",
+        "--forks",
+        default=50,
+        show_default=True,
+        type=click.IntRange(1, 100000),
+        help="Hosts audited at once.",
+    ),
+    click.option(
+        "--timeout",
+        default=60.0,
+        show_default=True,
+        type=click.FloatRange(1, 86400),
+        help="Deadline per host in seconds: connect, probe and all URLs.",
+    ),
+    click.option(
+        "--connect-timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.5, 3600),
+        help="SSH/WinRM connect timeout in seconds.",
+    ),
+    click.option(
+        "--retries",
+        default=0,
+        show_default=True,
+        type=click.IntRange(0, 10),
+        help="Retries for hosts that could not be connected to (never for auth failures).",
+    ),
+    click.option(
+        "--probe-timeout",
+        default=10.0,
+        show_default=True,
+        type=click.FloatRange(0.5, 3600),
+        help="Per-URL time limit on the host (curl --max-time / IWR -TimeoutSec).",
+    ),
+    click.option(
+        "--probe-connect-timeout",
+        default=5.0,
+        show_default=True,
+        type=click.FloatRange(0.5, 3600),
+        help="Per-URL TCP connect limit on the host (curl --connect-timeout).",
+    ),
+    click.option(
+        "--agent-proxy",
+        is_flag=True,
+        help="Probe through the proxy the Qualys agent is configured with, when set.",
+    ),
+    click.option("-u", "--user", metavar="USER", help="Default remote user (inventory wins)."),
+    click.option(
+        "--ssh-key",
+        "ssh_keys",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="SSH private key file (repeatable).",
+    ),
+    click.option(
+        "--known-hosts",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="known_hosts file [default: ~/.ssh/known_hosts].",
+    ),
+    click.option(
+        "--accept-new-host-keys",
+        is_flag=True,
+        help="Trust unknown host keys on first use and record them.",
+    ),
+    click.option(
+        "--no-host-key-check",
+        is_flag=True,
+        help="DANGEROUS: accept any host key (flagged in the report).",
+    ),
+    click.option(
+        "--jump-host",
+        metavar="[USER@]HOST[:PORT]",
+        help="SSH bastion for every SSH host (like ProxyJump).",
+    ),
+    click.option(
+        "--ssh-config",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="OpenSSH client config [default: ~/.ssh/config if present].",
+    ),
+    click.option(
+        "--ask-pass",
+        is_flag=True,
+        help="Prompt for the SSH/WinRM password (else AUDITOR_SSH_PASSWORD / "
+        "AUDITOR_WINRM_PASSWORD).",
+    ),
+    click.option("--winrm-user", metavar="USER", help="WinRM user when the inventory has none."),
+    click.option(
+        "--winrm-transport",
+        type=click.Choice(["ntlm", "basic", "kerberos", "credssp", "certificate"]),
+        help="WinRM auth when the inventory has none [default: ntlm].",
+    ),
+    click.option(
+        "--winrm-allow-basic-http",
+        is_flag=True,
+        help="Allow Basic auth over plain HTTP (sends the password in clear).",
+    ),
+    click.option(
+        "--winrm-ca-bundle",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="CA bundle for WinRM over HTTPS.",
+    ),
+    click.option(
+        "--shard",
+        metavar="K/N",
+        help="Audit only shard K of N (deterministic split, for several runners).",
+    ),
+    click.option(
+        "--runner", metavar="NAME", help="Name of this runner in reports [default: hostname]."
+    ),
+    click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
+]
+
+
+def audit_options(func: Any) -> Any:
+    for option in reversed(AUDIT_OPTIONS):
+        func = option(func)
+    return func
+
+
+def _run_audit(**kw: Any) -> NoReturn:
+    from auditor.run import run_from_options
+
+    try:
+        status = run_from_options(kw)
+    except InputError as exc:
+        _fail(str(exc))
+    except LabError as exc:
+        _fail(str(exc))
+    except AuditorError as exc:
+        _fail(str(exc))
+    sys.exit(status)
+
+
+@click.command("audit", context_settings={"help_option_names": ["-h", "--help"]})
+@audit_options
+@click.version_option(__version__, prog_name="audit")
+def audit_main(**kw: Any) -> None:
+    """Audit which hosts of an inventory can reach which URLs, and why not.
+
+    Exit status: 0 every audited host reaches every URL; 1 some URL is blocked somewhere;
+    2 bad input or usage; 3 nothing blocked but some hosts could not be audited;
+    130/143 interrupted (reports hold what finished).
+    """
+    _run_audit(**kw)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="auditor")
+def main() -> None:
+    """Fleet-wide network allow-list auditor."""
+
+
+main.add_command(audit_main)
+
+
+@main.command("targets")
+@click.option(
+    "--platform", "platforms", multiple=True, metavar="CODE", help="Only these platforms."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def targets_cmd(platforms: tuple[str, ...], as_json: bool) -> None:
+    """List the built-in URL catalog (verified entries have a public source)."""
+    import json
+
+    from auditor import targets as tg
+
+    try:
+        chosen = (
+            tuple(t for p in platforms for t in tg.platform_targets(p))
+            if platforms
+            else tg.catalog_targets()
+        )
+    except InputError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps([t.__dict__ for t in chosen], indent=2))
+        return
+    for t in chosen:
+        mark = "verified" if t.verified else "inferred"
+        click.echo(f"{t.platform or '-':5} {t.category:15} {mark:9} {t.url}")
+    click.echo(
+        "\n'inferred' entries follow the vendor's naming pattern but no public source "
+        "confirms them; override with --url or --targets."
+    )
+
+
+@main.command("inventory")
+@click.option("-i", "--inventory", "inventory", required=True, metavar="FILE")
+@click.option("-l", "--limit", metavar="PATTERN")
+@click.option("--list", "as_list", is_flag=True, help="JSON as `ansible-inventory --list`.")
+@click.option("--graph", is_flag=True, help="The group tree.")
+def inventory_cmd(inventory: str, limit: str | None, as_list: bool, graph: bool) -> None:
+    """Show an inventory as the auditor resolves it (same shape as ansible-inventory)."""
+    import json
+
+    from auditor.inventory import load_inventory
+
+    try:
+        inv = load_inventory(inventory)
+        if limit:
+            inv = inv.limit(limit)
+    except InputError as exc:
+        _fail(str(exc))
+    if graph:
+        click.echo(inv.graph())
+    else:
+        click.echo(json.dumps(inv.to_ansible_list(), indent=4, sort_keys=True))
+    _ = as_list
+
+
+@main.command("report")
+@click.argument("results", type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS))
+@click.option("--force", is_flag=True)
+@click.option("--report-mode", default="600", show_default=True)
+def report_cmd(
+    results: Path, out_dir: Path, formats: tuple[str, ...], force: bool, report_mode: str
+) -> None:
+    """Render reports again from a results.jsonl file."""
+    from auditor.run import render_from_results
+
+    try:
+        status = render_from_results([results], out_dir, formats or FORMATS, force, report_mode)
+    except InputError as exc:
+        _fail(str(exc))
+    sys.exit(status)
+
+
+@main.command("merge")
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS))
+@click.option("--force", is_flag=True)
+@click.option("--report-mode", default="600", show_default=True)
+def merge_cmd(
+    results: tuple[Path, ...],
+    out_dir: Path,
+    formats: tuple[str, ...],
+    force: bool,
+    report_mode: str,
+) -> None:
+    """Combine the results of several runners (shards) into one report."""
+    from auditor.run import render_from_results
+
+    try:
+        status = render_from_results(list(results), out_dir, formats or FORMATS, force, report_mode)
+    except InputError as exc:
+        _fail(str(exc))
+    sys.exit(status)
+
+
+@main.group("lab")
+def lab_group() -> None:
+    """The lab: a fleet of real OpenSSH hosts in network namespaces on this machine."""
+
+
+@lab_group.command("up")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(path_type=Path),
+    default=Path("lab"),
+    show_default=True,
+    help="Where the lab writes its inventory, keys and state.",
+)
+@click.option(
+    "--hosts",
+    "extra",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0, 2000),
+    help="Extra plain hosts (group 'scale') for benchmarks.",
+)
+def lab_up_cmd(directory: Path, extra: int) -> None:
+    """Bring the lab up (root only)."""
+    from auditor.lab import lab_up
+
+    try:
+        info = lab_up(directory.resolve(), extra_hosts=extra)
+    except (LabError, InputError) as exc:
+        _fail(str(exc))
+    click.echo(f"lab up: {len(info.hosts)} hosts")
+    for spec in info.hosts:
+        click.echo(f"  {spec.name:24} {spec.address:15} expect {spec.expected_outcome}")
+    click.echo(f"inventory:   {info.inventory}")
+    click.echo(f"known_hosts: {info.known_hosts}")
+    click.echo(f"key:         {info.key}")
+
+
+@lab_group.command("down")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path), default=Path("lab"), show_default=True
+)
+def lab_down_cmd(directory: Path) -> None:
+    """Remove everything the lab made (idempotent)."""
+    from auditor.lab import lab_down
+
+    try:
+        removed = lab_down(directory.resolve())
+    except LabError as exc:
+        _fail(str(exc))
+    click.echo(f"lab down: removed {len(removed)} items")
+
+
+@lab_group.command("status")
+@click.option(
+    "--dir", "directory", type=click.Path(path_type=Path), default=Path("lab"), show_default=True
+)
+def lab_status_cmd(directory: Path) -> None:
+    """Show what the lab has running."""
+    from auditor.lab import lab_status
+
+    try:
+        status = lab_status(directory.resolve())
+    except LabError as exc:
+        _fail(str(exc))
+    click.echo(str(status))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""The domain: hosts, targets, observations and per-host results, as frozen dataclasses."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from auditor.outcomes import HostOutcome, Outcome
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+class Connection(StrEnum):
+    """How the auditor reaches a host."""
+
+    SSH = "ssh"
+    WINRM = "winrm"
+    LOCAL = "local"
+
+
+class Platform(StrEnum):
+    """Which probe runs on the host: POSIX sh + curl, or PowerShell Invoke-WebRequest."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
+
+
+# Ansible connection plugin names we accept, mapped onto our transports. psrp speaks
+# PowerShell remoting over the same WinRM listener, so the WinRM transport can audit it.
+_CONNECTIONS: dict[str, Connection] = {
+    "ssh": Connection.SSH,
+    "paramiko": Connection.SSH,
+    "paramiko_ssh": Connection.SSH,
+    "ansible.builtin.ssh": Connection.SSH,
+    "smart": Connection.SSH,
+    "winrm": Connection.WINRM,
+    "ansible.builtin.winrm": Connection.WINRM,
+    "psrp": Connection.WINRM,
+    "ansible.builtin.psrp": Connection.WINRM,
+    "local": Connection.LOCAL,
+    "ansible.builtin.local": Connection.LOCAL,
+}
+
+
+@dataclass(frozen=True)
+class Host:
+    """One inventory host with its resolved connection settings.
+
+    `vars` holds every resolved variable (Ansible precedence applied) and may hold secrets,
+    so it is never serialised into results or reports; only the named fields are.
+    """
+
+    name: str
+    address: str
+    connection: Connection
+    platform: Platform
+    port: int | None = None
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+    vars: Mapping[str, Any] = field(default_factory=_empty, compare=False, repr=False, hash=False)
+
+    @classmethod
+    def from_vars(cls, name: str, groups: tuple[str, ...], hostvars: Mapping[str, Any]) -> Host:
+        """Build a host from Ansible variables; raises ValueError on a bad connection var."""
+        raw_conn = str(hostvars.get("ansible_connection", "ssh")).strip().lower()
+        if raw_conn not in _CONNECTIONS:
+            raise ValueError(
+                f"host {name}: ansible_connection={raw_conn!r} is not supported "
+                f"(use ssh, winrm, psrp or local)"
+            )
+        connection = _CONNECTIONS[raw_conn]
+        port = hostvars.get("ansible_port", hostvars.get("ansible_ssh_port"))
+        if port is not None and port != "":
+            try:
+                port_num: int | None = int(str(port))
+            except ValueError:
+                raise ValueError(f"host {name}: ansible_port={port!r} is not a number") from None
+            if port_num is None or not 0 < port_num < 65536:
+                raise ValueError(f"host {name}: ansible_port={port!r} is out of range")
+        else:
+            port_num = None
+        user = hostvars.get("ansible_user", hostvars.get("ansible_ssh_user"))
+        address = str(hostvars.get("ansible_host", hostvars.get("ansible_ssh_host", name)))
+        return cls(
+            name=name,
+            address=address,
+            connection=connection,
+            platform=_platform(connection, hostvars),
+            port=port_num,
+            user=None if user is None else str(user),
+            groups=groups,
+            vars=MappingProxyType(dict(hostvars)),
+        )
+
+
+def _platform(connection: Connection, hostvars: Mapping[str, Any]) -> Platform:
+    hint = (
+        str(hostvars.get("ansible_os_family", hostvars.get("ansible_system", ""))).strip().lower()
+    )
+    shell = str(hostvars.get("ansible_shell_type", "")).strip().lower()
+    if hint == "windows" or shell in ("powershell", "cmd"):
+        return Platform.WINDOWS
+    if hint:
+        return Platform.LINUX
+    return Platform.WINDOWS if connection is Connection.WINRM else Platform.LINUX
+
+
+@dataclass(frozen=True)
+class Target:
+    """One URL to check, with the statuses that count as reachable."""
+
+    url: str
+    name: str
+    category: str = "custom"
+    expected_status: tuple[int, ...] = (200,)
+    platform: str | None = None
+    verified: bool = True
+    source: str = ""
+
+    @property
+    def hostname(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        if parts.port:
+            return parts.port
+        return 443 if parts.scheme == "https" else 80
+
+
+@dataclass(frozen=True)
+class Observation:
+    """The verdict for one target on one audited host, with the evidence behind it."""
+
+    url: str
+    outcome: Outcome
+    detail: str = ""
+    http_status: int | None = None
+    remote_ip: str = ""
+    tool: str = ""
+    tls_issuer: str = ""
+    proxy: str = ""
+    exit_code: int | None = None
+    time_dns: float | None = None
+    time_connect: float | None = None
+    time_tls: float | None = None
+    time_total: float | None = None
+
+
+@dataclass(frozen=True)
+class AuditedHost:
+    """A host the probe ran on: one observation per target, in target order."""
+
+    host: Host
+    observations: tuple[Observation, ...]
+    duration: float = 0.0
+    facts: Mapping[str, str] = field(default_factory=_empty, compare=False)
+    runner: str = ""
+
+    @property
+    def audited(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class UnauditedHost:
+    """A host that could not be audited; it says nothing about the allow-list."""
+
+    host: Host
+    outcome: HostOutcome
+    detail: str = ""
+    duration: float = 0.0
+    runner: str = ""
+
+    @property
+    def audited(self) -> bool:
+        return False
+
+
+HostResult = AuditedHost | UnauditedHost

@@ -1,0 +1,78 @@
+"""The outcome taxonomy: the names every report uses, and a remediation hint for each.
+
+Two levels, never mixed. A `HostOutcome` says the host was not audited and says nothing
+about the allow-list; an `Outcome` is the allow-list verdict for one URL on an audited host.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Outcome(StrEnum):
+    """Target-level verdict for one URL seen from one audited host."""
+
+    REACHABLE = "reachable"
+    DNS_FAILURE = "dns_failure"
+    REFUSED = "refused"
+    TIMEOUT = "timeout"
+    TLS_FAILURE = "tls_failure"
+    PROXY_DENIED = "proxy_denied"
+    HTTP_ERROR = "http_error"
+    ERROR = "error"
+
+
+class HostOutcome(StrEnum):
+    """Why a host was not audited."""
+
+    UNREACHABLE = "unreachable"
+    AUTH_FAILED = "auth_failed"
+    HOST_KEY_UNKNOWN = "host_key_unknown"
+    HOST_KEY_CHANGED = "host_key_changed"
+    SESSION_TIMEOUT = "session_timeout"
+    PROBE_UNAVAILABLE = "probe_unavailable"
+    NOT_AUDITED = "not_audited"
+    ERROR = "error"
+
+
+_TARGET_HINTS: dict[Outcome, str] = {
+    Outcome.REACHABLE: "",
+    Outcome.DNS_FAILURE: "make {host} resolvable from this host (DNS server, search domain or "
+    "split-horizon zone)",
+    Outcome.REFUSED: "allow TCP {port} to {host} on the egress firewall "
+    "(an active reject was seen)",
+    Outcome.TIMEOUT: "allow TCP {port} to {host} on the egress firewall or route "
+    "(packets are silently dropped)",
+    Outcome.TLS_FAILURE: "exempt {host} from TLS inspection, "
+    "or trust the issuer shown on this host",
+    Outcome.PROXY_DENIED: "allow {host} on the proxy (CONNECT to port {port}) or give this host "
+    "proxy credentials",
+    Outcome.HTTP_ERROR: "the server answered with an unexpected status; check the URL or the "
+    "vendor's service status",
+    Outcome.ERROR: "unexpected probe failure; see the detail",
+}
+
+_HOST_HINTS: dict[HostOutcome, str] = {
+    HostOutcome.UNREACHABLE: "open the management port (SSH 22 / WinRM 5985-5986) from the "
+    "auditor to this host, or fix its address",
+    HostOutcome.AUTH_FAILED: "authorise the auditor's key or account on this host",
+    HostOutcome.HOST_KEY_UNKNOWN: "record this host's key in known_hosts "
+    "(or run once with --accept-new-host-keys)",
+    HostOutcome.HOST_KEY_CHANGED: "verify the host's new key out of band, then update known_hosts",
+    HostOutcome.SESSION_TIMEOUT: "the host accepted the connection but did not finish in time; "
+    "check its load or raise --timeout",
+    HostOutcome.PROBE_UNAVAILABLE: "install curl (or wget / python3) on Linux, or enable "
+    "PowerShell Invoke-WebRequest on Windows",
+    HostOutcome.NOT_AUDITED: "the run ended before this host was audited; run again",
+    HostOutcome.ERROR: "unexpected error; see the detail",
+}
+
+
+def target_hint(outcome: Outcome, host: str, port: int) -> str:
+    """One-line remediation for a target-level outcome, naming the URL's host and port."""
+    return _TARGET_HINTS[outcome].format(host=host, port=port)
+
+
+def host_hint(outcome: HostOutcome) -> str:
+    """One-line remediation for a host that could not be audited."""
+    return _HOST_HINTS[outcome]

@@ -1,0 +1,227 @@
+# shellcheck shell=sh
+# The Linux/Unix probe: POSIX sh, sent on stdin to `/bin/sh -s`, never written to disk.
+#
+# The auditor appends a call `auditor_main <<'AUDITOR_END_<nonce>'` followed by data lines
+# (settings and validated URLs). Data only ever arrives through that quoted here-document,
+# so nothing user-supplied is parsed as shell. Every record printed starts with
+# "AUD1 <nonce>" and is one line of tab-separated fields, written by one printf.
+#
+# Records:  H hostname os tool tool_version   (host facts)
+#           T idx tool exit http connect_code remote_ip t_dns t_connect t_tls t_total proxy issuer error
+#           U reason                          (no usable HTTP client: probe unavailable)
+#           D count                           (done; its absence means the output was cut)
+
+AUDITOR_NONCE=""
+AUDITOR_CT=5
+AUDITOR_MT=10
+AUDITOR_AGENT_PROXY=0
+AUDITOR_TAB=$(printf '\t')
+
+# One line, no tabs or control characters, bounded length.
+auditor_clean() {
+    printf '%s' "$1" | tr -d '\000-\010\013-\037\177' | tr '\t\n\r' '   ' | cut -c1-400
+}
+
+auditor_emit() {
+    # $1 = kind, rest = fields; joined with tabs in a single write.
+    _kind=$1
+    shift
+    _line="AUD1 $AUDITOR_NONCE$AUDITOR_TAB$_kind"
+    for _f in "$@"; do
+        _line="$_line$AUDITOR_TAB$_f"
+    done
+    printf '%s\n' "$_line"
+}
+
+# The proxy the Qualys agent is configured with (RPM and Debian families), if any.
+auditor_agent_proxy() {
+    for _file in /etc/sysconfig/qualys-cloud-agent /etc/default/qualys-cloud-agent; do
+        [ -r "$_file" ] || continue
+        _p=$(sed -n -e 's/^[[:space:]]*qualys_https_proxy[[:space:]]*=[[:space:]]*//p' \
+                    -e 's/^[[:space:]]*https_proxy[[:space:]]*=[[:space:]]*//p' "$_file" \
+             | head -n 1 | tr -d "\"'")
+        if [ -n "$_p" ]; then
+            printf '%s' "$_p"
+            return 0
+        fi
+    done
+    return 1
+}
+
+# The proxy curl will use for this URL scheme, from the environment (for the report).
+auditor_env_proxy() {
+    case "$1" in
+        https:*) printf '%s' "${https_proxy:-${HTTPS_PROXY:-${all_proxy:-${ALL_PROXY:-}}}}" ;;
+        *) printf '%s' "${http_proxy:-${all_proxy:-${ALL_PROXY:-}}}" ;;
+    esac
+}
+
+auditor_curl() {
+    _idx=$1
+    _url=$2
+    _proxy=$3
+    if [ -n "$_proxy" ]; then
+        set -- --proxy "$_proxy"
+    else
+        set --
+    fi
+    _out=$(curl -sS -v -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+        --max-time "$AUDITOR_MT" "$@" \
+        -w '\nAUDW %{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}\n' \
+        -- "$_url" 2>&1)
+    _rc=$?
+    _w=$(printf '%s\n' "$_out" | sed -n 's/^AUDW //p' | tail -n 1)
+    _err=$(printf '%s\n' "$_out" | sed -n 's/^curl: ([0-9]*) //p' | tail -n 1)
+    _issuer=""
+    case "$_rc" in
+        35|51|53|58|59|60|66|77|80|82|83|90|91)
+            # Verification failed before curl could show the chain; look once more without
+            # verifying, only to name the issuer (an interception product names itself there).
+            _issuer=$(curl -sS -v -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+                --max-time "$AUDITOR_MT" "$@" -- "$_url" 2>&1 \
+                | sed -n 's/^\*[[:space:]]*issuer:[[:space:]]*//p' | head -n 1)
+            ;;
+    esac
+    _old_ifs=$IFS
+    IFS='|'
+    # shellcheck disable=SC2086 # splitting the -w fields on '|' is intended
+    set -- $_w
+    IFS=$_old_ifs
+    auditor_emit T "$_idx" curl "$_rc" "${1:-000}" "${2:-000}" "${3:-}" "${4:-}" "${5:-}" \
+        "${6:-}" "${7:-}" "$(auditor_clean "$_shown_proxy")" "$(auditor_clean "$_issuer")" \
+        "$(auditor_clean "$_err")"
+}
+
+auditor_wget() {
+    _idx=$1
+    _url=$2
+    _proxy=$3
+    _t0=$(date +%s)
+    if [ -n "$_proxy" ]; then
+        _out=$(https_proxy=$_proxy http_proxy=$_proxy wget -S -O /dev/null --tries=1 \
+            --max-redirect=0 --timeout="$AUDITOR_MT" -- "$_url" 2>&1)
+    else
+        _out=$(wget -S -O /dev/null --tries=1 --max-redirect=0 --timeout="$AUDITOR_MT" \
+            -- "$_url" 2>&1)
+    fi
+    _rc=$?
+    _status=$(printf '%s\n' "$_out" | sed -n 's/^[[:space:]]*HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' \
+        | tail -n 1)
+    _err=$(printf '%s\n' "$_out" | grep -i -e 'failed' -e 'error' -e 'unable' -e 'not trusted' \
+        -e 'timed out' | tail -n 2 | tr '\n' ' ')
+    _issuer=$(printf '%s\n' "$_out" | sed -n "s/.*issued by [\`']\{0,1\}\([^']*\)'*.*/\1/p" \
+        | head -n 1)
+    # wget reports no timings; whole seconds are enough to tell a stall from a quick failure.
+    _elapsed=$(($(date +%s) - _t0))
+    auditor_emit T "$_idx" wget "$_rc" "${_status:-000}" 000 "" "" "" "" "$_elapsed" \
+        "$(auditor_clean "$_shown_proxy")" "$(auditor_clean "$_issuer")" \
+        "$(auditor_clean "$_err")"
+}
+
+# python3 fallback: prints the curl-equivalent exit code so one classifier serves all tools.
+AUDITOR_PY='
+import socket, ssl, sys, time, urllib.error, urllib.request
+url, ct, mt, proxy = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
+opener = urllib.request.build_opener(*handlers)
+start = time.monotonic(); code, status, err = 0, "000", ""
+try:
+    with opener.open(urllib.request.Request(url, method="GET"), timeout=mt) as r:
+        status = str(r.status)
+except urllib.error.HTTPError as e:
+    status = str(e.code)
+except Exception as e:
+    r = getattr(e, "reason", e); err = type(r).__name__ + ": " + str(r)
+    if isinstance(r, socket.gaierror): code = 6
+    elif isinstance(r, ConnectionRefusedError): code = 7
+    elif isinstance(r, (socket.timeout, TimeoutError)): code = 28
+    elif isinstance(r, ssl.SSLCertVerificationError): code = 60
+    elif isinstance(r, ssl.SSLError): code = 35
+    elif isinstance(r, OSError) and "Tunnel connection failed" in str(r): code = 56
+    else: code = 1
+print(code, status, "%.6f" % (time.monotonic() - start), err.replace("\t", " ").replace("\n", " ")[:300], sep="\t")
+'
+
+auditor_python() {
+    _idx=$1
+    _url=$2
+    _proxy=$3
+    _out=$(python3 -c "$AUDITOR_PY" "$_url" "$AUDITOR_CT" "$AUDITOR_MT" "$_proxy" 2>&1 | tail -n 1)
+    _old_ifs=$IFS
+    IFS=$AUDITOR_TAB
+    # shellcheck disable=SC2086 # splitting on tabs is intended
+    set -- $_out
+    IFS=$_old_ifs
+    auditor_emit T "$_idx" python3 "${1:-1}" "${2:-000}" 000 "" "" "" "" "${3:-}" \
+        "$(auditor_clean "$_shown_proxy")" "" "$(auditor_clean "${4:-$_out}")"
+}
+
+auditor_one() {
+    _idx=$1
+    _url=$2
+    _proxy=""
+    if [ "$AUDITOR_AGENT_PROXY" = 1 ]; then
+        _proxy=$(auditor_agent_proxy) || _proxy=""
+    fi
+    # Show the proxy without any user:password@ part: reports must never carry secrets.
+    _shown_proxy=${_proxy:-$(auditor_env_proxy "$_url")}
+    _shown_proxy=$(printf '%s' "$_shown_proxy" | sed 's#//[^/@]*@#//***@#')
+    "auditor_$AUDITOR_TOOL" "$_idx" "$_url" "$_proxy"
+}
+
+auditor_facts() {
+    _host=$(hostname 2>/dev/null || uname -n 2>/dev/null || cat /proc/sys/kernel/hostname)
+    _os=""
+    if [ -r /etc/os-release ]; then
+        _os=$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"' | head -n 1)
+    fi
+    [ -n "$_os" ] || _os=$(uname -sr 2>/dev/null)
+    case "$AUDITOR_TOOL" in
+        curl) _ver=$(curl --version 2>/dev/null | head -n 1 | cut -d' ' -f1-2) ;;
+        wget) _ver=$(wget --version 2>/dev/null | head -n 1) ;;
+        python) _ver=$(python3 --version 2>&1) ;;
+        *) _ver="" ;;
+    esac
+    auditor_emit H "$(auditor_clean "$_host")" "$(auditor_clean "$_os")" "$AUDITOR_TOOL" \
+        "$(auditor_clean "$_ver")"
+}
+
+auditor_main() {
+    _count=0
+    _targets=""
+    while IFS= read -r _line; do
+        case "$_line" in
+            "nonce "*) AUDITOR_NONCE=${_line#nonce } ;;
+            "connect_timeout "*) AUDITOR_CT=${_line#connect_timeout } ;;
+            "max_time "*) AUDITOR_MT=${_line#max_time } ;;
+            "agent_proxy "*) AUDITOR_AGENT_PROXY=${_line#agent_proxy } ;;
+            "target "*)
+                _count=$((_count + 1))
+                _targets="$_targets${_line#target }
+"
+                ;;
+        esac
+    done
+    if command -v curl >/dev/null 2>&1; then
+        AUDITOR_TOOL=curl
+    elif command -v wget >/dev/null 2>&1; then
+        AUDITOR_TOOL=wget
+    elif command -v python3 >/dev/null 2>&1; then
+        AUDITOR_TOOL=python
+    else
+        auditor_emit U "no curl, wget or python3 on PATH ($(auditor_clean "$PATH"))"
+        return 0
+    fi
+    auditor_facts
+    # Every URL at once: the host's wall time is the slowest URL, not the sum.
+    _rest=$_targets
+    while [ -n "$_rest" ]; do
+        _entry=${_rest%%
+*}
+        _rest=${_rest#*
+}
+        auditor_one "${_entry%% *}" "${_entry#* }" &
+    done
+    wait
+    auditor_emit D "$_count"
+}

@@ -1,0 +1,224 @@
+"""The results stream: run metadata and one JSON line per host, written as hosts finish.
+
+`results.jsonl` is the source of truth for a run: reports are rendered from it, `auditor
+report` re-renders it and `auditor merge` combines several. It never holds host variables,
+so no inventory secret can reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import IO, Any
+
+from auditor.errors import InputError
+from auditor.models import (
+    AuditedHost,
+    Connection,
+    Host,
+    HostResult,
+    Observation,
+    Platform,
+    Target,
+    UnauditedHost,
+)
+from auditor.outcomes import HostOutcome, Outcome
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a report says about the run itself. Holds no secrets."""
+
+    run_id: str
+    started: str
+    finished: str = ""
+    duration: float = 0.0
+    inventory: str = ""
+    targets: tuple[Target, ...] = ()
+    tool_version: str = ""
+    runners: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[str, ...] = ()
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """A finished (or interrupted) run: metadata plus exactly one result per inventory host."""
+
+    info: RunInfo
+    results: tuple[HostResult, ...]
+
+
+def host_to_dict(host: Host) -> dict[str, Any]:
+    return {
+        "name": host.name,
+        "address": host.address,
+        "port": host.port,
+        "user": host.user,
+        "connection": host.connection.value,
+        "platform": host.platform.value,
+        "groups": list(host.groups),
+    }
+
+
+def result_to_dict(result: HostResult) -> dict[str, Any]:
+    """The JSON form of one host's result (also the per-host entry of report.json)."""
+    base: dict[str, Any] = {
+        "host": host_to_dict(result.host),
+        "audited": result.audited,
+        "duration": round(result.duration, 3),
+        "runner": result.runner,
+    }
+    if isinstance(result, AuditedHost):
+        base["host_outcome"] = None
+        base["detail"] = ""
+        base["facts"] = dict(result.facts)
+        base["observations"] = [
+            {k: (v.value if isinstance(v, Outcome) else v) for k, v in asdict(o).items()}
+            for o in result.observations
+        ]
+    else:
+        base["host_outcome"] = result.outcome.value
+        base["detail"] = result.detail
+        base["facts"] = {}
+        base["observations"] = []
+    return base
+
+
+def info_to_dict(info: RunInfo) -> dict[str, Any]:
+    data = asdict(info)
+    data["targets"] = [asdict(t) for t in info.targets]
+    data["options"] = dict(info.options)
+    return data
+
+
+def result_from_dict(data: Mapping[str, Any]) -> HostResult:
+    h = data["host"]
+    host = Host(
+        name=str(h["name"]),
+        address=str(h["address"]),
+        connection=Connection(h["connection"]),
+        platform=Platform(h["platform"]),
+        port=h.get("port"),
+        user=h.get("user"),
+        groups=tuple(h.get("groups", ())),
+    )
+    if data["audited"]:
+        observations = tuple(
+            Observation(**{**o, "outcome": Outcome(o["outcome"])}) for o in data["observations"]
+        )
+        return AuditedHost(
+            host=host,
+            observations=observations,
+            duration=float(data.get("duration", 0.0)),
+            facts=MappingProxyType(dict(data.get("facts", {}))),
+            runner=str(data.get("runner", "")),
+        )
+    return UnauditedHost(
+        host=host,
+        outcome=HostOutcome(data["host_outcome"]),
+        detail=str(data.get("detail", "")),
+        duration=float(data.get("duration", 0.0)),
+        runner=str(data.get("runner", "")),
+    )
+
+
+def info_from_dict(data: Mapping[str, Any]) -> RunInfo:
+    targets = tuple(
+        Target(**{**t, "expected_status": tuple(t.get("expected_status", (200,)))})
+        for t in data.get("targets", ())
+    )
+    return RunInfo(
+        run_id=str(data["run_id"]),
+        started=str(data["started"]),
+        finished=str(data.get("finished", "")),
+        duration=float(data.get("duration", 0.0)),
+        inventory=str(data.get("inventory", "")),
+        targets=targets,
+        tool_version=str(data.get("tool_version", "")),
+        runners=tuple(data.get("runners", ())),
+        options=MappingProxyType(dict(data.get("options", {}))),
+        warnings=tuple(data.get("warnings", ())),
+        interrupted=bool(data.get("interrupted", False)),
+    )
+
+
+class ResultsWriter:
+    """Appends one line per finished host and flushes it, so an interrupted run keeps its work.
+
+    Lines: {"type": "run", ...} first, {"type": "host", ...} per host, {"type": "end", ...}
+    last (the final RunInfo). A file without the end line was cut short.
+    """
+
+    def __init__(self, path: Path, mode: int = 0o600) -> None:
+        self.path = path
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+
+    def _line(self, record: Mapping[str, Any]) -> None:
+        self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
+        self._fh.flush()
+
+    def start(self, info: RunInfo) -> None:
+        self._line({"type": "run", "schema_version": SCHEMA_VERSION, "run": info_to_dict(info)})
+
+    def host(self, result: HostResult) -> None:
+        self._line({"type": "host", **result_to_dict(result)})
+
+    def end(self, info: RunInfo) -> None:
+        self._line({"type": "end", "run": info_to_dict(info)})
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def read_results(path: Path) -> AuditRun:
+    """Load a results.jsonl file; raises InputError naming the file and line on bad content."""
+    info: RunInfo | None = None
+    results: list[HostResult] = []
+    try:
+        with path.open(encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    kind = record.get("type")
+                    if kind in ("run", "end"):
+                        info = info_from_dict(record["run"])
+                    elif kind == "host":
+                        results.append(result_from_dict(record))
+                    else:
+                        raise ValueError(f"unknown record type {kind!r}")
+                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    raise InputError(f"not a results record: {exc}", str(path), lineno) from None
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", str(path)) from None
+    except UnicodeDecodeError:
+        raise InputError("not UTF-8 text", str(path)) from None
+    if info is None:
+        raise InputError("no run record: not a results file", str(path))
+    return AuditRun(info=info, results=tuple(results))
+
+
+def iter_observation_rows(run: AuditRun) -> Iterator[tuple[HostResult, Target, Observation | None]]:
+    """Every host x target pair; a not-audited host yields None for each target."""
+    for result in run.results:
+        for index, target in enumerate(run.info.targets):
+            if isinstance(result, AuditedHost):
+                yield result, target, result.observations[index]
+            else:
+                yield result, target, None
+
+
+def ordered(results: Iterable[HostResult], hosts: Iterable[Host]) -> tuple[HostResult, ...]:
+    """Results in inventory order (hosts finish in any order)."""
+    by_name = {r.host.name: r for r in results}
+    return tuple(by_name[h.name] for h in hosts if h.name in by_name)

@@ -1,0 +1,178 @@
+"""Runs one task per host with bounded concurrency and one deadline per host.
+
+The scheduler knows nothing of SSH or WinRM: it picks the transport for each host, runs the
+platform's probe through it, turns failures into host-level results, and hands every result
+to `on_result` the moment the host finishes (so results stream to disk as they come).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from auditor.errors import HostLevelError
+from auditor.models import (
+    AuditedHost,
+    Connection,
+    Host,
+    HostResult,
+    Platform,
+    Target,
+    UnauditedHost,
+)
+from auditor.outcomes import HostOutcome
+from auditor.probes import ProbeResult, ProbeSettings
+from auditor.transports.base import ProbeJob, RawOutput, Transport
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How hard to push: concurrency, the per-host deadline and connection retries."""
+
+    forks: int = 50
+    timeout: float = 60.0
+    retries: int = 0
+    retry_delay: float = 1.0
+    runner: str = ""
+
+
+ResultCallback = Callable[[HostResult], None]
+
+
+class Probes:
+    """Builds each platform's job once per run and parses each host's output."""
+
+    def __init__(self, targets: Sequence[Target], settings: ProbeSettings) -> None:
+        self.targets = tuple(targets)
+        self.settings = settings
+        self._jobs: dict[Platform, ProbeJob] = {}
+
+    def job(self, platform: Platform) -> ProbeJob:
+        if platform not in self._jobs:
+            if platform is Platform.WINDOWS:
+                from auditor.probes.powershell import build_powershell_job
+
+                self._jobs[platform] = build_powershell_job(self.targets, self.settings)
+            else:
+                from auditor.probes.posix import build_posix_job
+
+                self._jobs[platform] = build_posix_job(self.targets, self.settings)
+        return self._jobs[platform]
+
+    def parse(self, platform: Platform, raw: RawOutput) -> ProbeResult:
+        if platform is Platform.WINDOWS:
+            from auditor.probes.powershell import parse_powershell
+
+            return parse_powershell(raw, self.targets, self.settings.nonce)
+        from auditor.probes.posix import parse_posix
+
+        return parse_posix(raw, self.targets, self.settings.nonce)
+
+
+# Host-level outcomes worth another try: the network may have hiccupped. An auth failure or a
+# changed host key will not fix itself, and retrying would hammer the host's auth log.
+_RETRYABLE = {HostOutcome.UNREACHABLE}
+
+
+async def audit_host(
+    host: Host,
+    transport: Transport,
+    probes: Probes,
+    schedule: Schedule,
+) -> HostResult:
+    """Audit one host within its deadline; never raises (except cancellation)."""
+    start = time.monotonic()
+    deadline = start + schedule.timeout
+    attempt = 0
+    while True:
+        remaining = deadline - time.monotonic()
+        try:
+            if remaining <= 0:
+                raise HostLevelError(
+                    HostOutcome.SESSION_TIMEOUT, f"no answer within {schedule.timeout:g} s"
+                )
+            raw = await transport.run(host, probes.job(host.platform), remaining)
+            parsed = probes.parse(host.platform, raw)
+            return AuditedHost(
+                host=host,
+                observations=parsed.observations,
+                duration=time.monotonic() - start,
+                facts=parsed.facts,
+                runner=schedule.runner,
+            )
+        except HostLevelError as exc:
+            outcome = HostOutcome(exc.outcome)
+            attempt += 1
+            if (
+                outcome in _RETRYABLE
+                and attempt <= schedule.retries
+                and deadline - time.monotonic() > schedule.retry_delay
+            ):
+                await asyncio.sleep(schedule.retry_delay)
+                continue
+            detail = exc.detail if attempt == 1 else f"{exc.detail} (after {attempt} attempts)"
+            return UnauditedHost(host, outcome, detail, time.monotonic() - start, schedule.runner)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or an unforeseen library error: keep the run going
+            detail = f"{type(exc).__name__}: {exc}"[:400]
+            return UnauditedHost(
+                host, HostOutcome.ERROR, detail, time.monotonic() - start, schedule.runner
+            )
+
+
+async def run_audit(
+    hosts: Sequence[Host],
+    transports: Mapping[Connection, Transport],
+    probes: Probes,
+    schedule: Schedule,
+    on_result: ResultCallback,
+    stop: asyncio.Event | None = None,
+) -> list[HostResult]:
+    """Audit every host; returns exactly one result per host, in inventory order.
+
+    When `stop` is set (Ctrl-C, SIGTERM), hosts in flight are cancelled and every host
+    without a result is reported as not audited.
+    """
+    semaphore = asyncio.Semaphore(max(1, schedule.forks))
+    done: dict[str, HostResult] = {}
+
+    async def one(host: Host) -> None:
+        async with semaphore:
+            result = await audit_host(host, transports[host.connection], probes, schedule)
+        done[host.name] = result
+        on_result(result)
+
+    tasks = [asyncio.create_task(one(h)) for h in hosts]
+    stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    try:
+        if stopper is None:
+            await asyncio.gather(*tasks)
+        else:
+            waiter: asyncio.Future[Any] = asyncio.gather(*tasks)
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if stopper is not None:
+            stopper.cancel()
+        for transport in transports.values():
+            await transport.close()
+    results = []
+    for host in hosts:
+        result = done.get(host.name)
+        if result is None:
+            result = UnauditedHost(
+                host,
+                HostOutcome.NOT_AUDITED,
+                "the run was interrupted before this host finished",
+                0.0,
+                schedule.runner,
+            )
+            on_result(result)
+        results.append(result)
+    return results

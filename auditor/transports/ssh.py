@@ -1,0 +1,474 @@
+"""The SSH transport (asyncssh): one connection per host, the probe on stdin of one session.
+
+Errors are mapped onto host-level outcomes by exception type, in one place (`_classify`),
+never by parsing message text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from auditor.errors import HostLevelError, InputError
+from auditor.models import Connection, Host, Platform
+from auditor.outcomes import HostOutcome
+from auditor.secret import Secret
+from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
+
+PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+
+
+class HostKeyPolicy(StrEnum):
+    STRICT = "strict"
+    ACCEPT_NEW = "accept-new"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class SSHOptions:
+    """Run-wide SSH settings; inventory variables override them per host."""
+
+    user: str | None = None
+    keys: tuple[Path, ...] = ()
+    known_hosts: Path | None = None
+    host_key_policy: HostKeyPolicy = HostKeyPolicy.STRICT
+    jump_host: str | None = None
+    ssh_config: Path | None = None
+    password: Secret | None = field(default=None, repr=False)
+    passphrase: Secret | None = field(default=None, repr=False)
+    connect_timeout: float = 10.0
+
+
+def ssh_options_from(opts: Mapping[str, Any]) -> SSHOptions:
+    """Build SSHOptions from the CLI's parsed options."""
+    policy = HostKeyPolicy.STRICT
+    if opts.get("no_host_key_check"):
+        policy = HostKeyPolicy.NONE
+    elif opts.get("accept_new_host_keys"):
+        policy = HostKeyPolicy.ACCEPT_NEW
+    passwords = opts.get("passwords") or {}
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    return SSHOptions(
+        user=opts.get("user"),
+        keys=tuple(Path(k) for k in opts.get("ssh_keys") or ()),
+        known_hosts=opts.get("known_hosts"),
+        host_key_policy=policy,
+        jump_host=opts.get("jump_host"),
+        ssh_config=opts.get("ssh_config"),
+        password=passwords.get("ssh"),
+        passphrase=Secret(passphrase) if passphrase else None,
+        connect_timeout=float(opts.get("connect_timeout", 10.0)),
+    )
+
+
+@dataclass(frozen=True)
+class JumpSpec:
+    user: str | None
+    host: str
+    port: int | None
+
+
+def parse_jump(spec: str) -> JumpSpec:
+    """`[user@]host[:port]`; only the first hop of a comma-separated chain is supported."""
+    first = spec.split(",")[0].strip()
+    if first.startswith("ssh://"):
+        first = first[len("ssh://") :]
+    user, _, hostport = first.rpartition("@")
+    host, port = hostport, None
+    if hostport.startswith("["):
+        host, _, rest = hostport[1:].partition("]")
+        if rest.startswith(":"):
+            port = _port(rest[1:], spec)
+    elif hostport.count(":") == 1:
+        host, _, p = hostport.partition(":")
+        port = _port(p, spec)
+    if not host or any(c.isspace() for c in host):
+        raise InputError(f"bad jump host {spec!r}")
+    return JumpSpec(user or None, host, port)
+
+
+def _port(text: str, spec: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise InputError(f"bad port in jump host {spec!r}")
+    return int(text)
+
+
+def jump_from_common_args(args: str) -> str | None:
+    """The ProxyJump hop in `ansible_ssh_common_args` (`-J x` or `-o ProxyJump=x`)."""
+    try:
+        words = shlex.split(args)
+    except ValueError:
+        raise InputError(f"cannot parse ansible_ssh_common_args {args!r}") from None
+    for i, word in enumerate(words):
+        if word == "-J" and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith("-J") and len(word) > 2:
+            return word[2:]
+        option = None
+        if word == "-o" and i + 1 < len(words):
+            option = words[i + 1]
+        elif word.startswith("-o") and len(word) > 2:
+            option = word[2:]
+        if option:
+            key, _, value = option.replace("=", " ", 1).partition(" ")
+            if key.lower() == "proxyjump":
+                return value.strip()
+            if key.lower() == "proxycommand":
+                raise InputError(
+                    "ProxyCommand in ansible_ssh_common_args is not supported; use ProxyJump"
+                )
+    return None
+
+
+class _HostKeyCheck(asyncssh.SSHClient):
+    """Decides about a host key that is not in known_hosts, and remembers why it refused."""
+
+    def __init__(self, transport: SSHTransport) -> None:
+        self._transport = transport
+        self.refused: HostOutcome | None = None
+        self.accepted_key: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(
+        self, host: str, addr: str, port: int, key: asyncssh.SSHKey
+    ) -> bool:
+        known = self._transport.known_keys_for(host, addr, port)
+        if known:
+            self.refused = HostOutcome.HOST_KEY_CHANGED
+            return False
+        if self._transport.options.host_key_policy is HostKeyPolicy.ACCEPT_NEW:
+            self.accepted_key = key
+            return True
+        self.refused = HostOutcome.HOST_KEY_UNKNOWN
+        return False
+
+
+class SSHTransport(Transport):
+    name = "ssh"
+
+    def __init__(self, options: SSHOptions) -> None:
+        self.options = options
+        self._known: asyncssh.SSHKnownHosts | None = None
+        self._known_loaded = False
+        self._keys: dict[tuple[Path, ...], list[asyncssh.SSHKey]] = {}
+        self._jumps: dict[JumpSpec, asyncio.Task[asyncssh.SSHClientConnection]] = {}
+        self._record_lock = asyncio.Lock()
+        self._base: asyncssh.SSHClientConnectionOptions | None = None
+
+    # -- host keys -------------------------------------------------------------------------
+
+    def _known_hosts_path(self) -> Path:
+        return self.options.known_hosts or Path.home() / ".ssh" / "known_hosts"
+
+    def known_hosts(self) -> asyncssh.SSHKnownHosts | None:
+        """The known_hosts file, read once per run."""
+        if not self._known_loaded:
+            self._known_loaded = True
+            path = self._known_hosts_path()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                text = ""
+            except OSError as exc:
+                raise InputError(f"cannot read known_hosts: {exc.strerror}", str(path)) from None
+            try:
+                self._known = asyncssh.import_known_hosts(text)
+            except (ValueError, asyncssh.KeyImportError) as exc:
+                raise InputError(f"bad known_hosts file: {exc}", str(path)) from None
+        return self._known
+
+    def known_keys_for(self, host: str, addr: str, port: int) -> list[asyncssh.SSHKey]:
+        known = self.known_hosts()
+        if known is None:
+            return []
+        keys: list[asyncssh.SSHKey] = list(known.match(host, addr, port)[0])
+        return keys
+
+    async def _record_key(self, host: Host, port: int, key: asyncssh.SSHKey) -> None:
+        """Trust on first use: append the new key to known_hosts."""
+        name = host.address if port == 22 else f"[{host.address}]:{port}"
+        line = f"{name} {key.export_public_key('openssh').decode().strip()}\n"
+        path = self._known_hosts_path()
+        async with self._record_lock:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as fh:
+                fh.write(line)
+
+    # -- credentials -----------------------------------------------------------------------
+
+    def _client_keys(self, host: Host) -> list[asyncssh.SSHKey] | None:
+        var = host.vars.get("ansible_ssh_private_key_file") or host.vars.get(
+            "ansible_private_key_file"
+        )
+        paths = (Path(str(var)).expanduser(),) if var else self.options.keys
+        if not paths:
+            return None  # asyncssh's defaults: the agent and ~/.ssh/id_*
+        if paths not in self._keys:
+            passphrase = self.options.passphrase.reveal() if self.options.passphrase else None
+            loaded = []
+            for path in paths:
+                try:
+                    loaded.append(asyncssh.read_private_key(path, passphrase))
+                except (OSError, asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+                    reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                    raise InputError(f"cannot load SSH key: {reason}", str(path)) from None
+            self._keys[paths] = loaded
+        return self._keys[paths]
+
+    def _base_options(self) -> asyncssh.SSHClientConnectionOptions:
+        """Options shared by every connection, processed once (that work is per-connection
+        CPU otherwise)."""
+        if self._base is None:
+            policy = self.options.host_key_policy
+            kwargs: dict[str, Any] = {
+                "known_hosts": None if policy is HostKeyPolicy.NONE else self.known_hosts(),
+                "connect_timeout": self.options.connect_timeout,
+                "login_timeout": self.options.connect_timeout,
+                "keepalive_interval": 15,
+                "keepalive_count_max": 2,
+            }
+            if self.options.ssh_config is not None:
+                kwargs["config"] = [str(self.options.ssh_config)]
+            if self.options.password is not None:
+                kwargs["password"] = self.options.password.reveal()
+            if self.options.user:
+                kwargs["username"] = self.options.user
+            self._base = asyncssh.SSHClientConnectionOptions(**kwargs)
+        return self._base
+
+    def _jump_spec(self, host: Host) -> JumpSpec | None:
+        args = host.vars.get("ansible_ssh_common_args") or host.vars.get("ansible_ssh_extra_args")
+        hop = jump_from_common_args(str(args)) if args else None
+        hop = hop or self.options.jump_host
+        if not hop or hop.lower() == "none":
+            return None
+        return parse_jump(hop)
+
+    async def _jump(self, spec: JumpSpec, timeout: float) -> asyncssh.SSHClientConnection:
+        """One shared connection per jump host, opened on first use."""
+        task = self._jumps.get(spec)
+        if task is None or (task.done() and (task.cancelled() or task.exception() is not None)):
+            task = asyncio.ensure_future(self._open_jump(spec))
+            self._jumps[spec] = task
+        try:
+            return await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            raise HostLevelError(
+                HostOutcome.UNREACHABLE,
+                f"jump host {spec.host}: no connection within {timeout:g} s",
+            ) from None
+        except HostLevelError as exc:
+            raise HostLevelError(exc.outcome, f"jump host {spec.host}: {exc.detail}") from None
+
+    async def _open_jump(self, spec: JumpSpec) -> asyncssh.SSHClientConnection:
+        jump_host = Host(
+            name=spec.host,
+            address=spec.host,
+            connection=Connection.SSH,
+            platform=Platform.LINUX,
+            port=spec.port,
+            user=spec.user,
+        )
+        conn, _ = await self._connect(jump_host, None, self.options.connect_timeout)
+        return conn
+
+    # -- connecting ------------------------------------------------------------------------
+
+    async def _connect(
+        self, host: Host, tunnel: asyncssh.SSHClientConnection | None, timeout: float
+    ) -> tuple[asyncssh.SSHClientConnection, _HostKeyCheck]:
+        port = host.port or 22
+        checker = _HostKeyCheck(self)
+        kwargs: dict[str, Any] = {"options": self._base_options()}
+        if host.user:
+            kwargs["username"] = host.user
+        keys = self._client_keys(host)
+        if keys is not None:
+            kwargs["client_keys"] = keys
+        password = host.vars.get("ansible_password") or host.vars.get("ansible_ssh_pass")
+        if password:
+            kwargs["password"] = str(password)
+        try:
+            if tunnel is not None:
+                conn = await asyncssh.connect(
+                    host.address,
+                    port,
+                    tunnel=tunnel,
+                    client_factory=lambda: checker,
+                    **kwargs,
+                )
+            else:
+                sock = await _tcp_connect(
+                    host.address, port, min(timeout, self.options.connect_timeout)
+                )
+                try:
+                    conn = await asyncssh.connect(
+                        host.address, port, sock=sock, client_factory=lambda: checker, **kwargs
+                    )
+                except BaseException:
+                    sock.close()
+                    raise
+        except HostLevelError:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise _classify(exc, checker, host, port) from None
+        if checker.accepted_key is not None:
+            await self._record_key(host, port, checker.accepted_key)
+        return conn, checker
+
+    async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        spec = self._jump_spec(host)
+        tunnel = await self._jump(spec, timeout) if spec is not None else None
+        remaining = deadline - loop.time()
+        try:
+            async with asyncio.timeout(remaining):
+                conn, _ = await self._connect(host, tunnel, remaining)
+        except TimeoutError:
+            raise HostLevelError(
+                HostOutcome.SESSION_TIMEOUT,
+                f"connected to {host.address} but SSH did not complete within {timeout:g} s",
+            ) from None
+        try:
+            async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
+                return await _run_probe(conn, job)
+        except TimeoutError:
+            raise HostLevelError(
+                HostOutcome.SESSION_TIMEOUT,
+                f"the probe did not finish within the {timeout:g} s deadline",
+            ) from None
+        except (asyncssh.ConnectionLost, asyncssh.DisconnectError, ConnectionError) as exc:
+            raise HostLevelError(
+                HostOutcome.ERROR, f"SSH connection lost while the probe ran: {_reason(exc)}"
+            ) from None
+        except asyncssh.ChannelOpenError as exc:
+            raise HostLevelError(
+                HostOutcome.ERROR, f"the host refused a session channel: {_reason(exc)}"
+            ) from None
+        finally:
+            conn.abort()
+
+    async def close(self) -> None:
+        for task in self._jumps.values():
+            if task.done() and not task.cancelled() and task.exception() is None:
+                task.result().close()
+            else:
+                task.cancel()
+        self._jumps.clear()
+
+
+async def _tcp_connect(address: str, port: int, timeout: float) -> socket.socket:
+    """Connect TCP ourselves, so 'no route / refused / dropped' (unreachable) is told apart
+    from 'accepted TCP, then SSH hung' (session_timeout)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(timeout):
+            infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise HostLevelError(
+            HostOutcome.UNREACHABLE, f"cannot resolve {address}: {exc.strerror}"
+        ) from None
+    except TimeoutError:
+        raise HostLevelError(HostOutcome.UNREACHABLE, f"resolving {address} timed out") from None
+    last: str = "no address"
+    for family, kind, proto, _, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
+        sock.setblocking(False)
+        try:
+            async with asyncio.timeout(timeout):
+                await loop.sock_connect(sock, sockaddr)
+            return sock
+        except TimeoutError:
+            sock.close()
+            last = f"TCP connect to {address}:{port} timed out after {timeout:g} s"
+        except OSError as exc:
+            sock.close()
+            last = f"TCP connect to {address}:{port}: {_os_reason(exc)}"
+        except BaseException:
+            sock.close()
+            raise
+    raise HostLevelError(HostOutcome.UNREACHABLE, last)
+
+
+def _os_reason(exc: OSError) -> str:
+    # asyncio's sock_connect puts its own text in strerror; the errno says it plainly.
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return exc.strerror or str(exc) or type(exc).__name__
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+    return " ".join(str(reason).split())[:300]
+
+
+def _classify(exc: BaseException, checker: _HostKeyCheck, host: Host, port: int) -> HostLevelError:
+    where = f"{host.address}:{port}"
+    if isinstance(exc, asyncssh.HostKeyNotVerifiable):
+        outcome = checker.refused or HostOutcome.HOST_KEY_UNKNOWN
+        if outcome is HostOutcome.HOST_KEY_CHANGED:
+            return HostLevelError(
+                outcome,
+                f"host key for {where} differs from the one recorded in known_hosts",
+            )
+        return HostLevelError(outcome, f"no key for {where} in known_hosts")
+    if isinstance(exc, asyncssh.PermissionDenied):
+        return HostLevelError(HostOutcome.AUTH_FAILED, f"{where}: {_reason(exc)}")
+    if isinstance(exc, TimeoutError):
+        return HostLevelError(
+            HostOutcome.SESSION_TIMEOUT, f"{where} accepted TCP but SSH did not complete in time"
+        )
+    if isinstance(exc, asyncssh.ChannelOpenError):
+        return HostLevelError(HostOutcome.UNREACHABLE, f"via jump host to {where}: {_reason(exc)}")
+    if isinstance(exc, (asyncssh.ConnectionLost, ConnectionError)):
+        return HostLevelError(
+            HostOutcome.UNREACHABLE, f"{where} closed the connection: {_reason(exc)}"
+        )
+    if isinstance(exc, asyncssh.DisconnectError):
+        return HostLevelError(HostOutcome.ERROR, f"{where} disconnected: {_reason(exc)}")
+    if isinstance(exc, OSError):
+        return HostLevelError(HostOutcome.UNREACHABLE, f"{where}: {_os_reason(exc)}")
+    return HostLevelError(HostOutcome.ERROR, f"{where}: {type(exc).__name__}: {_reason(exc)}")
+
+
+async def _run_probe(conn: asyncssh.SSHClientConnection, job: ProbeJob) -> RawOutput:
+    """Send the job on stdin and read bounded output; a flood closes the channel early."""
+    proc = await conn.create_process(job.script, encoding=None)
+    try:
+        proc.stdin.write(job.stdin)
+        proc.stdin.write_eof()
+        # Both streams at once: an unread stream would fill the channel window and stall.
+        (stdout, truncated), (stderr, _) = await asyncio.gather(
+            _read_capped(proc.stdout, MAX_OUTPUT_BYTES), _read_capped(proc.stderr, 65536)
+        )
+        if truncated:
+            return RawOutput(stdout=stdout, stderr=stderr, exit_status=None, truncated=True)
+        await proc.wait_closed()
+        return RawOutput(stdout=stdout, stderr=stderr, exit_status=proc.exit_status)
+    finally:
+        with contextlib.suppress(Exception):
+            proc.close()
+
+
+async def _read_capped(stream: asyncssh.SSHReader[bytes], limit: int) -> tuple[bytes, bool]:
+    """Read to EOF keeping at most `limit` bytes; past it, stop reading (the caller closes)."""
+    kept = bytearray()
+    while chunk := await stream.read(65536):
+        kept += chunk
+        if len(kept) > limit:
+            stream.channel.close()
+            return bytes(kept[:limit]), True
+    return bytes(kept), False

@@ -1,0 +1,174 @@
+"""probe.sh run for real by the local transport against loopback servers, with each HTTP
+client it supports (curl, then wget, then python3) and with none."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from auditor.errors import HostLevelError
+from auditor.models import Connection, Host, Platform, Target
+from auditor.outcomes import HostOutcome, Outcome
+from auditor.probes import ProbeSettings
+from auditor.probes.posix import build_posix_job, parse_posix, probe_source
+from auditor.transports.local import LocalTransport
+from tests.support.loopback import Loopback, loopback_servers
+
+HOST = Host(name="here", address="localhost", connection=Connection.LOCAL, platform=Platform.LINUX)
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Loopback]:
+    with loopback_servers(tmp_path_factory.mktemp("loopback")) as lb:
+        yield lb
+
+
+def _targets(lb: Loopback) -> list[Target]:
+    return [
+        Target(url=f"https://localhost:{lb.https_port}/status", name="ok"),
+        Target(url=f"http://127.0.0.1:{lb.http_port}/fail", name="503"),
+        Target(url=f"https://localhost:{lb.untrusted_port}/", name="tls"),
+        Target(url=f"https://127.0.0.1:{lb.silent_port}/", name="silent"),
+        Target(url=f"http://127.0.0.1:{lb.closed_port}/", name="closed"),
+    ]
+
+
+def _path_without(tmp: Path, *missing: str) -> str:
+    """A PATH directory holding every tool of the system except `missing`."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for directory in ("/usr/bin", "/bin"):
+        for entry in os.scandir(directory):
+            name = entry.name
+            if any(
+                name == m
+                or name.startswith(m + ".")
+                or (m == "python3" and name.startswith("python3"))
+                for m in missing
+            ):
+                continue
+            link = bin_dir / name
+            if not link.exists():
+                link.symlink_to(entry.path)
+    return str(bin_dir)
+
+
+def _audit(targets: list[Target], settings: ProbeSettings) -> list[tuple[Outcome, str, str]]:
+    raw = asyncio.run(LocalTransport().run(HOST, build_posix_job(targets, settings), 30))
+    result = parse_posix(raw, targets, settings.nonce)
+    return [(o.outcome, o.detail, o.tool) for o in result.observations]
+
+
+def test_curl_gives_every_outcome_at_once(
+    servers: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(servers.ca_bundle))
+    got = _audit(_targets(servers), ProbeSettings(connect_timeout=2, max_time=2))
+    assert [g[0] for g in got] == [
+        Outcome.REACHABLE,
+        Outcome.HTTP_ERROR,
+        Outcome.TLS_FAILURE,
+        Outcome.TIMEOUT,
+        Outcome.REFUSED,
+    ]
+    assert "Contoso SSL Inspection CA" in got[2][1]
+    assert {g[2] for g in got} == {"curl"}
+
+
+def test_urls_run_in_parallel_on_the_host(servers: Loopback) -> None:
+    """Three black-holed URLs at 2 s each must take about 2 s, not 6 s."""
+    slow = [
+        Target(url=f"https://127.0.0.1:{servers.silent_port}/{i}", name=str(i)) for i in range(3)
+    ]
+    loop = asyncio.new_event_loop()
+    try:
+        start = loop.time()
+        settings = ProbeSettings(connect_timeout=2, max_time=2)
+        loop.run_until_complete(LocalTransport().run(HOST, build_posix_job(slow, settings), 30))
+        elapsed = loop.time() - start
+    finally:
+        loop.close()
+    assert elapsed < 5.0
+
+
+def test_a_denying_proxy_is_proxy_denied_and_its_password_is_never_shown(
+    servers: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("https_proxy", f"http://auditor:s3cret-pw@127.0.0.1:{servers.proxy_port}")
+    target = [Target(url=f"https://localhost:{servers.https_port}/status", name="ok")]
+    settings = ProbeSettings(connect_timeout=2, max_time=2)
+    raw = asyncio.run(LocalTransport().run(HOST, build_posix_job(target, settings), 30))
+    assert b"s3cret-pw" not in raw.stdout
+    (obs,) = parse_posix(raw, target, settings.nonce).observations
+    assert obs.outcome is Outcome.PROXY_DENIED
+    assert obs.proxy == f"http://***@127.0.0.1:{servers.proxy_port}"
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget not installed")
+def test_wget_is_the_fallback_without_curl(
+    servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", _path_without(tmp_path, "curl"))
+    got = _audit(_targets(servers), ProbeSettings(connect_timeout=2, max_time=2))
+    assert {g[2] for g in got} == {"wget"}
+    assert [g[0] for g in got] == [
+        Outcome.TLS_FAILURE,  # wget reads the system CA store, not CURL_CA_BUNDLE
+        Outcome.HTTP_ERROR,
+        Outcome.TLS_FAILURE,
+        Outcome.TIMEOUT,
+        Outcome.REFUSED,
+    ]
+
+
+def test_python3_is_the_last_fallback(
+    servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", _path_without(tmp_path, "curl", "wget"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(servers.ca_bundle))
+    got = _audit(_targets(servers), ProbeSettings(connect_timeout=2, max_time=2))
+    assert {g[2] for g in got} == {"python3"}
+    assert [g[0] for g in got] == [
+        Outcome.REACHABLE,
+        Outcome.HTTP_ERROR,
+        Outcome.TLS_FAILURE,
+        Outcome.TIMEOUT,
+        Outcome.REFUSED,
+    ]
+
+
+def test_no_http_client_at_all_is_probe_unavailable(
+    servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", _path_without(tmp_path, "curl", "wget", "python3"))
+    with pytest.raises(HostLevelError) as info:
+        _audit(_targets(servers), ProbeSettings())
+    assert info.value.outcome == HostOutcome.PROBE_UNAVAILABLE
+
+
+def test_hostile_urls_travel_as_inert_data(tmp_path: Path, servers: Loopback) -> None:
+    """Shell metacharacters that survive URL validation reach curl as one literal argument."""
+    canary = tmp_path / "canary"
+    url = f"http://127.0.0.1:{servers.http_port}/a$(touch${{IFS}}{canary})`id`;x|y&z"
+    target = [Target(url=url, name="hostile")]
+    got = _audit(target, ProbeSettings(connect_timeout=2, max_time=2))
+    assert got[0][0] is Outcome.REACHABLE
+    assert not canary.exists()
+
+
+def test_probe_script_passes_shellcheck() -> None:
+    checker = shutil.which("shellcheck")
+    if checker is None:
+        pytest.skip("shellcheck not installed")
+    import subprocess
+
+    src = Path(__file__).parent / "probe.sh"
+    src.write_text(probe_source())
+    try:
+        subprocess.run([checker, "-s", "sh", str(src)], check=True)
+    finally:
+        src.unlink()
