@@ -371,7 +371,7 @@ def lab_up_cmd(directory: Path, extra: int) -> None:
         _fail(str(exc))
     click.echo(f"lab up: {len(info.hosts)} hosts")
     for spec in info.hosts:
-        click.echo(f"  {spec.name:24} {spec.address:15} expect {spec.expected_outcome}")
+        click.echo(f"  {spec.name:24} {spec.address:15} expect {spec.outcome}")
     click.echo(f"inventory:   {info.inventory}")
     click.echo(f"known_hosts: {info.known_hosts}")
     click.echo(f"key:         {info.key}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
@@ -80,10 +80,7 @@ def result_to_dict(result: HostResult) -> dict[str, Any]:
         base["host_outcome"] = None
         base["detail"] = ""
         base["facts"] = dict(result.facts)
-        base["observations"] = [
-            {k: (v.value if isinstance(v, Outcome) else v) for k, v in asdict(o).items()}
-            for o in result.observations
-        ]
+        base["observations"] = [_observation_dict(o) for o in result.observations]
     else:
         base["host_outcome"] = result.outcome.value
         base["detail"] = result.detail
@@ -92,14 +89,30 @@ def result_to_dict(result: HostResult) -> dict[str, Any]:
     return base
 
 
-def info_to_dict(info: RunInfo) -> dict[str, Any]:
-    data = asdict(info)
-    data["targets"] = [asdict(t) for t in info.targets]
-    data["options"] = dict(info.options)
+_OBSERVATION_FIELDS = tuple(f.name for f in fields(Observation))
+
+
+def _observation_dict(o: Observation) -> dict[str, Any]:
+    # Field by field: dataclasses.asdict deep-copies and dominates the cost at 10,000 hosts.
+    data = {name: getattr(o, name) for name in _OBSERVATION_FIELDS}
+    data["outcome"] = o.outcome.value
     return data
 
 
-def result_from_dict(data: Mapping[str, Any]) -> HostResult:
+def info_to_dict(info: RunInfo) -> dict[str, Any]:
+    data = {f.name: getattr(info, f.name) for f in fields(RunInfo)}
+    data["targets"] = [{f.name: getattr(t, f.name) for f in fields(Target)} for t in info.targets]
+    for target in data["targets"]:
+        target["expected_status"] = list(target["expected_status"])
+    data["options"] = dict(info.options)
+    data["runners"] = list(info.runners)
+    data["warnings"] = list(info.warnings)
+    return data
+
+
+def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -> HostResult:
+    """Rebuild one host's result; `target_count` checks an audited host has one observation
+    per target (aggregates index observations by target position)."""
     h = data["host"]
     host = Host(
         name=str(h["name"]),
@@ -114,6 +127,10 @@ def result_from_dict(data: Mapping[str, Any]) -> HostResult:
         observations = tuple(
             Observation(**{**o, "outcome": Outcome(o["outcome"])}) for o in data["observations"]
         )
+        if target_count is not None and len(observations) != target_count:
+            raise ValueError(
+                f"host {host.name} has {len(observations)} observations for {target_count} targets"
+            )
         return AuditedHost(
             host=host,
             observations=observations,
@@ -194,7 +211,8 @@ def read_results(path: Path) -> AuditRun:
                     if kind in ("run", "end"):
                         info = info_from_dict(record["run"])
                     elif kind == "host":
-                        results.append(result_from_dict(record))
+                        count = len(info.targets) if info is not None else None
+                        results.append(result_from_dict(record, count))
                     else:
                         raise ValueError(f"unknown record type {kind!r}")
                 except (ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -149,11 +149,12 @@ async def run_audit(
     tasks = [asyncio.create_task(one(h)) for h in hosts]
     stopper = asyncio.create_task(stop.wait()) if stop is not None else None
     try:
-        if stopper is None:
-            await asyncio.gather(*tasks)
-        else:
-            waiter: asyncio.Future[Any] = asyncio.gather(*tasks)
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if tasks:
+            # asyncio.wait never raises a task's exception, so nothing is left unretrieved.
+            all_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.wait(tasks))
+            watched = {all_done} if stopper is None else {all_done, stopper}
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            all_done.cancel()
     finally:
         for task in tasks:
             task.cancel()

@@ -1,0 +1,161 @@
+"""report.json: the whole run in a versioned, machine-readable form.
+
+Shape: ``{"schema_version", "run", "summary", "hosts"}``. ``hosts`` holds one
+`result_to_dict` entry per inventory host; ``summary`` holds the fleet aggregates (per URL,
+per host-level outcome, per group, per platform) so a consumer never has to recount them.
+
+The output is always strict JSON: non-finite numbers become ``null`` and text that cannot be
+encoded as UTF-8 (lone surrogates) is replaced, so any parser accepts it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from auditor.aggregate import (
+    SliceSummary,
+    TargetSummary,
+    by_group,
+    by_platform,
+    exit_status,
+    fully_ready,
+    host_outcome_counts,
+    summarize_targets,
+    target_outcome_counts,
+)
+from auditor.outcomes import HostOutcome, Outcome
+from auditor.reporters.base import Reporter
+from auditor.results import SCHEMA_VERSION, AuditRun, RunInfo, info_to_dict, result_to_dict
+
+
+def clean_str(text: str) -> str:
+    """`text` made encodable as UTF-8: a split surrogate pair is joined, a lone one
+    becomes U+FFFD."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def json_safe(value: Any) -> Any:
+    """A copy of `value` that strict JSON can hold: NaN/inf -> None, bad text replaced.
+
+    Mappings become dicts with string keys; tuples and lists become lists.
+    """
+    if isinstance(value, str):
+        return clean_str(value)
+    if isinstance(value, bool) or value is None or isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {clean_str(str(k)): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return clean_str(str(value))
+
+
+def _readiness(summary: TargetSummary) -> float | None:
+    value = summary.readiness
+    return None if value is None else round(value, 2)
+
+
+def _target_dict(summary: TargetSummary) -> dict[str, Any]:
+    counts = dict(summary.outcomes)
+    return {
+        "url": summary.target.url,
+        "name": summary.target.name,
+        "hosts": summary.hosts,
+        "audited": summary.audited,
+        "reachable": summary.reachable,
+        "blocked": summary.blocked,
+        "not_audited": summary.not_audited,
+        "readiness": _readiness(summary),
+        "outcomes": {o.value: counts.get(o, 0) for o in Outcome},
+    }
+
+
+def _slice_dict(summary: SliceSummary) -> dict[str, Any]:
+    return {
+        "name": summary.name,
+        "hosts": summary.hosts,
+        "audited": summary.audited,
+        "not_audited": summary.hosts - summary.audited,
+        "fully_ready": summary.fully_ready,
+        "targets": [_target_dict(t) for t in summary.targets],
+    }
+
+
+def build_summary(run: AuditRun) -> dict[str, Any]:
+    """The fleet aggregates of report.json (plain JSON types, every outcome key present)."""
+    hosts = len(run.results)
+    audited = sum(1 for r in run.results if r.audited)
+    ready = sum(1 for r in run.results if fully_ready(r))
+    host_counts = dict(host_outcome_counts(run))
+    target_counts = dict(target_outcome_counts(run))
+    return {
+        "hosts": hosts,
+        "audited": audited,
+        "not_audited": hosts - audited,
+        "fully_ready": ready,
+        "blocked_hosts": audited - ready,
+        "exit_status": exit_status(run),
+        "targets": [_target_dict(t) for t in summarize_targets(run)],
+        "target_outcomes": {o.value: target_counts.get(o, 0) for o in Outcome},
+        "host_outcomes": {o.value: host_counts.get(o, 0) for o in HostOutcome},
+        "groups": [_slice_dict(s) for s in by_group(run)],
+        "platforms": [_slice_dict(s) for s in by_platform(run)],
+    }
+
+
+def run_dict(info: RunInfo) -> dict[str, Any]:
+    """`info_to_dict`, tolerating the MappingProxyType that RunInfo holds by default.
+
+    (`dataclasses.asdict` deep-copies field values and a mappingproxy cannot be copied, so
+    the options are handed over as a plain dict.)
+    """
+    return info_to_dict(replace(info, options=dict(info.options)))
+
+
+def build_report(run: AuditRun) -> dict[str, Any]:
+    """The whole report.json document as Python data (not yet made JSON-safe)."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run": run_dict(run.info),
+        "summary": build_summary(run),
+        "hosts": [result_to_dict(r) for r in run.results],
+    }
+
+
+def dumps(document: Any) -> str:
+    """Strict, compact JSON for `document`, whatever odd values it holds.
+
+    The common case (nothing to fix) is dumped directly; only if that fails (NaN or
+    infinity, text UTF-8 cannot encode, an unexpected type) is the document cleaned with
+    `json_safe` first.
+    """
+    options: dict[str, Any] = {
+        "ensure_ascii": False,
+        "allow_nan": False,
+        "separators": (",", ":"),
+    }
+    try:
+        text = json.dumps(document, **options)
+        text.encode("utf-8")
+    except (ValueError, TypeError):  # UnicodeEncodeError is a ValueError
+        text = json.dumps(json_safe(document), **options)
+    return text
+
+
+class JsonReporter(Reporter):
+    """report.json (see the module docstring for the shape)."""
+
+    filename = "report.json"
+
+    def render(self, run: AuditRun) -> str:
+        return dumps(build_report(run)) + "\n"

@@ -1,0 +1,105 @@
+"""write_reports: every format, atomically, with the requested file mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from auditor.errors import InputError
+from auditor.reporters import REPORTERS, write_reports
+from auditor.reporters.base import Reporter
+from auditor.reporters.csv import CsvReporter
+from auditor.results import AuditRun
+from tests.reporters.fleet import sample_run
+
+
+def test_registry() -> None:
+    assert list(REPORTERS) == ["html", "csv", "json", "junit"]
+    assert {cls.filename for cls in REPORTERS.values()} == {
+        "report.html",
+        "report.csv",
+        "report.json",
+        "junit.xml",
+    }
+    assert all(issubclass(cls, Reporter) for cls in REPORTERS.values())
+
+
+def test_writes_every_format(tmp_path: Path) -> None:
+    paths = write_reports(sample_run(), tmp_path, ["html", "csv", "json", "junit"])
+    assert [p.name for p in paths] == ["report.html", "report.csv", "report.json", "junit.xml"]
+    assert sorted(os.listdir(tmp_path)) == sorted(p.name for p in paths)  # no temp files left
+    for path in paths:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))["hosts"]
+    # The CSV keeps its CRLF record separators on disk.
+    assert (tmp_path / "report.csv").read_bytes().split(b"\n")[0].endswith(b"\r")
+
+
+def test_mode_and_duplicates(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        paths = write_reports(sample_run(), tmp_path, ["csv", "csv"], mode=0o640)
+    finally:
+        os.umask(old)
+    assert [p.name for p in paths] == ["report.csv"]
+    assert stat.S_IMODE(paths[0].stat().st_mode) == 0o640
+
+
+def test_replaces_existing_files_and_symlinks(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "report.csv").symlink_to(victim)
+    (tmp_path / "report.json").write_text("old")
+    write_reports(sample_run(), tmp_path, ["csv", "json"])
+    assert victim.read_text() == "keep me"  # the link was replaced, not followed
+    assert not (tmp_path / "report.csv").is_symlink()
+    assert (tmp_path / "report.csv").read_text(encoding="utf-8").startswith("host,address")
+    assert (tmp_path / "report.json").read_text(encoding="utf-8") != "old"
+
+
+def test_unknown_format_writes_nothing(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown report format 'pdf'"):
+        write_reports(sample_run(), tmp_path, ["csv", "pdf"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_render_failure_leaves_directory_untouched(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "report.csv").write_text("previous")
+
+    def boom(self: Reporter, run: AuditRun) -> str:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(REPORTERS["json"], "render", boom)
+    with pytest.raises(RuntimeError):
+        write_reports(sample_run(), tmp_path, ["csv", "json"])
+    assert os.listdir(tmp_path) == ["report.csv"]
+    assert (tmp_path / "report.csv").read_text() == "previous"
+
+
+def test_write_failure_cleans_up_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        raise OSError("disk on fire")
+
+    monkeypatch.setattr(os, "replace", fail_replace)
+    with pytest.raises(OSError, match="disk on fire"):
+        write_reports(sample_run(), tmp_path, ["csv"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_surrogates_never_break_writing(tmp_path: Path) -> None:
+    class Broken(CsvReporter):
+        def render(self, run: AuditRun) -> str:
+            return "x\ud800y\n"
+
+    REPORTERS["broken-test"] = Broken
+    try:
+        (path,) = write_reports(sample_run(), tmp_path, ["broken-test"])
+    finally:
+        del REPORTERS["broken-test"]
+    assert path.read_bytes() == b"x?y\n"
