@@ -394,4 +394,3 @@ def select_targets(
     for t in chosen:
         seen.setdefault(t.url, t)
     return tuple(seen.values())
-

@@ -1,0 +1,38 @@
+"""The lab: a real test fleet on this machine (`auditor lab up | down | status`).
+
+Network namespaces with their own sshd, hosts file, CA bundle and nftables rules, plus a
+local HTTPS "CDN", a CONNECT proxy, a denying proxy and a TLS-intercepting endpoint, all on
+the private subnet 10.213.0.0/16 that exists only inside this machine. See
+`auditor.lab.spec` for the design table (one host per failure condition).
+"""
+
+from auditor.lab.fleet import (
+    HostContext,
+    HostStatus,
+    LabInfo,
+    LabServices,
+    LabStatus,
+    lab_down,
+    lab_status,
+    lab_up,
+    preflight,
+    register_service,
+)
+from auditor.lab.spec import CATALOG_NAMES, PROBE_URL, HostKind, HostSpec
+
+__all__ = [
+    "CATALOG_NAMES",
+    "PROBE_URL",
+    "HostContext",
+    "HostKind",
+    "HostSpec",
+    "HostStatus",
+    "LabInfo",
+    "LabServices",
+    "LabStatus",
+    "lab_down",
+    "lab_status",
+    "lab_up",
+    "preflight",
+    "register_service",
+]

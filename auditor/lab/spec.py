@@ -1,0 +1,272 @@
+"""The lab's design: its private network plan, the vendor names it serves, and its hosts.
+
+Everything the lab builds is derived from this table, so a new condition is one new row.
+The lab lives on 10.213.0.0/16, which exists only inside this machine: a bridge in the root
+namespace carries the lab services, and each host is a network namespace behind a veth.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+from auditor.outcomes import HostOutcome, Outcome
+
+PREFIX = "audlab"
+"""Every namespace, link and nft table the lab makes starts with this (how `down` finds them)."""
+
+BRIDGE = "audlab0"
+NETWORK = ipaddress.IPv4Network("10.213.0.0/16")
+CDN_ADDRESS = "10.213.0.1"
+"""The bridge's own address: the CDN (80, 443) and both proxies (3128, 3129) listen here."""
+INTERCEPT_ADDRESS = "10.213.0.2"
+"""A second bridge address: the TLS-intercepting endpoint (443)."""
+HTTPS_PORT = 443
+HTTP_PORT = 80
+PROXY_PORT = 3128
+DENY_PROXY_PORT = 3129
+SSH_PORT = 22
+INTERNAL_SSH_PORT = 2222
+"""The bastion's sshd also listens on its own loopback here: an address only a ProxyJump
+through the bastion can reach, which proves a test's traffic really went through it."""
+WSMAN_PORT = 5985
+
+PROXY_URL = f"http://{CDN_ADDRESS}:{PROXY_PORT}"
+DENY_PROXY_URL = f"http://{CDN_ADDRESS}:{DENY_PROXY_PORT}"
+
+PROBE_URL = "https://cask.qg3.apps.qualys.com/status"
+"""The URL every expected outcome in the design table refers to (the vendor's own check)."""
+
+LAB_CA_NAME = "Auditor Lab Root CA"
+INTERCEPT_CA_NAME = "Contoso SSL Inspection CA"
+INTERCEPT_CA_ORG = "Contoso Ltd"
+
+MAX_EXTRA_HOSTS = 5000
+
+# Platform domains per /work/shared/reference/qualys-urls.md (GOV1 has no agent URLs).
+PLATFORM_DOMAINS: dict[str, str] = {
+    "US1": "qg1.apps.qualys.com",
+    "US2": "qg2.apps.qualys.com",
+    "US3": "qg3.apps.qualys.com",
+    "US4": "qg4.apps.qualys.com",
+    "EU1": "qg1.apps.qualys.eu",
+    "EU2": "qg2.apps.qualys.eu",
+    "EU3": "qg3.apps.qualys.it",
+    "IN1": "qg1.apps.qualys.in",
+    "CA1": "qg1.apps.qualys.ca",
+    "AE1": "qg1.apps.qualys.ae",
+    "UK1": "qg1.apps.qualys.co.uk",
+    "AU1": "qg1.apps.qualys.com.au",
+    "KSA1": "qg1.apps.qualysksa.com",
+}
+GENERIC_CDN_NAME = "cdn.lab.test"
+
+CATALOG_NAMES: tuple[str, ...] = (
+    *(f"cask.{domain}" for domain in PLATFORM_DOMAINS.values()),
+    *(f"qagpublic.{domain}" for domain in PLATFORM_DOMAINS.values()),
+    GENERIC_CDN_NAME,
+)
+"""Every vendor host name the lab serves: in the CDN certificate and in the hosts files."""
+
+
+class HostKind(StrEnum):
+    """Which probe the auditor runs on the host (and which inventory parent group it is in)."""
+
+    LINUX = "linux"
+    WINDOWS = "windows"
+
+
+class Resolution(StrEnum):
+    """Where the host's own hosts file points the catalog names."""
+
+    CDN = "cdn"
+    INTERCEPT = "intercept"
+    NONE = "none"
+
+
+class KnownHost(StrEnum):
+    """What the generated known_hosts records for the host."""
+
+    CORRECT = "correct"
+    WRONG = "wrong"
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One lab host: its place on the network, the condition made for it, and the outcome an
+    audit of `PROBE_URL` must report for it (`outcome`, plus `detail`, a substring the
+    outcome's detail must contain, and `proxy`, the proxy in effect, when not empty).
+
+    `service` names what `lab up` starts in the namespace ("sshd", or "none" for a host
+    whose management port is closed); a Windows kind adds its own starter later.
+    """
+
+    name: str
+    address: str
+    site: str
+    outcome: Outcome | HostOutcome
+    detail: str = ""
+    condition: str = ""
+    proxy: str = ""
+    kind: HostKind = HostKind.LINUX
+    service: str = "sshd"
+    resolution: Resolution = Resolution.CDN
+    nft_rules: tuple[str, ...] = ()
+    session_env: tuple[tuple[str, str], ...] = ()
+    hide_http_clients: bool = False
+    authorized: bool = True
+    known_host: KnownHost = KnownHost.CORRECT
+    tcp_forwarding: bool = False
+    cdn_status: int | None = None
+
+    @property
+    def namespace(self) -> str:
+        return f"{PREFIX}-{self.name}"
+
+    @property
+    def port(self) -> int:
+        """The management port the auditor connects to."""
+        return WSMAN_PORT if self.kind is HostKind.WINDOWS else SSH_PORT
+
+    @property
+    def audited(self) -> bool:
+        """True when the expected outcome is a target verdict (the host itself is audited)."""
+        return isinstance(self.outcome, Outcome)
+
+
+_BLOCK_CDN = f"ip daddr {CDN_ADDRESS} tcp dport {HTTPS_PORT}"
+
+
+def design_hosts() -> list[HostSpec]:
+    """The fixed design fleet: one host per condition, grouped into three sites."""
+    rows = [
+        HostSpec(
+            "direct", "", "site_a", Outcome.REACHABLE, condition="nothing special: open egress"
+        ),
+        HostSpec(
+            "jump",
+            "",
+            "site_a",
+            Outcome.REACHABLE,
+            condition="plain host that allows TCP forwarding (a ProxyJump bastion)",
+            tcp_forwarding=True,
+        ),
+        HostSpec(
+            "reject",
+            "",
+            "site_a",
+            Outcome.REFUSED,
+            condition="nft rejects TCP 443 to the CDN with a reset",
+            nft_rules=(f"{_BLOCK_CDN} reject with tcp reset",),
+        ),
+        HostSpec(
+            "blackhole",
+            "",
+            "site_a",
+            Outcome.TIMEOUT,
+            condition="nft silently drops TCP 443 to the CDN",
+            nft_rules=(f"{_BLOCK_CDN} drop",),
+        ),
+        HostSpec(
+            "nodns",
+            "",
+            "site_a",
+            Outcome.DNS_FAILURE,
+            condition="the hosts file lacks the vendor names and no nameserver answers",
+            resolution=Resolution.NONE,
+        ),
+        HostSpec(
+            "viaproxy",
+            "",
+            "site_b",
+            Outcome.REACHABLE,
+            condition="direct 80/443 to the CDN rejected; the session's https_proxy is the "
+            "lab's CONNECT proxy",
+            proxy=PROXY_URL,
+            nft_rules=(f"ip daddr {CDN_ADDRESS} tcp dport {{ 80, 443 }} reject with tcp reset",),
+            session_env=(("https_proxy", PROXY_URL), ("HTTPS_PROXY", PROXY_URL)),
+        ),
+        HostSpec(
+            "proxydeny",
+            "",
+            "site_b",
+            Outcome.PROXY_DENIED,
+            detail="403",
+            condition="the session's https_proxy answers 403 to every request",
+            proxy=DENY_PROXY_URL,
+            session_env=(("https_proxy", DENY_PROXY_URL), ("HTTPS_PROXY", DENY_PROXY_URL)),
+        ),
+        HostSpec(
+            "intercept",
+            "",
+            "site_b",
+            Outcome.TLS_FAILURE,
+            detail=INTERCEPT_CA_NAME,
+            condition="vendor names resolve to a TLS-intercepting endpoint whose CA is not trusted",
+            resolution=Resolution.INTERCEPT,
+        ),
+        HostSpec(
+            "http503",
+            "",
+            "site_b",
+            Outcome.HTTP_ERROR,
+            detail="503",
+            condition="the CDN answers 503 to this host's address",
+            cdn_status=503,
+        ),
+        HostSpec(
+            "nocurl",
+            "",
+            "site_c",
+            HostOutcome.PROBE_UNAVAILABLE,
+            condition="the session's PATH holds no curl, wget or python3",
+            hide_http_clients=True,
+        ),
+        HostSpec(
+            "sshdown",
+            "",
+            "site_c",
+            HostOutcome.UNREACHABLE,
+            condition="the namespace exists but nothing listens on port 22",
+            service="none",
+        ),
+        HostSpec(
+            "noauth",
+            "",
+            "site_c",
+            HostOutcome.AUTH_FAILED,
+            condition="sshd does not authorise the lab key",
+            authorized=False,
+        ),
+        HostSpec(
+            "rekeyed",
+            "",
+            "site_c",
+            HostOutcome.HOST_KEY_CHANGED,
+            condition="known_hosts records a different ed25519 key for this address",
+            known_host=KnownHost.WRONG,
+        ),
+    ]
+    return [replace(row, address=f"10.213.1.{10 + i}") for i, row in enumerate(rows)]
+
+
+def scale_hosts(count: int) -> list[HostSpec]:
+    """`count` plain reachable hosts, scale-0001..., on 10.213.2.1 onwards (250 per /24)."""
+    if not 0 <= count <= MAX_EXTRA_HOSTS:
+        raise ValueError(f"extra hosts must be between 0 and {MAX_EXTRA_HOSTS}, not {count}")
+    return [
+        HostSpec(
+            f"scale-{i:04d}",
+            f"10.213.{2 + (i - 1) // 250}.{1 + (i - 1) % 250}",
+            "scale",
+            Outcome.REACHABLE,
+            condition="plain host (scale)",
+        )
+        for i in range(1, count + 1)
+    ]
+
+
+def fleet(extra_hosts: int = 0) -> list[HostSpec]:
+    """The design hosts followed by `extra_hosts` scale hosts."""
+    return design_hosts() + scale_hosts(extra_hosts)

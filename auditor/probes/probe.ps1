@@ -1,0 +1,277 @@
+# Fleet allow-list auditor: the Windows probe (Windows PowerShell 5.1 and PowerShell 7).
+#
+# Runs `Invoke-WebRequest -UseBasicParsing` for every target in parallel runspaces, under one
+# per-host deadline, and prints one record per target. Read-only: it writes no file and
+# changes no setting beyond this process.
+#
+# Data in: the builder (auditor/probes/powershell.py) replaces the single placeholder in the
+# AuditorData line below with base64 of a UTF-8 JSON document:
+#   {"nonce": "...", "timeout": N, "connect_ms": N, "parallel": N, "deadline": N,
+#    "targets": [{"url": "https://...", "expect": [200, 200, 301, 302]}, ...]}
+# where "expect" lists the statuses that count as reachable as inclusive ranges, flattened.
+# Nothing from the data is ever spliced into source: the literal is base64 only.
+#
+# Records out, one per line on stdout:  AUDITOR-PS1 <nonce> <base64 of UTF-8 JSON>
+#   {"kind":"facts", "hostname", "os", "os_version", "ps_version", "ps_edition"}
+#   {"kind":"target", "i", "outcome", "status", "type", "reason", "msg", "inner", "sock",
+#    "issuer", "proxy", "ms"}               one per target, in completion order
+#   {"kind":"unavailable", "ps"}            Invoke-WebRequest is missing (PowerShell 2.0)
+#   {"kind":"fatal", "msg"}                 the probe itself failed
+#   {"kind":"done", "count"}                last line: its absence means truncated output
+# base64 keeps whatever a server or an exception says inert: no text from the network can
+# forge or break a record, and the nonce stops other output on the host passing for one.
+#
+# Build-time rules (the builder minifies this file): comments are whole lines that start
+# with '#', there are no block comments and no here-strings, and indentation is cosmetic.
+
+# Progress records would go to stderr as CLIXML and slow 5.1's Invoke-WebRequest badly.
+$ProgressPreference = 'SilentlyContinue'
+$AuditorData = '@@AUDITOR_DATA@@'
+$json = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String($AuditorData))
+# Taken with a regex so that even PowerShell 2.0 (no ConvertFrom-Json) can sign its record.
+$nonce = [regex]::Match($json, '"nonce":"(\w+)"').Groups[1].Value
+
+function Send-Record([string]$body) {
+    $b64 = [Convert]::ToBase64String([Text.Encoding]::UTF8.GetBytes($body))
+    [Console]::Out.WriteLine('AUDITOR-PS1 ' + $nonce + ' ' + $b64)
+}
+
+# Invoke-WebRequest arrived with PowerShell 3.0; without it the host cannot be audited.
+if (-not (Get-Command Invoke-WebRequest -ErrorAction SilentlyContinue)) {
+    Send-Record ('{"kind":"unavailable","ps":"' + $PSVersionTable.PSVersion + '"}')
+    exit 3
+}
+
+trap {
+    Send-Record (@{ kind = 'fatal'; msg = "$_" } | ConvertTo-Json -Compress)
+    exit 4
+}
+
+$cfg = ConvertFrom-Json $json
+$targets = @($cfg.targets)
+
+$os = ''
+$osVersion = ''
+try {
+    $w = Get-CimInstance Win32_OperatingSystem -ErrorAction Stop
+    $os = $w.Caption
+    $osVersion = $w.Version
+} catch {
+    $os = [Environment]::OSVersion.VersionString
+    $osVersion = [string][Environment]::OSVersion.Version
+}
+Send-Record (@{
+    kind = 'facts'
+    hostname = [Environment]::MachineName
+    os = $os
+    os_version = $osVersion
+    ps_version = [string]$PSVersionTable.PSVersion
+    ps_edition = [string]$PSVersionTable.PSEdition
+} | ConvertTo-Json -Compress)
+
+# 5.1's HttpWebRequest offers only SSL3/TLS 1.0 unless told otherwise (3072 = Tls12, written
+# as a number so that .NET 4.0's enum without the name still accepts it). PS 7 asks the OS.
+if ($PSVersionTable.PSVersion.Major -lt 6) {
+    try {
+        [Net.ServicePointManager]::SecurityProtocol = [Net.ServicePointManager]::SecurityProtocol -bor 3072
+    } catch {
+    }
+}
+
+# One target, run inside a runspace: every name it uses is defined here.
+$work = {
+    param($i, $u, $expect, $sec, $ms)
+    $ProgressPreference = 'SilentlyContinue'
+    $r = [ordered]@{
+        kind = 'target'; i = $i; outcome = 'error'; status = 0; type = ''; reason = ''
+        msg = ''; inner = ''; sock = ''; issuer = ''; proxy = ''; ms = 0
+    }
+    $uri = [Uri]$u
+    # The proxy this URL goes through, as the cmdlet will pick it: WinINET/WinHTTP settings
+    # via DefaultWebProxy on 5.1, HttpClient.DefaultProxy (env vars, then system) on PS 7.
+    try {
+        if ($PSVersionTable.PSVersion.Major -ge 6) {
+            $wp = [Net.Http.HttpClient]::DefaultProxy
+        } else {
+            $wp = [Net.WebRequest]::DefaultWebProxy
+        }
+        if ($wp -and -not $wp.IsBypassed($uri)) {
+            $r.proxy = [string]$wp.GetProxy($uri)
+        }
+    } catch {
+    }
+    $sw = [Diagnostics.Stopwatch]::StartNew()
+    $e = $null
+    try {
+        # SilentlyContinue: with -MaximumRedirection 0, 5.1 writes the 3xx response AND a
+        # non-terminating "maximum redirection" error; Stop would lose the response.
+        # Real failures are terminating errors and land in the catch below either way.
+        $resp = Invoke-WebRequest -UseBasicParsing -Uri $u -TimeoutSec $sec -MaximumRedirection 0 -ErrorAction SilentlyContinue
+        if ($resp) {
+            $r.status = [int]$resp.StatusCode
+        }
+    } catch {
+        $e = $_.Exception
+    }
+    $r.ms = $sw.ElapsedMilliseconds
+    $tls = $false
+    $sock = ''
+    if ($e) {
+        $r.type = $e.GetType().FullName
+        $r.msg = $e.Message
+        # 5.1: WebException.Status; 7.4+: HttpRequestException.HttpRequestError.
+        $r.reason = [string]$e.Status
+        if (-not $r.reason) {
+            $r.reason = [string]$e.HttpRequestError
+        }
+        if ($e.Response) {
+            try {
+                $r.status = [int]$e.Response.StatusCode
+            } catch {
+            }
+        }
+        # Classify by type and typed fields, never by the (localised) message text.
+        $x = $e
+        while ($x) {
+            if ($x -is [Net.Sockets.SocketException]) {
+                $sock = [string]$x.SocketErrorCode
+            }
+            if ($x -is [Security.Authentication.AuthenticationException]) {
+                $tls = $true
+            }
+            if ($x.TargetSite -and ([string]$x.TargetSite.DeclaringType) -like 'System.Net.Security.*') {
+                $tls = $true
+            }
+            if ($x -ne $e) {
+                $r.inner = $x.Message
+            }
+            $x = $x.InnerException
+        }
+        $r.sock = $sock
+    }
+    $why = $r.reason
+    $code = $r.status
+    if ($why -match '^(Proxy)?NameResolution(Failure|Error)$' -or $sock -match '^(HostNotFound|NoData|TryAgain)$') {
+        $r.outcome = 'dns_failure'
+    } elseif ($why -eq 'Timeout' -or $sock -eq 'TimedOut' -or $e -is [OperationCanceledException] -or $e -is [TimeoutException]) {
+        $r.outcome = 'timeout'
+    } elseif ($sock -match '^(ConnectionRefused|HostUnreachable|NetworkUnreachable)$') {
+        $r.outcome = 'refused'
+    } elseif ($why -match '^(TrustFailure|SecureChannelFailure|SecureConnectionError)$' -or ($tls -and $code -eq 0)) {
+        $r.outcome = 'tls_failure'
+    } elseif ($code -gt 0) {
+        # $expect holds inclusive ranges, flattened: lo1, hi1, lo2, hi2, ...
+        $ok = $false
+        for ($k = 0; $k + 1 -lt $expect.Count; $k += 2) {
+            if ($code -ge $expect[$k] -and $code -le $expect[$k + 1]) {
+                $ok = $true
+            }
+        }
+        if ($ok) {
+            $r.outcome = 'reachable'
+        } elseif ($code -eq 407 -or ($code -eq 403 -and $r.proxy)) {
+            $r.outcome = 'proxy_denied'
+        } else {
+            $r.outcome = 'http_error'
+        }
+    } elseif ($why -eq 'ProxyTunnelError' -or ($r.proxy -and $r.msg -match "'40[37]'\.?$")) {
+        # PS 7.2+: CONNECT refused by the proxy ("The proxy tunnel request ... '403'.").
+        $r.outcome = 'proxy_denied'
+        $m = [regex]::Match($r.msg, "'(\d{3})'")
+        if ($m.Success) {
+            $r.status = [int]$m.Groups[1].Value
+        }
+    }
+    # On a trust failure, connect again accepting any certificate, only to read who issued
+    # it: an intercepting proxy names itself there.
+    if ($r.outcome -eq 'tls_failure' -and $uri.Scheme -eq 'https') {
+        $c = New-Object Net.Sockets.TcpClient
+        try {
+            $th = $uri.Host
+            $tp = $uri.Port
+            if ($r.proxy) {
+                $th = ([Uri]$r.proxy).Host
+                $tp = ([Uri]$r.proxy).Port
+            }
+            if ($c.ConnectAsync($th, $tp).Wait($ms)) {
+                $s = $c.GetStream()
+                $s.ReadTimeout = $ms
+                $s.WriteTimeout = $ms
+                $ok = $true
+                if ($r.proxy) {
+                    $hp = $uri.Host + ':' + $uri.Port
+                    $q = [Text.Encoding]::ASCII.GetBytes("CONNECT $hp HTTP/1.1`r`nHost: $hp`r`n`r`n")
+                    $s.Write($q, 0, $q.Length)
+                    $hdr = ''
+                    $one = New-Object byte[] 1
+                    while (-not $hdr.EndsWith("`r`n`r`n") -and $hdr.Length -lt 4096 -and $s.Read($one, 0, 1) -gt 0) {
+                        $hdr += [char]$one[0]
+                    }
+                    $ok = $hdr -match '^HTTP/\S+ 200'
+                }
+                if ($ok) {
+                    $cb = [Net.Security.RemoteCertificateValidationCallback]{ $true }
+                    $ssl = New-Object Net.Security.SslStream($s, $false, $cb)
+                    if ($PSVersionTable.PSVersion.Major -ge 6) {
+                        $ssl.AuthenticateAsClient($uri.Host)
+                    } else {
+                        $ssl.AuthenticateAsClient($uri.Host, $null, [Security.Authentication.SslProtocols]'Tls12,Tls11,Tls', $false)
+                    }
+                    $r.issuer = $ssl.RemoteCertificate.Issuer
+                }
+            }
+        } catch {
+        } finally {
+            $c.Close()
+        }
+    }
+    $r | ConvertTo-Json -Compress
+}
+
+$pool = [RunspaceFactory]::CreateRunspacePool(1, [Math]::Max(1, [Math]::Min($targets.Count, [int]$cfg.parallel)))
+$pool.Open()
+$jobs = @()
+for ($i = 0; $i -lt $targets.Count; $i++) {
+    $ps = [PowerShell]::Create()
+    $ps.RunspacePool = $pool
+    [void]$ps.AddScript($work.ToString()).AddArgument($i).AddArgument([string]$targets[$i].url).AddArgument(@($targets[$i].expect)).AddArgument([int]$cfg.timeout).AddArgument([int]$cfg.connect_ms)
+    $jobs += @{ i = $i; ps = $ps; h = $ps.BeginInvoke(); done = $false }
+}
+
+# Records go out as each target finishes, so a cut-off run still keeps what it learnt.
+$deadline = [DateTime]::UtcNow.AddSeconds([double]$cfg.deadline)
+$left = $jobs.Count
+while ($left -gt 0 -and [DateTime]::UtcNow -lt $deadline) {
+    foreach ($j in $jobs) {
+        if (-not $j.done -and $j.h.IsCompleted) {
+            $j.done = $true
+            $left--
+            $out = $null
+            $werr = 'no output'
+            try {
+                $out = @($j.ps.EndInvoke($j.h))
+            } catch {
+                $werr = "$_"
+            }
+            if ($out -and $out.Count -gt 0) {
+                Send-Record ([string]$out[-1])
+            } else {
+                Send-Record (@{ kind = 'target'; i = $j.i; outcome = 'error'; msg = "probe worker failed: $werr" } | ConvertTo-Json -Compress)
+            }
+            $j.ps.Dispose()
+        }
+    }
+    Start-Sleep -Milliseconds 50
+}
+foreach ($j in $jobs) {
+    if (-not $j.done) {
+        Send-Record (@{ kind = 'target'; i = $j.i; outcome = 'timeout'; reason = 'deadline' } | ConvertTo-Json -Compress)
+    }
+}
+Send-Record (@{ kind = 'done'; count = $targets.Count } | ConvertTo-Json -Compress)
+if ($left -gt 0) {
+    # A request stuck past the deadline would keep the runspace pool, and the process, alive.
+    [Environment]::Exit(0)
+}
+$pool.Close()
+exit 0

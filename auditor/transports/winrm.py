@@ -1,0 +1,573 @@
+"""WinRM transport: one pywinrm shell per host, driven from a bounded thread pool.
+
+pywinrm is blocking, so each host's session runs in a worker of a `ThreadPoolExecutor`
+sized by the caller (the `--forks` budget) and is awaited with `loop.run_in_executor`.
+Every HTTP exchange is bounded by what is left of the host's deadline, and the Receive
+loop is ours (pywinrm's own `get_command_output` retries forever), so a hung shell or a
+hung HTTP response cannot hold a worker past the deadline.
+
+The command line. A WinRM `Command` is run through `cmd.exe /c` unless the option
+WINRS_SKIP_CMD_SHELL is TRUE (MS-WSMV 3.1.4.11, 2.2.4.7: "the syntax of the command is
+specific to cmd.exe"), and cmd.exe refuses lines over 8191 characters ("The command line
+is too long.", seen with pywinrm's `run_ps` in diyan/pywinrm#184 and, at ~3040 script
+characters, WinRb/WinRM#41; the limit is KB830473). The probe's encoded command is ~10-12k
+characters, so this transport sets WINRS_SKIP_CMD_SHELL=TRUE: the service then starts
+powershell.exe itself and CreateProcess's 32767-character limit applies (The Old New Thing,
+"What is the command line length limit?", 2003-12-10).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import requests
+import winrm.transport
+from winrm.exceptions import (
+    AuthenticationError,
+    WinRMError,
+    WinRMOperationTimeoutError,
+    WinRMTransportError,
+    WSManFaultError,
+)
+from winrm.protocol import Protocol
+
+from auditor.errors import HostLevelError, InputError
+from auditor.models import Host
+from auditor.outcomes import HostOutcome
+from auditor.secret import Secret
+from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
+
+log = logging.getLogger(__name__)
+
+POWERSHELL = "powershell.exe"
+POWERSHELL_ARGS = ("-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")
+CMD_EXE_MAX_CHARS = 8191
+CREATEPROCESS_MAX_CHARS = 32767
+
+TRANSPORTS = ("ntlm", "basic", "kerberos", "credssp", "certificate")
+_AuthName = Literal["ntlm", "basic", "kerberos", "credssp", "certificate"]
+_EXTRAS = {"kerberos": "fleet-auditor[kerberos]", "credssp": "fleet-auditor[credssp]"}
+_MAX_DETAIL = 400
+# Time kept back from the host's deadline to Signal and Delete the shell.
+_CLEANUP_RESERVE = 2.0
+_CODEPAGE_UTF8 = 65001
+# Win32 codes a WinRM fault carries when CreateProcess cannot find the program.
+_NOT_FOUND_CODES = (2, 3)
+
+
+def encode_command(script: str) -> tuple[str, tuple[str, ...]]:
+    """The program and arguments that run `script` (PowerShell source) on Windows."""
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+    return POWERSHELL, (*POWERSHELL_ARGS, "-EncodedCommand", encoded)
+
+
+def command_line(script: str) -> str:
+    """The whole command line as Windows sees it, for measuring against its limits."""
+    program, args = encode_command(script)
+    return " ".join((program, *args))
+
+
+@dataclass(frozen=True)
+class WinRMOptions:
+    """Defaults for every WinRM host; a host's Ansible variables override them.
+
+    `scheme=None` follows Ansible: http when the port is 5985, else https. There is
+    deliberately no switch to skip server certificate validation here: only a host's own
+    `ansible_winrm_server_cert_validation=ignore` does that.
+    """
+
+    transport: str = "ntlm"
+    scheme: str | None = None
+    port: int | None = None
+    path: str = "/wsman"
+    user: str | None = None
+    ca_bundle: str | None = None
+    cert_pem: str | None = None
+    cert_key_pem: str | None = None
+    allow_basic_http: bool = False
+    message_encryption: str = "auto"
+    connect_timeout: float = 10.0
+    # WS-Man OperationTimeout for Receive: how long the service may hold a poll open.
+    operation_timeout: int = 20
+
+
+@dataclass(frozen=True, repr=False)
+class WinRMEndpoint:
+    """One host's resolved connection settings (repr omits the secret)."""
+
+    host: str
+    url: str
+    auth: str
+    user: str | None
+    password: Secret | None
+    validate_cert: bool
+    ca_bundle: str | None
+    cert_pem: str | None
+    cert_key_pem: str | None
+    message_encryption: str
+
+    def __repr__(self) -> str:
+        return f"WinRMEndpoint(host={self.host!r}, url={self.url!r}, auth={self.auth!r})"
+
+
+def _var(hostvars: Mapping[str, Any], *names: str) -> Any:
+    for name in names:
+        value = hostvars.get(name)
+        if value is not None and value != "":
+            return value
+    return None
+
+
+def _pick_transport(host: Host, value: Any, default: str) -> str:
+    # Ansible accepts a list (or comma-separated string) and uses the first it can: a name
+    # whose extra packages are missing is skipped, and named only if nothing else is left.
+    if value is None:
+        return default
+    items = value if isinstance(value, list | tuple) else str(value).split(",")
+    names = [str(item).strip().lower() for item in items if str(item).strip()]
+    known = [name for name in names if name in TRANSPORTS]
+    if not known:
+        raise InputError(
+            f"host {host.name}: ansible_winrm_transport={value!r} names no supported "
+            f"transport ({', '.join(TRANSPORTS)})"
+        )
+    usable = [name for name in known if not _extra_missing(name)]
+    return usable[0] if usable else known[0]
+
+
+def _extra_missing(auth: str) -> bool:
+    if auth == "kerberos":
+        return not winrm.transport.HAVE_KERBEROS
+    if auth == "credssp":
+        return not winrm.transport.HAVE_CREDSSP
+    return False
+
+
+def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None) -> WinRMEndpoint:
+    """Merge a host's Ansible variables over `options`; raises `InputError` naming the host."""
+    hv = host.vars
+    auth = _pick_transport(host, _var(hv, "ansible_winrm_transport"), options.transport)
+    if auth not in TRANSPORTS:
+        raise InputError(f"host {host.name}: WinRM transport {auth!r} is not supported")
+    if _extra_missing(auth):
+        raise InputError(
+            f"host {host.name}: WinRM transport {auth!r} needs extra packages: "
+            f"pip install '{_EXTRAS[auth]}'"
+        )
+    raw_scheme = _var(hv, "ansible_winrm_scheme") or options.scheme
+    port = host.port or options.port
+    if port is None:
+        port = 5985 if str(raw_scheme).lower() == "http" else 5986
+    scheme = str(raw_scheme or ("http" if port == 5985 else "https")).lower()
+    if scheme not in ("http", "https"):
+        raise InputError(f"host {host.name}: ansible_winrm_scheme={raw_scheme!r} is not http(s)")
+    path = str(_var(hv, "ansible_winrm_path") or options.path)
+    if not path.startswith("/") or any(ch in path for ch in " ?#\r\n"):
+        raise InputError(f"host {host.name}: ansible_winrm_path={path!r} is not a URL path")
+    validation = str(_var(hv, "ansible_winrm_server_cert_validation") or "validate").lower()
+    if validation not in ("validate", "ignore"):
+        raise InputError(
+            f"host {host.name}: ansible_winrm_server_cert_validation={validation!r} "
+            "must be validate or ignore"
+        )
+    encryption = str(_var(hv, "ansible_winrm_message_encryption") or options.message_encryption)
+    if encryption not in ("auto", "always", "never"):
+        raise InputError(
+            f"host {host.name}: ansible_winrm_message_encryption={encryption!r} "
+            "must be auto, always or never"
+        )
+    if auth == "basic" and scheme == "http" and not options.allow_basic_http:
+        raise InputError(
+            f"host {host.name}: Basic auth over plain HTTP would send the password in clear "
+            "text; use https (port 5986) or allow it explicitly"
+        )
+    cert_pem = _var(hv, "ansible_winrm_cert_pem") or options.cert_pem
+    cert_key_pem = _var(hv, "ansible_winrm_cert_key_pem") or options.cert_key_pem
+    user = host.user or options.user
+    inventory_password = _var(
+        hv, "ansible_password", "ansible_winrm_password", "ansible_winrm_pass"
+    )
+    secret = Secret(str(inventory_password)) if inventory_password is not None else password
+    if auth == "certificate":
+        if scheme != "https" or not cert_pem or not cert_key_pem:
+            raise InputError(
+                f"host {host.name}: certificate auth needs https and both "
+                "ansible_winrm_cert_pem and ansible_winrm_cert_key_pem"
+            )
+    else:
+        if not user:
+            raise InputError(f"host {host.name}: no WinRM user (set ansible_user)")
+        if secret is None:
+            raise InputError(
+                f"host {host.name}: no WinRM password (set AUDITOR_WINRM_PASSWORD or "
+                "ansible_password)"
+            )
+    address = host.address
+    if ":" in address and not address.startswith("["):
+        address = f"[{address}]"
+    return WinRMEndpoint(
+        host=host.name,
+        url=f"{scheme}://{address}:{port}{path}",
+        auth=auth,
+        user=None if auth == "certificate" else user,
+        password=None if auth == "certificate" else secret,
+        validate_cert=validation == "validate",
+        ca_bundle=_var(hv, "ansible_winrm_ca_trust_path") or options.ca_bundle,
+        cert_pem=None if cert_pem is None else str(cert_pem),
+        cert_key_pem=None if cert_key_pem is None else str(cert_key_pem),
+        message_encryption=encryption,
+    )
+
+
+# --- turning failures into host-level outcomes -----------------------------------------
+
+_OBJECT_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>:?\s*")
+
+
+def _clean(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    text = _OBJECT_REPR.sub("", text)
+    line = " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())
+    return line if len(line) <= _MAX_DETAIL else line[: _MAX_DETAIL - 1] + "…"
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception behind requests' and urllib3's wrappers."""
+    seen: set[int] = set()
+    current = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        nxt = getattr(current, "reason", None)
+        if not isinstance(nxt, BaseException) and current.args:
+            first = current.args[0]
+            nxt = first if isinstance(first, BaseException) else None
+        if not isinstance(nxt, BaseException):
+            nxt = current.__cause__ or current.__context__
+        if not isinstance(nxt, BaseException):
+            break
+        current = nxt
+    return current
+
+
+def _chain_has(exc: BaseException, names: tuple[str, ...]) -> bool:
+    seen: set[int] = set()
+    stack: list[BaseException] = [exc]
+    while stack:
+        current = stack.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if type(current).__name__ in names:
+            return True
+        for nxt in (getattr(current, "reason", None), current.__cause__, current.__context__):
+            if isinstance(nxt, BaseException):
+                stack.append(nxt)
+        stack.extend(arg for arg in current.args if isinstance(arg, BaseException))
+    return False
+
+
+class _DeadlinePassed(Exception):
+    """Our own deadline for the host passed between two WinRM exchanges."""
+
+
+def _host_error(
+    exc: BaseException, ep: WinRMEndpoint, phase: str, timeout: float
+) -> HostLevelError:
+    secrets = [ep.password.reveal()] if ep.password else []
+
+    def err(outcome: HostOutcome, text: str) -> HostLevelError:
+        return HostLevelError(outcome, _clean(text, secrets))
+
+    where = f"{ep.url} ({phase})"
+    if isinstance(exc, _DeadlinePassed):
+        return err(
+            HostOutcome.SESSION_TIMEOUT,
+            f"WinRM session on {where} did not finish within {timeout:g} s",
+        )
+    if isinstance(exc, AuthenticationError | PermissionError):
+        return err(
+            HostOutcome.AUTH_FAILED,
+            f"{exc} (HTTP 401 from {ep.url}, user {ep.user or '-'}, auth {ep.auth})",
+        )
+    if type(exc).__module__.startswith("spnego"):
+        return err(HostOutcome.AUTH_FAILED, f"{ep.auth} authentication with {ep.url} failed: {exc}")
+    if isinstance(exc, requests.exceptions.SSLError):
+        reason = _root_cause(exc)
+        return err(HostOutcome.ERROR, f"TLS to WinRM endpoint {ep.url} failed: {reason}")
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return err(HostOutcome.UNREACHABLE, f"connecting to {ep.url} timed out")
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return err(
+            HostOutcome.SESSION_TIMEOUT,
+            f"WinRM endpoint {where} accepted the connection but did not answer in time",
+        )
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        reason = _root_cause(exc)
+        if _chain_has(exc, ("NewConnectionError", "NameResolutionError", "ConnectTimeoutError")):
+            return err(HostOutcome.UNREACHABLE, f"cannot connect to {ep.url}: {reason}")
+        return err(HostOutcome.ERROR, f"connection to WinRM endpoint {where} failed: {reason}")
+    if isinstance(exc, WSManFaultError):
+        code = f", WS-Man code {exc.wsman_fault_code}" if exc.wsman_fault_code is not None else ""
+        text = f"WS-Management fault from {where} (HTTP {exc.code}{code}): {exc.reason}"
+        if phase == "command" and exc.wsman_fault_code in _NOT_FOUND_CODES:
+            return err(HostOutcome.PROBE_UNAVAILABLE, f"{POWERSHELL} could not be started: {text}")
+        return err(HostOutcome.ERROR, text)
+    if isinstance(exc, WinRMTransportError):
+        body = exc.response_text[:200] if isinstance(exc.response_text, str) else ""
+        return err(HostOutcome.ERROR, f"WinRM endpoint {where} answered HTTP {exc.code}: {body}")
+    if isinstance(exc, WinRMError):
+        return err(HostOutcome.ERROR, f"WinRM error from {where}: {exc}")
+    return err(HostOutcome.ERROR, f"WinRM session on {where} failed: {type(exc).__name__}: {exc}")
+
+
+# --- the blocking session -------------------------------------------------------------
+
+
+class _Session:
+    """One host's shell, run on a worker thread; every exchange fits in the deadline."""
+
+    def __init__(
+        self, ep: WinRMEndpoint, options: WinRMOptions, deadline: float, timeout: float
+    ) -> None:
+        self.ep = ep
+        self.options = options
+        self.deadline = deadline
+        self.timeout = timeout
+        self.work_deadline = deadline - min(
+            _CLEANUP_RESERVE, max(0.0, (deadline - time.monotonic()) * 0.2)
+        )
+        self.op_timeout = max(
+            1, min(options.operation_timeout, int(self.work_deadline - time.monotonic()) // 2)
+        )
+        self.protocol = self._new_protocol()
+
+    def _new_protocol(self) -> Protocol:
+        ep = self.ep
+        return Protocol(
+            endpoint=ep.url,
+            transport=cast(_AuthName, ep.auth),
+            username=ep.user,
+            password=ep.password.reveal() if ep.password else None,
+            server_cert_validation="validate" if ep.validate_cert else "ignore",
+            ca_trust_path=ep.ca_bundle,  # type: ignore[arg-type]  # None: no env lookups
+            cert_pem=ep.cert_pem,
+            cert_key_pem=ep.cert_key_pem,
+            operation_timeout_sec=self.op_timeout,
+            read_timeout_sec=self.op_timeout + 5,
+            message_encryption=cast(Literal["auto", "always", "never"], ep.message_encryption),
+            proxy=None,  # never pick up the auditor's own http(s)_proxy for management traffic
+        )
+
+    def _arm(self, until: float) -> None:
+        """Bound the next HTTP exchange (connect, then each read) by `until`."""
+        remaining = until - time.monotonic()
+        if remaining <= 0:
+            raise _DeadlinePassed()
+        read = min(float(self.op_timeout) + 5.0, remaining)
+        connect = min(self.options.connect_timeout, remaining)
+        # pywinrm hands this straight to requests' `timeout=`, which takes (connect, read).
+        self.protocol.transport.read_timeout_sec = (connect, read)  # type: ignore[assignment]
+
+    def run(self, program: str, args: Sequence[str], stdin: bytes) -> RawOutput:
+        shell_id: str | None = None
+        command_id: str | None = None
+        phase = "connect"
+        try:
+            self._arm(self.work_deadline)
+            phase = "create shell"
+            shell_id = self.protocol.open_shell(noprofile=True, codepage=_CODEPAGE_UTF8)
+            self._arm(self.work_deadline)
+            phase = "command"
+            command_id = self.protocol.run_command(shell_id, program, args, skip_cmd_shell=True)
+            if stdin:
+                self._arm(self.work_deadline)
+                self.protocol.send_command_input(shell_id, command_id, stdin, end=True)
+            phase = "receive"
+            return self._receive(shell_id, command_id)
+        except Exception as exc:  # every failure becomes a host outcome
+            if phase == "receive" and isinstance(exc, requests.exceptions.ReadTimeout):
+                # The last poll was cut short by our own deadline, not by a silent server.
+                exc = _DeadlinePassed()
+            raise _host_error(exc, self.ep, phase, self.timeout) from None
+        finally:
+            self._cleanup(shell_id, command_id)
+
+    def _receive(self, shell_id: str, command_id: str) -> RawOutput:
+        out: list[bytes] = []
+        err: list[bytes] = []
+        size = 0
+        while True:
+            self._arm(self.work_deadline)
+            try:
+                stdout, stderr, code, done = self.protocol.get_command_output_raw(
+                    shell_id, command_id
+                )
+            except WinRMOperationTimeoutError:
+                continue  # the service's "no output yet": poll again while time is left
+            out.append(stdout)
+            err.append(stderr)
+            size += len(stdout) + len(stderr)
+            if size > MAX_OUTPUT_BYTES:
+                return _bounded(out, err, None, truncated=True)
+            if done:
+                return _bounded(out, err, code, truncated=False)
+
+    def _cleanup(self, shell_id: str | None, command_id: str | None) -> None:
+        """Best effort: terminate the command and delete the shell within the deadline.
+
+        After a timeout the session's connection is gone, and with NTLM message encryption a
+        new connection needs a new security context: so a failed step is retried once on a
+        freshly authenticated session.
+        """
+        if shell_id is None:
+            self._close_session()
+            return
+        pending = ["signal", "delete"] if command_id is not None else ["delete"]
+        for attempt in range(2):
+            if attempt:
+                self._close_session()
+                try:
+                    self.protocol = self._new_protocol()
+                except Exception:  # nothing more can be done for this shell
+                    break
+            pending = [step for step in pending if not self._step(step, shell_id, command_id)]
+            if not pending:
+                break
+        self._close_session()
+
+    def _step(self, step: str, shell_id: str, command_id: str | None) -> bool:
+        try:
+            self._arm(self.deadline)
+            if step == "signal" and command_id is not None:
+                self.protocol.cleanup_command(shell_id, command_id)
+            else:
+                self.protocol.close_shell(shell_id, close_session=False)
+            return True
+        except Exception as exc:  # cleanup must never mask the result
+            log.debug("winrm %s on %s: %s", step, self.ep.host, type(exc).__name__)
+            return False
+
+    def _close_session(self) -> None:
+        try:
+            self.protocol.transport.close_session()
+        except Exception:  # noqa: S110 - closing a dead session may fail; nothing to do
+            pass
+
+
+def _bounded(out: list[bytes], err: list[bytes], code: int | None, truncated: bool) -> RawOutput:
+    stdout = b"".join(out)
+    stderr = b"".join(err)
+    if len(stdout) + len(stderr) > MAX_OUTPUT_BYTES:
+        truncated = True
+        stdout = stdout[:MAX_OUTPUT_BYTES]
+        stderr = stderr[: max(0, MAX_OUTPUT_BYTES - len(stdout))]
+    return RawOutput(stdout=stdout, stderr=stderr, exit_status=code, truncated=truncated)
+
+
+class WinRMTransport(Transport):
+    """Runs a PowerShell probe job on Windows hosts over WinRM (pywinrm).
+
+    `password` is the one the CLI read from AUDITOR_WINRM_PASSWORD or a prompt; a host's
+    `ansible_password` overrides it. `max_workers` is the number of hosts in flight at once.
+    """
+
+    name = "winrm"
+
+    def __init__(
+        self,
+        options: WinRMOptions | None = None,
+        password: Secret | str | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.options = options or WinRMOptions()
+        self._password = Secret(password) if isinstance(password, str) else password
+        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="winrm")
+        self._slots = asyncio.Semaphore(max_workers)
+
+    def __repr__(self) -> str:
+        return f"WinRMTransport(options={self.options!r})"
+
+    def endpoint(self, host: Host) -> WinRMEndpoint:
+        """The resolved settings for `host`; raises `InputError` naming the host.
+
+        The CLI calls this for every host before the run so that a bad inventory fails
+        fast; `run` calls it again and reports a failure as that host's error.
+        """
+        return resolve_endpoint(host, self.options, self._password)
+
+    async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
+        try:
+            ep = self.endpoint(host)
+        except InputError as exc:
+            raise HostLevelError(HostOutcome.ERROR, str(exc)) from None
+        program, args = encode_command(job.script)
+        length = len(command_line(job.script))
+        if length > CREATEPROCESS_MAX_CHARS:
+            raise HostLevelError(
+                HostOutcome.ERROR,
+                f"probe command is {length} characters, over Windows' "
+                f"{CREATEPROCESS_MAX_CHARS}-character limit: audit fewer targets per run",
+            )
+        # The clock starts when a worker is free: waiting for a slot is not the host's fault.
+        async with self._slots:
+            deadline = time.monotonic() + timeout
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(
+                self._pool, self._blocking, ep, program, args, job, deadline, timeout
+            )
+            try:
+                # The worker keeps its own deadline; this is only a backstop.
+                return await asyncio.wait_for(asyncio.shield(future), timeout + 1.0)
+            except TimeoutError:
+                raise HostLevelError(
+                    HostOutcome.SESSION_TIMEOUT,
+                    f"WinRM session on {ep.url} did not finish within {timeout:g} s",
+                ) from None
+
+    def _blocking(
+        self,
+        ep: WinRMEndpoint,
+        program: str,
+        args: Sequence[str],
+        job: ProbeJob,
+        deadline: float,
+        timeout: float,
+    ) -> RawOutput:
+        try:
+            session = _Session(ep, self.options, deadline, timeout)
+        except Exception as exc:  # e.g. a cert file that vanished
+            raise _host_error(exc, ep, "setup", timeout) from None
+        return session.run(program, args, job.stdin)
+
+    async def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def winrm_options_from(opts: Mapping[str, Any]) -> WinRMOptions:
+    """WinRMOptions from the CLI's parsed options (`--winrm-*`, `--connect-timeout`)."""
+    ca_bundle = opts.get("winrm_ca_bundle")
+    return WinRMOptions(
+        transport=str(opts.get("winrm_transport") or "ntlm"),
+        user=opts.get("winrm_user"),
+        ca_bundle=str(ca_bundle) if ca_bundle else None,
+        allow_basic_http=bool(opts.get("winrm_allow_basic_http")),
+        connect_timeout=float(opts.get("connect_timeout") or 10.0),
+    )
+
+
+def winrm_transport_from(opts: Mapping[str, Any], forks: int) -> WinRMTransport:
+    """The run's WinRM transport: `--forks` workers, the password from `opts["passwords"]`."""
+    passwords = opts.get("passwords") or {}
+    return WinRMTransport(winrm_options_from(opts), passwords.get("winrm"), max_workers=forks)

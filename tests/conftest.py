@@ -1,0 +1,100 @@
+"""Fixtures shared by the whole suite.
+
+`lab` is the test fleet (see `auditor.lab`): real network namespaces with their own sshd,
+built once per session on first use and always removed at the end. Labs are machine-wide
+(one bridge, one subnet), so a session holds a lock on the lab while it uses one, and tests
+marked `lab_exclusive` (they build and remove labs of their own) run before the shared lab
+exists.
+"""
+
+from __future__ import annotations
+
+import atexit
+import fcntl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from auditor.lab import LabInfo
+
+LAB_LOCK = Path("/run/auditor-lab/tests.lock")
+LOCK_WAIT = 600.0
+EXCLUSIVE = "lab_exclusive"
+
+_shared_lab_up = False
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{EXCLUSIVE}: builds and removes labs of its own (runs before the shared lab exists)",
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # A stable sort: exclusive lab tests first, everything else in its usual order. The
+    # shared lab is built lazily, so these never tear it down under another test.
+    items.sort(key=lambda item: item.get_closest_marker(EXCLUSIVE) is None)
+
+
+@pytest.fixture(scope="session")
+def lab_machine() -> Iterator[None]:
+    """This machine's lab, for this session alone; skips where the lab cannot run."""
+    from auditor.lab import preflight
+
+    problems = preflight()
+    if problems:
+        pytest.skip("the lab cannot run here: " + "; ".join(problems))
+    LAB_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(LAB_LOCK, "w") as lock:
+        deadline = time.monotonic() + LOCK_WAIT
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"another test session held the lab for {LOCK_WAIT:.0f}s")
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@pytest.fixture(scope="session")
+def lab(lab_machine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabInfo]:
+    """The design fleet, up for the whole session (see `auditor.lab.spec.design_hosts`)."""
+    global _shared_lab_up
+    from auditor.lab import lab_down, lab_up
+
+    directory = tmp_path_factory.mktemp("lab")
+    done = False
+
+    def down() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            lab_down(directory)
+
+    # Belt and braces: the finally below runs on failures and Ctrl-C; atexit covers an
+    # interpreter that stops without finishing fixture teardown.
+    atexit.register(down)
+    _shared_lab_up = True
+    try:
+        yield lab_up(directory)
+    finally:
+        _shared_lab_up = False
+        down()
+        atexit.unregister(down)
+
+
+@pytest.fixture
+def lab_slot(lab_machine: None) -> None:
+    """For `lab_exclusive` tests: the machine's lab, with no shared lab up to disturb."""
+    if _shared_lab_up:
+        pytest.skip("the shared lab is up; lab_exclusive tests must run before it is built")

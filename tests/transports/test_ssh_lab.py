@@ -1,0 +1,314 @@
+"""The SSH transport against the lab: real OpenSSH hosts in network namespaces, each failing
+(or not) in its own real way. One audit of the whole design fleet, then one test per host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditor.lab import LabInfo
+from auditor.lab.spec import INTERNAL_SSH_PORT, PROBE_URL, design_hosts
+
+BIN = Path(sys.executable).parent
+DESIGN = {spec.name: spec for spec in design_hosts()}
+
+
+def audit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "audit"), *args], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def lab_audit(
+    lab: LabInfo, out: Path, *args: str, inventory: Path | None = None
+) -> tuple[int, dict[str, Any], str]:
+    proc = audit(
+        "-i",
+        str(inventory or lab.inventory),
+        "--known-hosts",
+        str(lab.known_hosts),
+        "--url",
+        PROBE_URL,
+        "-o",
+        str(out),
+        "--timeout",
+        "40",
+        "--connect-timeout",
+        "5",
+        "--probe-timeout",
+        "4",
+        "--probe-connect-timeout",
+        "3",
+        *args,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    report = json.loads((out / "report.json").read_text())
+    return proc.returncode, {h["host"]["name"]: h for h in report["hosts"]}, proc.stderr
+
+
+@pytest.fixture(scope="module")
+def fleet(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> tuple[int, dict[str, Any]]:
+    status, hosts, _ = lab_audit(lab, tmp_path_factory.mktemp("fleet") / "out")
+    return status, hosts
+
+
+def test_the_fleet_audit_exits_1_and_lists_every_host_once(
+    fleet: tuple[int, dict[str, Any]], lab: LabInfo
+) -> None:
+    status, hosts = fleet
+    assert status == 1
+    assert sorted(hosts) == sorted(spec.name for spec in lab.hosts)
+
+
+@pytest.mark.parametrize("name", sorted(DESIGN))
+def test_each_lab_host_gets_its_designed_outcome(
+    fleet: tuple[int, dict[str, Any]], name: str
+) -> None:
+    spec = DESIGN[name]
+    result = fleet[1][name]
+    if spec.audited:
+        assert result["audited"] is True, result
+        (obs,) = result["observations"]
+        assert obs["outcome"] == spec.outcome.value, obs
+        assert spec.detail in obs["detail"] or spec.detail in obs["tls_issuer"], obs
+        if spec.proxy:
+            assert obs["proxy"] == spec.proxy
+        # Each namespace has its own UTS hostname: the facts prove which host answered.
+        assert result["facts"]["hostname"] == name
+    else:
+        assert result["audited"] is False, result
+        assert result["host_outcome"] == spec.outcome.value, result
+        assert result["observations"] == []
+
+
+def test_tls_interception_names_the_issuer(fleet: tuple[int, dict[str, Any]]) -> None:
+    (obs,) = fleet[1]["intercept"]["observations"]
+    assert "Contoso SSL Inspection CA" in obs["tls_issuer"]
+    assert "Contoso SSL Inspection CA" in obs["detail"]
+
+
+def test_host_level_details_say_why(fleet: tuple[int, dict[str, Any]]) -> None:
+    hosts = fleet[1]
+    assert "Connection refused" in hosts["sshdown"]["detail"]
+    assert "differs from the one recorded" in hosts["rekeyed"]["detail"]
+    assert "no curl, wget or python3" in hosts["nocurl"]["detail"]
+    assert hosts["noauth"]["detail"]
+
+
+def test_limit_audits_only_the_matching_hosts(lab: LabInfo, tmp_path: Path) -> None:
+    status, hosts, _ = lab_audit(lab, tmp_path / "out", "--limit", "site_b:!intercept")
+    assert sorted(hosts) == ["http503", "proxydeny", "viaproxy"]
+    assert status == 1
+
+
+def test_a_mixed_inventory_audits_ssh_and_local_hosts_in_one_run(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    inventory = tmp_path / "mixed.ini"
+    inventory.write_text(
+        lab.inventory.read_text() + "\n[control]\nauditor-box ansible_connection=local\n"
+    )
+    _, hosts, _ = lab_audit(lab, tmp_path / "out", "--limit", "direct:control", inventory=inventory)
+    assert sorted(hosts) == ["auditor-box", "direct"]
+    assert hosts["direct"]["host"]["connection"] == "ssh"
+    assert hosts["auditor-box"]["host"]["connection"] == "local"
+    assert hosts["direct"]["observations"][0]["outcome"] == "reachable"
+    # The auditor's own machine is not in the lab: the vendor name does not resolve to the lab
+    # CDN there, so whatever it reports, it was audited from its own network position.
+    assert hosts["auditor-box"]["audited"] is True
+
+
+def _jump_inventory(lab: LabInfo, tmp: Path, via_jump: bool = True) -> tuple[Path, Path]:
+    """Hosts at 127.0.0.1:2222: a listener of the jump host's own loopback, reachable only
+    through it."""
+    jump = next(s for s in lab.hosts if s.name == "jump")
+    key_line = next(
+        line
+        for line in lab.known_hosts.read_text().splitlines()
+        if line.startswith(jump.address + " ")
+    )
+    known = tmp / "known_hosts"
+    known.write_text(
+        lab.known_hosts.read_text()
+        + f"[127.0.0.1]:{INTERNAL_SSH_PORT} "
+        + key_line.split(" ", 1)[1]
+        + "\n"
+    )
+    inventory = tmp / "jump.ini"
+    hop = f" ansible_ssh_common_args='-o ProxyJump=root@{jump.address}'" if via_jump else ""
+    inventory.write_text(
+        "[behind]\n"
+        + "".join(
+            f"inside{i} ansible_host=127.0.0.1 ansible_port={INTERNAL_SSH_PORT} ansible_user=root "
+            f"ansible_ssh_private_key_file={lab.key}{hop}\n"
+            for i in range(1, 4)
+        )
+    )
+    return inventory, known
+
+
+def test_proxyjump_from_inventory_reaches_hosts_only_the_jump_host_can_see(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    inventory, known = _jump_inventory(lab, tmp_path)
+    proc = audit(
+        "-i",
+        str(inventory),
+        "--known-hosts",
+        str(known),
+        "--url",
+        PROBE_URL,
+        "-o",
+        str(tmp_path / "out"),
+        "--ssh-key",
+        str(lab.key),
+        "--timeout",
+        "30",
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [h["facts"]["hostname"] for h in report["hosts"]] == ["jump"] * 3
+
+
+def test_without_the_jump_host_those_hosts_are_unreachable(lab: LabInfo, tmp_path: Path) -> None:
+    inventory, known = _jump_inventory(lab, tmp_path, via_jump=False)
+    proc = audit(
+        "-i",
+        str(inventory),
+        "--known-hosts",
+        str(known),
+        "--url",
+        PROBE_URL,
+        "-o",
+        str(tmp_path / "out"),
+        "--connect-timeout",
+        "2",
+    )
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert proc.returncode == 3
+    assert {h["host_outcome"] for h in report["hosts"]} == {"unreachable"}
+
+
+def test_jump_host_flag_multiplexes_one_connection(lab: LabInfo, tmp_path: Path) -> None:
+    import asyncio
+
+    from auditor.models import Connection, Host, Platform, Target
+    from auditor.probes import ProbeSettings
+    from auditor.probes.posix import build_posix_job
+    from auditor.transports.ssh import SSHOptions, SSHTransport
+
+    _, known = _jump_inventory(lab, tmp_path)
+    jump = next(s for s in lab.hosts if s.name == "jump")
+    transport = SSHTransport(
+        SSHOptions(
+            user="root", keys=(lab.key,), known_hosts=known, jump_host=f"root@{jump.address}"
+        )
+    )
+    job = build_posix_job([Target(url=PROBE_URL, name="cdn")], ProbeSettings())
+    hosts = [
+        Host(
+            name=f"h{i}",
+            address="127.0.0.1",
+            port=INTERNAL_SSH_PORT,
+            connection=Connection.SSH,
+            platform=Platform.LINUX,
+        )
+        for i in range(4)
+    ]
+
+    async def main() -> list[Any]:
+        try:
+            return list(await asyncio.gather(*(transport.run(h, job, 30) for h in hosts)))
+        finally:
+            assert len(transport._jumps) == 1  # one shared connection served all four
+            await transport.close()
+
+    outputs = asyncio.run(main())
+    assert all(b"\tH\tjump\t" in raw.stdout for raw in outputs)
+
+
+def test_strict_host_keys_refuse_unknown_hosts(lab: LabInfo, tmp_path: Path) -> None:
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    proc = audit(
+        "-i",
+        str(lab.inventory),
+        "--known-hosts",
+        str(empty),
+        "--url",
+        PROBE_URL,
+        "-o",
+        str(tmp_path / "o"),
+        "--limit",
+        "direct:rekeyed",
+    )
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert proc.returncode == 3
+    assert {h["host"]["name"]: h["host_outcome"] for h in report["hosts"]} == {
+        "direct": "host_key_unknown",
+        "rekeyed": "host_key_unknown",
+    }
+
+
+def test_accept_new_records_keys_but_still_refuses_a_changed_one(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    known = tmp_path / "known_hosts"
+    rekeyed = next(s for s in lab.hosts if s.name == "rekeyed")
+    # Keep only the (wrong) line for `rekeyed`: `direct` is new, `rekeyed` has changed.
+    known.write_text(
+        "".join(
+            line + "\n"
+            for line in lab.known_hosts.read_text().splitlines()
+            if line.startswith(rekeyed.address + " ")
+        )
+    )
+    args = (
+        "-i",
+        str(lab.inventory),
+        "--url",
+        PROBE_URL,
+        "--limit",
+        "direct:rekeyed",
+        "--known-hosts",
+        str(known),
+    )
+    proc = audit(*args, "--accept-new-host-keys", "-o", str(tmp_path / "a"))
+    report = json.loads((tmp_path / "a" / "report.json").read_text())
+    got = {
+        h["host"]["name"]: h["host_outcome"] or h["observations"][0]["outcome"]
+        for h in report["hosts"]
+    }
+    assert got == {"direct": "reachable", "rekeyed": "host_key_changed"}, proc.stderr
+    direct = next(s for s in lab.hosts if s.name == "direct")
+    assert any(line.startswith(direct.address + " ") for line in known.read_text().splitlines())
+    # The recorded key is now trusted in strict mode.
+    proc = audit(*args, "--limit", "direct", "-o", str(tmp_path / "b"))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_no_host_key_check_is_loud_in_terminal_and_reports(lab: LabInfo, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    proc = audit(
+        "-i",
+        str(lab.inventory),
+        "--url",
+        PROBE_URL,
+        "--limit",
+        "rekeyed",
+        "--no-host-key-check",
+        "-o",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "HOST KEY CHECKING WAS DISABLED" in proc.stderr
+    assert "HOST KEY CHECKING WAS DISABLED" in (out / "report.html").read_text()
+    assert any(
+        "HOST KEY CHECKING WAS DISABLED" in w
+        for w in json.loads((out / "report.json").read_text())["run"]["warnings"]
+    )
