@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from auditor.errors import InputError
 
@@ -45,3 +47,24 @@ def secret_from_file(path: Path) -> Secret:
         return Secret(path.read_text(encoding="utf-8").rstrip("\r\n"))
     except OSError as exc:
         raise InputError(f"cannot read secret file: {exc.strerror}", str(path)) from None
+
+
+def inventory_secret(host: str, hostvars: Mapping[str, Any], *names: str) -> Secret | None:
+    """A password given in the inventory (first of `names` that is set), wrapped.
+
+    Vault-encrypted values are refused: the auditor has no vault password, and sending the
+    ciphertext as a password would only fill the host's auth log.
+    """
+    from auditor.inventory.values import Vaulted
+
+    for name in names:
+        value = hostvars.get(name)
+        if value is None or value == "":
+            continue
+        if isinstance(value, Vaulted):
+            raise InputError(
+                f"host {host}: {name} is vault-encrypted and the auditor cannot decrypt it; "
+                "give the password in the environment or with --ask-pass instead"
+            )
+        return Secret(str(value))
+    return None

@@ -22,7 +22,7 @@ import asyncssh
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
-from auditor.secret import Secret
+from auditor.secret import Secret, inventory_secret
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
 
 PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
@@ -295,9 +295,14 @@ class SSHTransport(Transport):
         keys = self._client_keys(host)
         if keys is not None:
             kwargs["client_keys"] = keys
-        password = host.vars.get("ansible_password") or host.vars.get("ansible_ssh_pass")
-        if password:
-            kwargs["password"] = str(password)
+        try:
+            password = inventory_secret(
+                host.name, host.vars, "ansible_password", "ansible_ssh_pass"
+            )
+        except InputError as exc:
+            raise HostLevelError(HostOutcome.ERROR, exc.message) from None
+        if password is not None:
+            kwargs["password"] = password.reveal()
         try:
             if tunnel is not None:
                 conn = await asyncssh.connect(
