@@ -74,7 +74,10 @@ def sshd_available() -> bool:
 
 
 @contextlib.contextmanager
-def loopback_sshd(directory: Path, extra_config: str = "") -> Iterator[LoopbackSSHD]:
+def loopback_sshd(
+    directory: Path, extra_config: str = "", env: dict[str, str] | None = None
+) -> Iterator[LoopbackSSHD]:
+    """`env` is the session environment (sshd keeps only the first SetEnv line it reads)."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in ("host_key", "client_key"):
         subprocess.run(
@@ -92,7 +95,10 @@ def loopback_sshd(directory: Path, extra_config: str = "") -> Iterator[LoopbackS
         f"AuthorizedKeysFile {directory / 'authorized_keys'}\n"
         "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
         "PermitRootLogin prohibit-password\nStrictModes no\nPrintMotd no\nUseDNS no\n"
-        f"SetEnv HOME={home}\n" + extra_config
+        + "SetEnv "
+        + " ".join(f"{k}={v}" for k, v in {"HOME": str(home), **(env or {})}.items())
+        + "\n"
+        + extra_config
     )
     Path("/run/sshd").mkdir(exist_ok=True)
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stderr=subprocess.DEVNULL)
