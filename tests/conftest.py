@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import atexit
 import fcntl
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import settings
+from hypothesis.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from auditor.lab import LabInfo
@@ -26,6 +29,15 @@ LOCK_WAIT = 600.0
 EXCLUSIVE = "lab_exclusive"
 
 _shared_lab_up = False
+
+# Property tests: a bounded run in `make test`, a long one with HYPOTHESIS_PROFILE=fuzz
+# (`make fuzz`).
+settings.register_profile("ci", max_examples=200, deadline=None)
+settings.register_profile("fuzz", max_examples=5000, deadline=None)
+try:
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except InvalidArgument:
+    settings.load_profile("ci")
 
 
 def pytest_configure(config: pytest.Config) -> None:
