@@ -40,6 +40,7 @@ test: sysdeps venv lint typecheck unit
 
 demo: sysdeps venv
 	$(BIN)/auditor lab up --dir $(LAB_DIR)
+	AUDITOR_WINRM_PASSWORD="$$(cat $(LAB_DIR)/winrm_password)" \
 	$(BIN)/audit --inventory $(LAB_DIR)/lab.ini --known-hosts $(LAB_DIR)/known_hosts \
 	  --out $(LAB_DIR)/report --force --platform US3 || test $$? -le 3
 	@echo

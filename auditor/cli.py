@@ -375,6 +375,11 @@ def lab_up_cmd(directory: Path, extra: int) -> None:
     click.echo(f"inventory:   {info.inventory}")
     click.echo(f"known_hosts: {info.known_hosts}")
     click.echo(f"key:         {info.key}")
+    click.echo(f"WinRM:       user {info.winrm_user}, password in {info.winrm_password}")
+    click.echo(
+        f'try: AUDITOR_WINRM_PASSWORD="$(cat {info.winrm_password})" audit '
+        f"-i {info.inventory} --known-hosts {info.known_hosts}"
+    )
 
 
 @lab_group.command("down")

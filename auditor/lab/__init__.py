@@ -1,11 +1,14 @@
 """The lab: a real test fleet on this machine (`auditor lab up | down | status`).
 
-Network namespaces with their own sshd, hosts file, CA bundle and nftables rules, plus a
-local HTTPS "CDN", a CONNECT proxy, a denying proxy and a TLS-intercepting endpoint, all on
-the private subnet 10.213.0.0/16 that exists only inside this machine. See
-`auditor.lab.spec` for the design table (one host per failure condition).
+Network namespaces with their own sshd (Linux hosts) or WS-Management endpoint (Windows
+hosts, `auditor.lab.windows`), hosts file, CA bundle and nftables rules, plus a local HTTPS
+"CDN", a CONNECT proxy, a denying proxy and a TLS-intercepting endpoint, all on the private
+subnet 10.213.0.0/16 that exists only inside this machine. See `auditor.lab.spec` for the
+design table (one host per failure condition).
 """
 
+# Registers the "wsman" service that Windows lab hosts run (imported for that effect).
+from auditor.lab import windows as _windows  # noqa: F401
 from auditor.lab.fleet import (
     HostContext,
     HostStatus,

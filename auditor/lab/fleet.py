@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from auditor.lab.spec import (
     INTERCEPT_CA_NAME,
     INTERCEPT_CA_ORG,
     LAB_CA_NAME,
+    LAB_WINRM_USER,
     PREFIX,
     PROBE_URL,
     PROXY_PORT,
@@ -53,6 +55,7 @@ from auditor.lab.spec import (
 Log = Callable[[str], None]
 
 STATE_FILE = "state.json"
+WINRM_PASSWORD_FILE = "winrm_password"  # noqa: S105 - a file name, not a secret
 POINTER = Path("/run/auditor-lab/current")
 """Names the directory of the lab that is up, so `lab_down()` needs no argument."""
 SHM = Path("/dev/shm")
@@ -78,6 +81,7 @@ _ENTRIES = (
     "services.log",
     "services.pid",
     "services.ready",
+    WINRM_PASSWORD_FILE,
 )
 _HIDDEN_CLIENTS = ("curl", "wget", "python3")
 _READY_TIMEOUT = 30.0
@@ -127,6 +131,9 @@ class LabInfo:
     services: LabServices = field(default_factory=LabServices)
     url: str = PROBE_URL
     timings: dict[str, float] = field(default_factory=dict, compare=False)
+    winrm_password: Path | None = None
+    """DIR/winrm_password (mode 0600): the password of `winrm_user` on the Windows hosts."""
+    winrm_user: str = LAB_WINRM_USER
 
     def host(self, name: str) -> HostSpec:
         for h in self.hosts:
@@ -410,6 +417,7 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
     # Every Linux host has a host key in known_hosts, even one whose sshd is not started.
     host_keys = {h.name: pki.ssh_key() for h in hosts if h.kind is HostKind.LINUX}
     _host_files(directory, hosts, host_keys)
+    _windows_files(directory, hosts, lab_ca)
     _write_descriptions(directory, hosts, host_keys, extra_hosts)
     clock.lap("keys, certificates and files")
 
@@ -462,6 +470,7 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
         services_log=directory / "services.log",
         hosts=tuple(hosts),
         timings=clock.timings,
+        winrm_password=_winrm_password_path(directory, hosts),
     )
 
 
@@ -543,6 +552,29 @@ def _host_files(directory: Path, hosts: list[HostSpec], keys: dict[str, pki.SshK
         )
 
 
+def _winrm_password_path(directory: Path, hosts: Sequence[HostSpec]) -> Path | None:
+    if any(h.kind is HostKind.WINDOWS for h in hosts):
+        return directory / WINRM_PASSWORD_FILE
+    return None
+
+
+def _windows_files(directory: Path, hosts: list[HostSpec], lab_ca: pki.Authority) -> None:
+    """The Windows hosts' shared secret and certificates: a fresh password for the lab's
+    WinRM user (DIR/winrm_password, 0600; each endpoint's own config gets a copy when it
+    starts), and for an HTTPS endpoint a server certificate from the lab CA for its name
+    and address."""
+    path = _winrm_password_path(directory, hosts)
+    if path is None:
+        return
+    pki.write_private(path, secrets.token_urlsafe(18).encode("ascii"))
+    for host in hosts:
+        if host.kind is HostKind.WINDOWS and host.winrm_https:
+            host_dir = directory / "hosts" / host.name
+            key, cert = pki.issue_server_cert(lab_ca, (host.name,), (host.address,))
+            (host_dir / "winrm.pem").write_bytes(pki.cert_pem(cert))
+            pki.write_private(host_dir / "winrm.key", pki.key_pem(key))
+
+
 def _etc_netns(directory: Path, host: HostSpec) -> None:
     etc = netns.ETC_NETNS / host.namespace
     etc.mkdir(parents=True, exist_ok=True)
@@ -568,16 +600,21 @@ def _write_descriptions(
         "The auditor lab's fleet, written by `auditor lab up`; expected outcomes for",
         f"{PROBE_URL} are in lab.json next to this file.",
     ]
-    (directory / "lab.ini").write_text(render.inventory(hosts, key, header))
+    ca_cert = str(directory / "pki" / "lab-ca.pem")
+    (directory / "lab.ini").write_text(render.inventory(hosts, key, header, ca_cert))
     paths = {
         "directory": str(directory),
         "inventory": str(directory / "lab.ini"),
         "known_hosts": str(directory / "known_hosts"),
         "key": key,
-        "ca_cert": str(directory / "pki" / "lab-ca.pem"),
+        "ca_cert": ca_cert,
         "intercept_ca_cert": str(directory / "pki" / "intercept-ca.pem"),
         "services_log": str(directory / "services.log"),
     }
+    password = _winrm_password_path(directory, hosts)
+    if password is not None:
+        paths["winrm_password"] = str(password)
+        paths["winrm_user"] = LAB_WINRM_USER
     (directory / "lab.json").write_text(
         render.lab_json(hosts, paths, LabServices().as_dict(), extra_hosts)
     )
@@ -686,7 +723,7 @@ def _wait_ready(
         problems = []
         for h in closed[:5]:
             proc = started[h.name]
-            log = directory / "hosts" / h.name / "sshd.log"
+            log = directory / "hosts" / h.name / f"{h.service}.log"
             if proc.poll() is not None:
                 problems.append(f"{h.name}: {h.service} exited ({proc.returncode}): {_tail(log)}")
             else:

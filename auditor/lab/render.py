@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from auditor.lab.spec import (
@@ -13,8 +13,10 @@ from auditor.lab.spec import (
     CDN_ADDRESS,
     INTERCEPT_ADDRESS,
     INTERNAL_SSH_PORT,
+    LAB_WINRM_USER,
     PROBE_URL,
     SSH_PORT,
+    WSMAN_PORT,
     HostKind,
     HostSpec,
     Resolution,
@@ -28,6 +30,8 @@ SITE_NOTES: dict[str, str] = {
     "site_b": "proxy, TLS-interception and HTTP conditions",
     "site_c": "hosts the auditor cannot audit (host-level outcomes)",
     "scale": "plain reachable hosts added with extra_hosts",
+    "win_egress": "Windows hosts (WinRM): firewall, name-resolution, proxy and TLS conditions",
+    "win_winrm": "Windows hosts the auditor cannot audit (WinRM-level outcomes)",
 }
 
 
@@ -38,13 +42,45 @@ def _kind_vars(kind: HostKind, key: str) -> dict[str, str]:
             "ansible_connection": "ssh",
             "ansible_ssh_private_key_file": key,
         }
-    # Windows hosts bring their own connection variables when they are added.
-    return {}
+    # No password here: the auditor reads it from AUDITOR_WINRM_PASSWORD (DIR/winrm_password).
+    return {
+        "ansible_connection": "winrm",
+        "ansible_user": LAB_WINRM_USER,
+        "ansible_winrm_transport": "ntlm",
+        "ansible_port": str(WSMAN_PORT),
+        "ansible_winrm_scheme": "http",
+    }
 
 
-def inventory(hosts: Sequence[HostSpec], key: str, header: Sequence[str] = ()) -> str:
-    """An Ansible INI inventory: one group per site, `[linux:children]` over the Linux sites
-    with the connection settings in `[linux:vars]`, and `ansible_host` on every host line."""
+def _ini_value(value: str) -> str:
+    return f'"{value}"' if any(ch.isspace() for ch in value) else value
+
+
+def _host_line(host: HostSpec, ca_trust_path: str) -> str:
+    """`NAME ansible_host=ADDR`, plus the host's own connection variables where they differ
+    from its group's (the Basic-over-HTTPS Windows host)."""
+    line = f"{host.name} ansible_host={host.address}"
+    if host.kind is HostKind.WINDOWS and host.winrm_https:
+        line += (
+            f" ansible_port={host.port} ansible_winrm_transport={host.winrm_auth}"
+            f" ansible_winrm_scheme=https ansible_winrm_ca_trust_path={_ini_value(ca_trust_path)}"
+        )
+    return line
+
+
+def inventory(
+    hosts: Sequence[HostSpec],
+    key: str,
+    header: Sequence[str] = (),
+    ca_trust_path: str | None = None,
+) -> str:
+    """An Ansible INI inventory: one group per site, `[linux:children]` and
+    `[windows:children]` over the sites of each kind with the connection settings in
+    `[linux:vars]` and `[windows:vars]`, and `ansible_host` on every host line.
+
+    `ca_trust_path` is the lab CA the HTTPS WinRM host's certificate is checked against
+    (default: pki/lab-ca.pem beside the key)."""
+    ca = ca_trust_path or str(PurePath(key).parent / "pki" / "lab-ca.pem")
     sites: dict[str, list[HostSpec]] = {}
     for host in hosts:
         sites.setdefault(host.site, []).append(host)
@@ -59,7 +95,7 @@ def inventory(hosts: Sequence[HostSpec], key: str, header: Sequence[str] = ()) -
         for host in members:
             if host.site != "scale":
                 out.append(f"# {host.name}: {host.condition} -> expect {host.outcome}")
-            out.append(f"{host.name} ansible_host={host.address}")
+            out.append(_host_line(host, ca))
         out += ["", f"[{site}:vars]", f"lab_site={site}"]
     for kind, kind_sites in kinds.items():
         out += ["", f"[{kind}:children]", *kind_sites]
@@ -91,6 +127,7 @@ def lab_json(
             h.name: {
                 "address": h.address,
                 "port": h.port,
+                **({"winrm_url": h.winrm_url} if h.kind is HostKind.WINDOWS else {}),
                 "site": h.site,
                 "kind": str(h.kind),
                 "service": h.service,

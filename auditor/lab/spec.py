@@ -31,6 +31,10 @@ INTERNAL_SSH_PORT = 2222
 """The bastion's sshd also listens on its own loopback here: an address only a ProxyJump
 through the bastion can reach, which proves a test's traffic really went through it."""
 WSMAN_PORT = 5985
+WSMAN_HTTPS_PORT = 5986
+LAB_WINRM_USER = "labadmin"
+"""The account every Windows lab host's WinRM endpoint knows; its password is made by
+`lab up` and written only to DIR/winrm_password and the endpoints' own config files."""
 
 PROXY_URL = f"http://{CDN_ADDRESS}:{PROXY_PORT}"
 DENY_PROXY_URL = f"http://{CDN_ADDRESS}:{DENY_PROXY_PORT}"
@@ -98,8 +102,13 @@ class HostSpec:
     audit of `PROBE_URL` must report for it (`outcome`, plus `detail`, a substring the
     outcome's detail must contain, and `proxy`, the proxy in effect, when not empty).
 
-    `service` names what `lab up` starts in the namespace ("sshd", or "none" for a host
-    whose management port is closed); a Windows kind adds its own starter later.
+    `service` names what `lab up` starts in the namespace ("sshd", "wsman" for a Windows
+    host's WS-Management endpoint, or "none" for a host whose management port is closed).
+    For Windows hosts `winrm_auth` and `winrm_https` say how the auditor logs in (NTLM with
+    message encryption over HTTP 5985, or Basic over HTTPS 5986), `wsman_behaviour` selects
+    a WinRM-level fault of the endpoint (see `auditor.lab.wsman`), `authorized=False` gives
+    the endpoint a password other than the lab's, and `proxy` is also the host's system
+    proxy.
     """
 
     name: str
@@ -119,6 +128,9 @@ class HostSpec:
     known_host: KnownHost = KnownHost.CORRECT
     tcp_forwarding: bool = False
     cdn_status: int | None = None
+    winrm_auth: str = "ntlm"
+    winrm_https: bool = False
+    wsman_behaviour: str = "normal"
 
     @property
     def namespace(self) -> str:
@@ -127,7 +139,15 @@ class HostSpec:
     @property
     def port(self) -> int:
         """The management port the auditor connects to."""
-        return WSMAN_PORT if self.kind is HostKind.WINDOWS else SSH_PORT
+        if self.kind is HostKind.WINDOWS:
+            return WSMAN_HTTPS_PORT if self.winrm_https else WSMAN_PORT
+        return SSH_PORT
+
+    @property
+    def winrm_url(self) -> str:
+        """The WS-Management endpoint URL of a Windows host (as the auditor spells it)."""
+        scheme = "https" if self.winrm_https else "http"
+        return f"{scheme}://{self.address}:{self.port}/wsman"
 
     @property
     def audited(self) -> bool:
@@ -139,7 +159,8 @@ _BLOCK_CDN = f"ip daddr {CDN_ADDRESS} tcp dport {HTTPS_PORT}"
 
 
 def design_hosts() -> list[HostSpec]:
-    """The fixed design fleet: one host per condition, grouped into three sites."""
+    """The fixed Linux design fleet: one host per condition, grouped into three sites (the
+    Windows ones are `windows_hosts`)."""
     rows = [
         HostSpec(
             "direct", "", "site_a", Outcome.REACHABLE, condition="nothing special: open egress"
@@ -251,6 +272,146 @@ def design_hosts() -> list[HostSpec]:
     return [replace(row, address=f"10.213.1.{10 + i}") for i, row in enumerate(rows)]
 
 
+WINDOWS_FIRST_ADDRESS = 100
+"""Windows hosts sit on 10.213.1.100 onwards, clear of the Linux design hosts."""
+
+
+def windows_hosts() -> list[HostSpec]:
+    """The Windows design hosts: a WS-Management endpoint (`auditor.lab.wsman`) in each
+    namespace answers as Windows PowerShell 5.1 and makes the probe's HTTP requests from
+    inside that namespace, so the conditions below are the same real ones the Linux hosts
+    meet. Details are substrings of the 5.1 messages (`auditor.lab.ps51` cites each) and of
+    the auditor's own WinRM outcome texts."""
+    egress = "win_egress"
+    winrm = "win_winrm"
+    rows = [
+        HostSpec(
+            "win-direct",
+            "",
+            egress,
+            Outcome.REACHABLE,
+            detail="HTTP 200",
+            condition="open egress; NTLM with message encryption over HTTP 5985",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+        ),
+        HostSpec(
+            "win-https",
+            "",
+            egress,
+            Outcome.REACHABLE,
+            detail="HTTP 200",
+            condition="open egress; Basic auth over HTTPS 5986 (certificate from the lab CA)",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            winrm_auth="basic",
+            winrm_https=True,
+        ),
+        HostSpec(
+            "win-reject",
+            "",
+            egress,
+            Outcome.REFUSED,
+            detail="actively refused it",
+            condition="nft rejects TCP 443 to the CDN with a reset",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            nft_rules=(f"{_BLOCK_CDN} reject with tcp reset",),
+        ),
+        HostSpec(
+            "win-blackhole",
+            "",
+            egress,
+            Outcome.TIMEOUT,
+            detail="The operation has timed out.",
+            condition="nft silently drops TCP 443 to the CDN",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            nft_rules=(f"{_BLOCK_CDN} drop",),
+        ),
+        HostSpec(
+            "win-nodns",
+            "",
+            egress,
+            Outcome.DNS_FAILURE,
+            detail="The remote name could not be resolved",
+            condition="the hosts file lacks the vendor names and no nameserver answers",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            resolution=Resolution.NONE,
+        ),
+        HostSpec(
+            "win-proxydeny",
+            "",
+            egress,
+            Outcome.PROXY_DENIED,
+            detail="(403) Forbidden",
+            condition="the system (WinINET) proxy answers 403 to every request",
+            # As the probe reports it: [string] of the Uri that GetProxy returns.
+            proxy=f"{DENY_PROXY_URL}/",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+        ),
+        HostSpec(
+            "win-intercept",
+            "",
+            egress,
+            Outcome.TLS_FAILURE,
+            detail=INTERCEPT_CA_NAME,
+            condition="vendor names resolve to a TLS-intercepting endpoint whose CA is not trusted",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            resolution=Resolution.INTERCEPT,
+        ),
+        HostSpec(
+            "win-noauth",
+            "",
+            winrm,
+            HostOutcome.AUTH_FAILED,
+            detail="the specified credentials were rejected by the server",
+            condition="the WinRM endpoint knows the lab user with another password (HTTP 401)",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            authorized=False,
+        ),
+        HostSpec(
+            "win-down",
+            "",
+            winrm,
+            HostOutcome.UNREACHABLE,
+            detail="Connection refused",
+            condition="the namespace exists but nothing listens on port 5985 (WinRM stopped)",
+            kind=HostKind.WINDOWS,
+            service="none",
+        ),
+        HostSpec(
+            "win-hang",
+            "",
+            winrm,
+            HostOutcome.SESSION_TIMEOUT,
+            detail="did not finish within",
+            condition="the shell accepts the command and never completes it",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            wsman_behaviour="hang",
+        ),
+        HostSpec(
+            "win-quota",
+            "",
+            winrm,
+            HostOutcome.ERROR,
+            detail="maximum number of 30 concurrent shells",
+            condition="creating a shell fails with the WS-Man quota fault (HTTP 500)",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            wsman_behaviour="quota",
+        ),
+    ]
+    return [
+        replace(row, address=f"10.213.1.{WINDOWS_FIRST_ADDRESS + i}") for i, row in enumerate(rows)
+    ]
+
+
 def scale_hosts(count: int) -> list[HostSpec]:
     """`count` plain reachable hosts, scale-0001..., on 10.213.2.1 onwards (250 per /24)."""
     if not 0 <= count <= MAX_EXTRA_HOSTS:
@@ -268,5 +429,5 @@ def scale_hosts(count: int) -> list[HostSpec]:
 
 
 def fleet(extra_hosts: int = 0) -> list[HostSpec]:
-    """The design hosts followed by `extra_hosts` scale hosts."""
-    return design_hosts() + scale_hosts(extra_hosts)
+    """The Linux and Windows design hosts followed by `extra_hosts` scale hosts."""
+    return design_hosts() + windows_hosts() + scale_hosts(extra_hosts)

@@ -107,7 +107,8 @@ class EndpointConfig:
     max_shells: int = 30
     # Real WinRM refuses unencrypted SOAP over HTTP unless AllowUnencrypted is set.
     allow_unencrypted: bool = False
-    # Append one JSON line per SOAP action here (tests and the lab check Signal/Delete).
+    # Append one JSON line per SOAP action here (tests and the lab check Signal/Delete, and
+    # how each request was authenticated and protected: "ntlm+sealed", "basic+tls", ...).
     audit_log: str | None = None
     machine: Machine = field(default_factory=Machine)
     network: Network = field(default_factory=Network)
@@ -229,8 +230,9 @@ class Service:
         with self._lock:
             return len(self._shells)
 
-    def handle(self, request: bytes, user: str) -> bytes:
-        """Answer one SOAP request; raises _Fault for a WS-Man fault."""
+    def handle(self, request: bytes, user: str, via: str = "") -> bytes:
+        """Answer one SOAP request; raises _Fault for a WS-Man fault. `via` says how it was
+        authenticated and protected (for the audit log only)."""
         if b"<!DOCTYPE" in request or b"<!ENTITY" in request:
             raise _Fault("w:InvalidMessageInformationHeader", 2150858817, "DTDs are not allowed.")
         try:
@@ -252,7 +254,7 @@ class Service:
         options = {o.get("Name", ""): (o.text or "") for o in root.iterfind(".//w:Option", NS)}
         op_timeout = _duration(root.findtext(".//w:OperationTimeout", None, NS), 60.0)
         verb = action.rsplit("/", 1)[-1]
-        self._log(verb, shell_id, user)
+        self._log(verb, shell_id, user, via)
         if verb == "Create":
             return self._create(message_id, user)
         shell = self._shell(shell_id)
@@ -266,10 +268,11 @@ class Service:
             return self._delete(message_id, shell_id)
         raise _Fault("a:ActionNotSupported", 2150858771, f"The action {action} is not supported.")
 
-    def _log(self, verb: str, shell_id: str, user: str) -> None:
+    def _log(self, verb: str, shell_id: str, user: str, via: str) -> None:
         if not self.config.audit_log:
             return
-        line = json.dumps({"t": time.time(), "action": verb, "shell": shell_id, "user": user})
+        entry = {"t": time.time(), "action": verb, "shell": shell_id, "user": user, "via": via}
+        line = json.dumps(entry)
         with self._lock, open(self.config.audit_log, "a", encoding="utf-8") as handle:
             handle.write(line + "\n")
 
@@ -465,6 +468,7 @@ class _Handler(BaseHTTPRequestHandler):
         # NTLM authenticates the TCP connection, not each request: state lives here.
         self.ntlm: Any = None
         self.user: str | None = None
+        self.scheme = ""
 
     def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("AUDITOR_WSMAN_DEBUG"):
@@ -504,8 +508,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(400, b"", "text/plain")
             return
         status = 200
+        protection = "sealed" if encrypted else ("tls" if cfg.https else "plain")
         try:
-            answer = self.server.service.handle(body, user)
+            answer = self.server.service.handle(body, user, f"{self.scheme}+{protection}")
         except _Fault as fault:
             status = fault.status
             answer = _fault_body(fault, self.server.config.machine.hostname, _message_id(body))
@@ -538,6 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
                 name, password = "", ""
             expected = cfg.users.get(name)
             if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
+                self.scheme = "basic"
                 return name
         elif scheme in ("negotiate", "ntlm") and "ntlm" in cfg.auth and token:
             return self._ntlm_step(scheme, token)
@@ -566,6 +572,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(401, b"", "text/plain", extra=[("WWW-Authenticate", challenge)])
             return None
         self.user = str(self.ntlm.client_principal or "").split("\\")[-1]
+        self.scheme = "ntlm"
         return self.user
 
     # Message encryption (MS-WSMV 2.2.9.1.1, framed as pywinrm's encryption.py expects) ----

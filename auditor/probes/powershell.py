@@ -4,8 +4,10 @@ The probe itself is `probe.ps1` beside this module. The builder never splices us
 into PowerShell source: the targets and settings become base64 of a JSON document that
 replaces the script's single placeholder, and the base64 alphabet cannot end the quoted
 literal it sits in. The script is then minified and deflated into a one-line bootstrap so
-that the `-EncodedCommand` the WinRM transport sends stays under cmd.exe's 8191-character
-command-line limit for the catalog's 20 targets (see `auditor.transports.winrm`).
+that the `-EncodedCommand` the WinRM transport sends stays well under CreateProcess's
+32767-character limit: about 10.4k characters for one target and 11.9k for the built-in
+catalog. That is over cmd.exe's 8191, which is why the transport skips cmd.exe (see
+`auditor.transports.winrm` and docs/windows.md for the measurements).
 
 The parser trusts nothing it reads: it keeps only lines that carry this run's nonce, caps
 every field, and turns anything it does not understand into an `error` verdict or a

@@ -186,7 +186,17 @@ auditor_facts() {
         "$(auditor_clean "$_ver")"
 }
 
+# When the auditor gives up on this host (deadline, Ctrl-C) it signals the session: end every
+# curl of this probe at once instead of letting them run to --max-time. The session is its
+# own process group (sshd or the local transport start it with setsid).
+auditor_stop() {
+    trap - TERM HUP INT
+    kill -TERM 0 2>/dev/null
+    exit 143
+}
+
 auditor_main() {
+    trap auditor_stop TERM HUP INT
     _count=0
     _targets=""
     while IFS= read -r _line; do

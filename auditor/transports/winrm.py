@@ -42,7 +42,7 @@ from winrm.protocol import Protocol
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Host
 from auditor.outcomes import HostOutcome
-from auditor.secret import Secret
+from auditor.secret import Secret, inventory_secret
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
 
 log = logging.getLogger(__name__)
@@ -192,10 +192,10 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
     cert_pem = _var(hv, "ansible_winrm_cert_pem") or options.cert_pem
     cert_key_pem = _var(hv, "ansible_winrm_cert_key_pem") or options.cert_key_pem
     user = host.user or options.user
-    inventory_password = _var(
-        hv, "ansible_password", "ansible_winrm_password", "ansible_winrm_pass"
+    inventory_password = inventory_secret(
+        host.name, hv, "ansible_password", "ansible_winrm_password", "ansible_winrm_pass"
     )
-    secret = Secret(str(inventory_password)) if inventory_password is not None else password
+    secret = inventory_password if inventory_password is not None else password
     if auth == "certificate":
         if scheme != "https" or not cert_pem or not cert_key_pem:
             raise InputError(
@@ -292,7 +292,7 @@ def _host_error(
     if isinstance(exc, _DeadlinePassed):
         return err(
             HostOutcome.SESSION_TIMEOUT,
-            f"WinRM session on {where} did not finish within {timeout:g} s",
+            f"WinRM session on {where} did not finish within {round(timeout, 1):g} s",
         )
     if isinstance(exc, AuthenticationError | PermissionError):
         return err(
@@ -533,7 +533,7 @@ class WinRMTransport(Transport):
             except TimeoutError:
                 raise HostLevelError(
                     HostOutcome.SESSION_TIMEOUT,
-                    f"WinRM session on {ep.url} did not finish within {timeout:g} s",
+                    f"WinRM session on {ep.url} did not finish within {round(timeout, 1):g} s",
                 ) from None
 
     def _blocking(

@@ -16,7 +16,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from auditor.lab import CATALOG_NAMES, LabInfo, lab_status
+from auditor.lab import CATALOG_NAMES, HostKind, LabInfo, lab_status
 from auditor.lab.spec import CDN_ADDRESS, DENY_PROXY_PORT, INTERCEPT_ADDRESS, PROXY_PORT
 
 
@@ -133,7 +133,8 @@ def test_namespace_files_give_each_host_its_names_resolver_and_trust(lab: LabInf
         assert re.search(rf"^{re.escape(host.address)}\s+{host.name}$", hosts_file, re.M)
         assert "nameserver 127.0.0.1" in (etc / "resolv.conf").read_text()
         assert (etc / "ssl" / "certs" / "ca-certificates.crt").exists()
-        expected = {"nodns": None, "intercept": INTERCEPT_ADDRESS}.get(host.name, CDN_ADDRESS)
+        condition = host.name.removeprefix("win-")  # Windows hosts repeat the conditions
+        expected = {"nodns": None, "intercept": INTERCEPT_ADDRESS}.get(condition, CDN_ADDRESS)
         for name in CATALOG_NAMES:
             mapped = re.search(rf"^(\S+)\s+{re.escape(name)}$", hosts_file, re.M)
             assert (mapped.group(1) if mapped else None) == expected, (host.name, name)
@@ -142,6 +143,8 @@ def test_namespace_files_give_each_host_its_names_resolver_and_trust(lab: LabInf
 def test_known_hosts_matches_each_sshd_except_rekeyed(lab: LabInfo) -> None:
     recorded = dict(line.split(" ", 1) for line in lab.known_hosts.read_text().splitlines())
     for host in lab.hosts:
+        if host.kind is not HostKind.LINUX:
+            continue  # Windows hosts speak WinRM (tests/lab/test_lab_windows.py)
         pub = lab.directory / "hosts" / host.name / "ssh_host_ed25519_key.pub"
         actual = " ".join(pub.read_text().split()[:2])
         assert (recorded[host.address] == actual) is (host.name != "rekeyed")
@@ -181,6 +184,8 @@ def test_inventory_reads_back_through_ansible_inventory(lab: LabInfo, tmp_path: 
     assert set(hostvars) == {h.name for h in lab.hosts}
     for host in lab.hosts:
         assert hostvars[host.name]["ansible_host"] == host.address
+        if host.kind is not HostKind.LINUX:
+            continue  # Windows hosts' variables: tests/lab/test_lab_windows.py
         assert hostvars[host.name]["ansible_user"] == "root"
         assert hostvars[host.name]["ansible_connection"] == "ssh"
         assert hostvars[host.name]["ansible_ssh_private_key_file"] == str(lab.key)

@@ -4,8 +4,11 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -326,3 +329,121 @@ def test_no_host_key_check_is_loud_in_terminal_and_reports(lab: LabInfo, tmp_pat
         "HOST KEY CHECKING WAS DISABLED" in w
         for w in json.loads((out / "report.json").read_text())["run"]["warnings"]
     )
+
+
+def _processes_in_namespace(namespace: str) -> list[tuple[int, str]]:
+    target = os.stat(f"/run/netns/{namespace}").st_ino
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
+                found.append((int(entry), Path(f"/proc/{entry}/comm").read_text().strip()))
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_ends_the_remote_probe_too(lab: LabInfo, tmp_path: Path) -> None:
+    spec = next(s for s in lab.hosts if s.name == "blackhole")
+    # Earlier audits' curls on this host end at their own --max-time; start from none.
+    deadline = time.monotonic() + 30
+    while any(comm == "curl" for _, comm in _processes_in_namespace(spec.namespace)):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    proc = subprocess.Popen(
+        [
+            str(BIN / "audit"),
+            "-i",
+            str(lab.inventory),
+            "--known-hosts",
+            str(lab.known_hosts),
+            "--url",
+            PROBE_URL,
+            "--limit",
+            "blackhole",
+            "-o",
+            str(tmp_path / "o"),
+            "--probe-timeout",
+            "60",
+            "--probe-connect-timeout",
+            "60",
+            "--timeout",
+            "90",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 20
+    while not any(comm == "curl" for _, comm in _processes_in_namespace(spec.namespace)):
+        assert time.monotonic() < deadline, "the probe never started"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    deadline = time.monotonic() + 5
+    while any(comm == "curl" for _, comm in _processes_in_namespace(spec.namespace)):
+        assert time.monotonic() < deadline, "curl kept running on the host after Ctrl-C"
+        time.sleep(0.2)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["hosts"][0]["host_outcome"] == "not_audited"
+
+
+def _verdicts(report_dir: Path) -> list[tuple[str, ...]]:
+    """The report's verdicts without what legitimately differs between runs (times, runner)."""
+    import csv
+
+    rows = csv.DictReader((report_dir / "report.csv").open(newline=""))
+    keys = (
+        "host",
+        "address",
+        "groups",
+        "url",
+        "audited",
+        "host_outcome",
+        "outcome",
+        "http_status",
+        "tls_issuer",
+        "proxy",
+    )
+    return sorted(tuple(r[k] for k in keys) for r in rows)
+
+
+def test_a_sharded_three_runner_audit_merges_into_the_report_of_one_run(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    common = (
+        "-i",
+        str(lab.inventory),
+        "--known-hosts",
+        str(lab.known_hosts),
+        "--url",
+        PROBE_URL,
+        "--limit",
+        "linux",
+        "--probe-timeout",
+        "3",
+        "--timeout",
+        "30",
+        "-q",
+    )
+    whole = audit(*common, "-o", str(tmp_path / "whole"))
+    assert whole.returncode == 1, whole.stderr
+    shards = []
+    for k in (1, 2, 3):
+        proc = audit(
+            *common, "--shard", f"{k}/3", "--runner", f"runner-{k}", "-o", str(tmp_path / f"s{k}")
+        )
+        assert proc.returncode in (0, 1, 3), proc.stderr
+        shards.append(str(tmp_path / f"s{k}" / "results.jsonl"))
+    merged = subprocess.run(
+        [str(BIN / "auditor"), "merge", *shards, "-o", str(tmp_path / "merged")],
+        capture_output=True,
+        text=True,
+    )
+    assert merged.returncode == whole.returncode, merged.stderr
+    assert _verdicts(tmp_path / "merged") == _verdicts(tmp_path / "whole")
+    runners = json.loads((tmp_path / "merged" / "report.json").read_text())["run"]["runners"]
+    assert runners == ["runner-1", "runner-2", "runner-3"]
