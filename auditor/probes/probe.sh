@@ -223,7 +223,18 @@ auditor_main() {
         return 0
     fi
     auditor_facts
+    # A watchdog: once the auditor has gone (deadline, Ctrl-C, lost connection) the session's
+    # output is closed, the next write fails, and every curl of this probe is ended at once
+    # instead of running on to --max-time. (OpenSSH ignores signal requests from clients.)
+    (
+        trap '' PIPE
+        while sleep 1; do
+            printf '\n' || { kill -TERM 0; exit 0; }
+        done
+    ) &
+    _watchdog=$!
     # Every URL at once: the host's wall time is the slowest URL, not the sum.
+    _pids=""
     _rest=$_targets
     while [ -n "$_rest" ]; do
         _entry=${_rest%%
@@ -231,7 +242,10 @@ auditor_main() {
         _rest=${_rest#*
 }
         auditor_one "${_entry%% *}" "${_entry#* }" &
+        _pids="$_pids $!"
     done
-    wait
+    # shellcheck disable=SC2086 # one PID per word
+    wait $_pids
+    kill "$_watchdog" 2>/dev/null
     auditor_emit D "$_count"
 }

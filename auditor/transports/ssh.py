@@ -463,12 +463,6 @@ async def _run_probe(conn: asyncssh.SSHClientConnection, job: ProbeJob) -> RawOu
             return RawOutput(stdout=stdout, stderr=stderr, exit_status=None, truncated=True)
         await proc.wait_closed()
         return RawOutput(stdout=stdout, stderr=stderr, exit_status=proc.exit_status)
-    except BaseException:
-        # Deadline or interruption: ask the remote probe to end its curls now (probe.sh traps
-        # TERM and signals its process group) rather than leave them running to --max-time.
-        with contextlib.suppress(Exception):
-            proc.send_signal("TERM")
-        raise
     finally:
         with contextlib.suppress(Exception):
             proc.close()

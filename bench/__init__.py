@@ -1,0 +1,1 @@
+"""The benchmark harness for `make bench` (see bench/run.py)."""
