@@ -450,30 +450,35 @@ def _classify(exc: BaseException, checker: _HostKeyCheck, host: Host, port: int)
 
 
 async def _run_probe(conn: asyncssh.SSHClientConnection, job: ProbeJob) -> RawOutput:
-    """Send the job on stdin and read bounded output; a flood closes the channel early."""
+    """Send the job on stdin and read bounded output; a flood drops the connection."""
     proc = await conn.create_process(job.script, encoding=None)
+    # Both streams at once: an unread stream would fill the channel window and stall.
+    out_task = asyncio.ensure_future(_read_capped(proc.stdout, MAX_OUTPUT_BYTES))
+    err_task = asyncio.ensure_future(_read_capped(proc.stderr, 65536))
     try:
         proc.stdin.write(job.stdin)
         proc.stdin.write_eof()
-        # Both streams at once: an unread stream would fill the channel window and stall.
-        (stdout, truncated), (stderr, _) = await asyncio.gather(
-            _read_capped(proc.stdout, MAX_OUTPUT_BYTES), _read_capped(proc.stderr, 65536)
-        )
+        stdout, truncated = await out_task
         if truncated:
-            return RawOutput(stdout=stdout, stderr=stderr, exit_status=None, truncated=True)
+            # Neither drain nor buffer the rest: closing only the channel lets the peer keep
+            # sending until it notices, and that data would pile up here.
+            conn.abort()
+            return RawOutput(stdout=stdout, stderr=b"", exit_status=None, truncated=True)
+        stderr, _ = await err_task
         await proc.wait_closed()
         return RawOutput(stdout=stdout, stderr=stderr, exit_status=proc.exit_status)
     finally:
+        for task in (out_task, err_task):
+            task.cancel()
         with contextlib.suppress(Exception):
             proc.close()
 
 
 async def _read_capped(stream: asyncssh.SSHReader[bytes], limit: int) -> tuple[bytes, bool]:
-    """Read to EOF keeping at most `limit` bytes; past it, stop reading (the caller closes)."""
+    """Read to EOF keeping at most `limit` bytes; past it, stop at once (the caller cuts)."""
     kept = bytearray()
     while chunk := await stream.read(65536):
         kept += chunk
         if len(kept) > limit:
-            stream.channel.close()
             return bytes(kept[:limit]), True
     return bytes(kept), False
