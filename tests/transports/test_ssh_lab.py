@@ -447,3 +447,42 @@ def test_a_sharded_three_runner_audit_merges_into_the_report_of_one_run(
     assert _verdicts(tmp_path / "merged") == _verdicts(tmp_path / "whole")
     runners = json.loads((tmp_path / "merged" / "report.json").read_text())["run"]["runners"]
     assert runners == ["runner-1", "runner-2", "runner-3"]
+
+
+def test_a_target_host_whose_own_name_does_not_resolve_is_unreachable(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    # Run the auditor itself inside the `nodns` namespace, whose resolver is its own empty
+    # loopback: the lookup fails there and no query can leave the machine.
+    nodns = next(s for s in lab.hosts if s.name == "nodns")
+    inventory = tmp_path / "ghost.ini"
+    inventory.write_text(
+        f"ghost.lab.invalid ansible_user=root ansible_ssh_private_key_file={lab.key}\n"
+    )
+    out = tmp_path / "o"
+    proc = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            nodns.namespace,
+            str(BIN / "audit"),
+            "-i",
+            str(inventory),
+            "--known-hosts",
+            str(lab.known_hosts),
+            "--url",
+            PROBE_URL,
+            "-o",
+            str(out),
+            "--timeout",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    (host,) = json.loads((out / "report.json").read_text())["hosts"]
+    assert host["host_outcome"] == "unreachable"
+    assert "cannot resolve ghost.lab.invalid" in host["detail"]
