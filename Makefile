@@ -42,7 +42,7 @@ demo: sysdeps venv
 	$(BIN)/auditor lab up --dir $(LAB_DIR)
 	AUDITOR_WINRM_PASSWORD="$$(cat $(LAB_DIR)/winrm_password)" \
 	$(BIN)/audit --inventory $(LAB_DIR)/lab.ini --known-hosts $(LAB_DIR)/known_hosts \
-	  --out $(LAB_DIR)/report --force --platform US3 || test $$? -le 3
+	  --out $(LAB_DIR)/report --force --platform US3 --timeout 20 || test $$? -le 3
 	@echo
 	@echo "Reports: $(LAB_DIR)/report/report.html  (also report.csv, report.json, junit.xml, results.jsonl)"
 	@echo "The lab stays up for exploring; remove it with: $(BIN)/auditor lab down --dir $(LAB_DIR)"

@@ -171,6 +171,12 @@ AUDIT_OPTIONS = [
         help="Prompt for the SSH/WinRM password (else AUDITOR_SSH_PASSWORD / "
         "AUDITOR_WINRM_PASSWORD).",
     ),
+    click.option(
+        "--password-file",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="Read the SSH/WinRM password from FILE (owner-only, like a key file).",
+    ),
     click.option("--winrm-user", metavar="USER", help="WinRM user when the inventory has none."),
     click.option(
         "--winrm-transport",

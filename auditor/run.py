@@ -24,7 +24,7 @@ from auditor.models import Connection, Host
 from auditor.probes import ProbeSettings
 from auditor.results import AuditRun, read_results
 from auditor.scheduler import Schedule
-from auditor.secret import Secret, secret_from_env
+from auditor.secret import Secret, secret_from_env, secret_from_file
 from auditor.transports.base import Transport
 
 SSH_PASSWORD_ENV = "AUDITOR_SSH_PASSWORD"  # noqa: S105 - a variable name, not a secret
@@ -64,6 +64,10 @@ def _passwords(opts: Mapping[str, Any], hosts: Sequence[Host]) -> dict[str, Secr
     """Passwords come only from the environment or a prompt, never from a flag value."""
     ssh = secret_from_env(SSH_PASSWORD_ENV)
     winrm = secret_from_env(WINRM_PASSWORD_ENV)
+    if opts.get("password_file"):
+        from_file = secret_from_file(Path(opts["password_file"]))
+        ssh = ssh or from_file
+        winrm = winrm or from_file
     if opts.get("ask_pass"):
         import getpass
 
@@ -156,8 +160,8 @@ def run_from_options(opts: Mapping[str, Any]) -> int:
     from auditor.reporters.terminal import Progress, render_summary
 
     config = build_config(opts)
-    prepare_out_dir(config.out_dir, bool(opts.get("force")), config.report_mode)
     passwords = _passwords(opts, config.hosts)
+    prepare_out_dir(config.out_dir, bool(opts.get("force")), config.report_mode)
     config = replace(
         config,
         transport_options=MappingProxyType({**config.transport_options, "passwords": passwords}),

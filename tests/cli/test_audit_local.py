@@ -234,3 +234,36 @@ def test_report_and_merge_rerender_from_results(tmp_path: Path, servers: Loopbac
     rows = list(csv.DictReader((merged / "report.csv").open(newline="")))
     assert sorted(r["host"] for r in rows) == sorted(f"box{i}" for i in range(1, 13))
     assert {r["runner"] for r in rows} == {"r1", "r2"}
+
+
+def test_a_password_file_must_be_owner_only_and_never_reaches_any_output(
+    tmp_path: Path, servers: Loopback
+) -> None:
+    secret = "pw-Zq81-never-print-me"
+    pw = tmp_path / "password"
+    pw.write_text(secret + "\n")
+    pw.chmod(0o644)
+    inv = _inventory(tmp_path, "box ansible_connection=local\n")
+    url = f"https://localhost:{servers.https_port}/status"
+    proc = audit(
+        "-i",
+        str(inv),
+        "--url",
+        url,
+        "-o",
+        str(tmp_path / "a"),
+        "--password-file",
+        str(pw),
+        env=_env(servers),
+    )
+    assert proc.returncode == 2 and "readable by group or others" in proc.stderr
+    assert not (tmp_path / "a").exists()
+    pw.chmod(0o600)
+    out = tmp_path / "b"
+    proc = audit(
+        "-i", str(inv), "--url", url, "-o", str(out), "--password-file", str(pw), env=_env(servers)
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert secret not in proc.stdout + proc.stderr
+    for path in out.iterdir():
+        assert secret not in path.read_text(), path
