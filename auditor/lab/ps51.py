@@ -6,7 +6,7 @@ probe's data, makes the same HTTP requests itself *from wherever it runs* (in th
 a network namespace, so DNS, nft drop/reject, proxies and the intercepting issuer are real),
 and prints exactly the records probe.ps1 prints on Windows PowerShell 5.1 for each outcome.
 
-Where each Windows text comes from (marks as in shared/reference/windows-iwr-errors.md):
+Where each Windows text comes from (marks as in the Invoke-WebRequest error reference notes):
 - WebException messages: .NET Framework `System.txt` resources (`net_webstatus_*`,
   `net_httpstatuscode_*`, `net_ssl_io_cert_validation`, `net_auth_eof`), as carried by the
   reference's sources (referencesource `System/net/System/Net/WebException.cs`,

@@ -48,7 +48,7 @@ INTERCEPT_CA_ORG = "Contoso Ltd"
 
 MAX_EXTRA_HOSTS = 5000
 
-# Platform domains per /work/shared/reference/qualys-urls.md (GOV1 has no agent URLs).
+# Platform domains as in the catalog (auditor/targets.py); GOV1 has no agent URLs.
 PLATFORM_DOMAINS: dict[str, str] = {
     "US1": "qg1.apps.qualys.com",
     "US2": "qg2.apps.qualys.com",

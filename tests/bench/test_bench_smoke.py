@@ -308,5 +308,5 @@ def test_profile_areas() -> None:
     assert profiling.area_of("/x/site-packages/asyncssh/crypto/chacha.py", "f") == (
         "asyncssh crypto wrappers"
     )
-    assert profiling.area_of("/work/main/auditor/reporters/html.py", "f") == "auditor.reporters"
+    assert profiling.area_of("/src/project/auditor/reporters/html.py", "f") == "auditor.reporters"
     assert profiling.area_of("~", "<method 'poll' of 'select.epoll' objects>").startswith("sys")
