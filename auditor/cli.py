@@ -282,7 +282,9 @@ def targets_cmd(platforms: tuple[str, ...], as_json: bool) -> None:
 @main.command("inventory")
 @click.option("-i", "--inventory", "inventory", required=True, metavar="FILE")
 @click.option("-l", "--limit", metavar="PATTERN")
-@click.option("--list", "as_list", is_flag=True, help="JSON as `ansible-inventory --list`.")
+@click.option(
+    "--list", "as_list", is_flag=True, help="JSON as `ansible-inventory --list` (the default)."
+)
 @click.option("--graph", is_flag=True, help="The group tree.")
 def inventory_cmd(inventory: str, limit: str | None, as_list: bool, graph: bool) -> None:
     """Show an inventory as the auditor resolves it (same shape as ansible-inventory)."""
@@ -296,11 +298,10 @@ def inventory_cmd(inventory: str, limit: str | None, as_list: bool, graph: bool)
             inv = inv.limit(limit)
     except InputError as exc:
         _fail(str(exc))
-    if graph:
+    if graph and not as_list:
         click.echo(inv.graph())
     else:
         click.echo(json.dumps(inv.to_ansible_list(), indent=4, sort_keys=True))
-    _ = as_list
 
 
 @main.command("report")

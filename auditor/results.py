@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import MappingProxyType
@@ -224,19 +224,3 @@ def read_results(path: Path) -> AuditRun:
     if info is None:
         raise InputError("no run record: not a results file", str(path))
     return AuditRun(info=info, results=tuple(results))
-
-
-def iter_observation_rows(run: AuditRun) -> Iterator[tuple[HostResult, Target, Observation | None]]:
-    """Every host x target pair; a not-audited host yields None for each target."""
-    for result in run.results:
-        for index, target in enumerate(run.info.targets):
-            if isinstance(result, AuditedHost):
-                yield result, target, result.observations[index]
-            else:
-                yield result, target, None
-
-
-def ordered(results: Iterable[HostResult], hosts: Iterable[Host]) -> tuple[HostResult, ...]:
-    """Results in inventory order (hosts finish in any order)."""
-    by_name = {r.host.name: r for r in results}
-    return tuple(by_name[h.name] for h in hosts if h.name in by_name)
