@@ -59,6 +59,9 @@ WINRM_PASSWORD_FILE = "winrm_password"  # noqa: S105 - a file name, not a secret
 POINTER = Path("/run/auditor-lab/current")
 """Names the directory of the lab that is up, so `lab_down()` needs no argument."""
 SHM = Path("/dev/shm")
+SSHD_PRIVSEP = Path("/run/sshd")
+"""sshd refuses to start without its privilege separation directory, which only the
+service manager creates; on a machine where sshd never ran as a service it is missing."""
 
 _MARKER = render.LAB_MARKER
 # Everything `up` writes in the lab directory; `down` removes exactly these (and only from a
@@ -421,6 +424,9 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
     _write_descriptions(directory, hosts, host_keys, extra_hosts)
     clock.lap("keys, certificates and files")
 
+    if any(h.service == "sshd" for h in hosts) and not SSHD_PRIVSEP.exists():
+        state.set("made_privsep", True)
+        SSHD_PRIVSEP.mkdir(mode=0o755)
     state.set("bridge", BRIDGE)
     netns.create_bridge()
     services = _start_services(directory, hosts, state)
@@ -844,6 +850,10 @@ def lab_down(directory: Path | None = None, log: Log | None = None) -> list[str]
             removed.append(str(path))
         with contextlib.suppress(OSError):
             d.rmdir()  # only if the lab's files were all it held
+    if any(s.data.get("made_privsep") for s in states):
+        with contextlib.suppress(OSError):
+            SSHD_PRIVSEP.rmdir()  # only if empty: an sshd started since may use it
+            removed.append(str(SSHD_PRIVSEP))
     with contextlib.suppress(OSError):
         POINTER.unlink()
     with contextlib.suppress(OSError):
