@@ -184,7 +184,7 @@ def test_an_expected_error_status_is_still_reachable(monkeypatch: pytest.MonkeyP
     assert (obs.outcome, obs.http_status, obs.detail) == (Outcome.REACHABLE, 404, "HTTP 404")
 
 
-@pytest.mark.parametrize("code", [403, 407])
+@pytest.mark.parametrize("code", [403, 407, 502])
 def test_a_refused_tunnel_is_proxy_denied_with_the_status_taken_from_the_message(
     monkeypatch: pytest.MonkeyPatch, code: int
 ) -> None:
