@@ -82,6 +82,19 @@ if ($PSVersionTable.PSVersion.Major -lt 6) {
 $work = {
     param($i, $u, $expect, $sec, $ms)
     $ProgressPreference = 'SilentlyContinue'
+    # CONNECT to the URL's host and port over a stream already open to its proxy; true when
+    # the proxy grants the tunnel (it is then open on that stream).
+    function Request-Tunnel($s, $uri) {
+        $hp = $uri.Host + ':' + $uri.Port
+        $q = [Text.Encoding]::ASCII.GetBytes("CONNECT $hp HTTP/1.1`r`nHost: $hp`r`n`r`n")
+        $s.Write($q, 0, $q.Length)
+        $hdr = ''
+        $one = New-Object byte[] 1
+        while (-not $hdr.EndsWith("`r`n`r`n") -and $hdr.Length -lt 4096 -and $s.Read($one, 0, 1) -gt 0) {
+            $hdr += [char]$one[0]
+        }
+        return ($hdr -match '^HTTP/\S+ 200')
+    }
     $r = [ordered]@{
         kind = 'target'; i = $i; outcome = 'error'; status = 0; type = ''; reason = ''
         msg = ''; inner = ''; sock = ''; issuer = ''; proxy = ''; ms = 0
@@ -164,15 +177,7 @@ $work = {
                 $s = $c.GetStream()
                 $s.ReadTimeout = $ms
                 $s.WriteTimeout = $ms
-                $hp = $uri.Host + ':' + $uri.Port
-                $q = [Text.Encoding]::ASCII.GetBytes("CONNECT $hp HTTP/1.1`r`nHost: $hp`r`n`r`n")
-                $s.Write($q, 0, $q.Length)
-                $hdr = ''
-                $one = New-Object byte[] 1
-                while (-not $hdr.EndsWith("`r`n`r`n") -and $hdr.Length -lt 4096 -and $s.Read($one, 0, 1) -gt 0) {
-                    $hdr += [char]$one[0]
-                }
-                $denied = -not ($hdr -match '^HTTP/\S+ 200')
+                $denied = -not (Request-Tunnel $s $uri)
             }
         } catch {
         } finally {
@@ -231,15 +236,7 @@ $work = {
                 $s.WriteTimeout = $ms
                 $ok = $true
                 if ($r.proxy) {
-                    $hp = $uri.Host + ':' + $uri.Port
-                    $q = [Text.Encoding]::ASCII.GetBytes("CONNECT $hp HTTP/1.1`r`nHost: $hp`r`n`r`n")
-                    $s.Write($q, 0, $q.Length)
-                    $hdr = ''
-                    $one = New-Object byte[] 1
-                    while (-not $hdr.EndsWith("`r`n`r`n") -and $hdr.Length -lt 4096 -and $s.Read($one, 0, 1) -gt 0) {
-                        $hdr += [char]$one[0]
-                    }
-                    $ok = $hdr -match '^HTTP/\S+ 200'
+                    $ok = Request-Tunnel $s $uri
                 }
                 if ($ok) {
                     $cb = [Net.Security.RemoteCertificateValidationCallback]{ $true }

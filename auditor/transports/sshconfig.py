@@ -71,25 +71,31 @@ class SSHConfigReader:
     def _check(self) -> None:
         """Parse every block, whatever it matches, so that a bad line stops the run before
         any host is tried (as a one-line error naming the file and line)."""
-        try:
-            _EveryBlock.load(
-                None, [str(self.path)], False, False, False, self._local_user, (), "*", ()
-            )
-        except OSError as exc:
-            raise InputError(
-                f"cannot read the ssh config file: {exc.strerror}", str(self.path)
-            ) from None
-        except Exception as exc:  # asyncssh's ConfigParseError and value errors
-            raise _config_error(exc, self.path) from None
+        self._parse(_EveryBlock, "*", None, None)
 
     def _load(self, name: str, user: str | None, port: int | None) -> HostConfig:
+        config = self._parse(SSHClientConfig, name, user, port)
+        return HostConfig(
+            hostname=_text(config.get("Hostname")),
+            port=_port(config.get("Port"), self.path),
+            user=_text(config.get("User")),
+            identity_files=_paths(config.get("IdentityFile")),
+            proxy_jump=_text(config.get("ProxyJump")),
+            proxy_command=_command(config.get("ProxyCommand")),
+        )
+
+    def _parse(
+        self, kind: type[SSHClientConfig], name: str, user: str | None, port: int | None
+    ) -> SSHClientConfig:
+        path = self.path
+        assert path is not None
         # asyncssh's parser takes () for "not given on the command line".
         given_user: Any = user if user is not None else ()
         given_port: Any = port if port is not None else ()
         try:
-            config = SSHClientConfig.load(
+            config = kind.load(
                 None,
-                [str(self.path)],
+                [str(path)],
                 False,
                 False,
                 False,
@@ -100,18 +106,12 @@ class SSHConfigReader:
             )
         except OSError as exc:
             raise InputError(
-                f"cannot read the ssh config file: {exc.strerror}", str(self.path)
+                f"cannot read the ssh config file: {exc.strerror}", str(path)
             ) from None
         except Exception as exc:  # asyncssh's ConfigParseError and value errors
-            raise _config_error(exc, self.path) from None
-        return HostConfig(
-            hostname=_text(config.get("Hostname")),
-            port=_port(config.get("Port"), self.path),
-            user=_text(config.get("User")),
-            identity_files=_paths(config.get("IdentityFile")),
-            proxy_jump=_text(config.get("ProxyJump")),
-            proxy_command=_command(config.get("ProxyCommand")),
-        )
+            raise _config_error(exc, path) from None
+        assert isinstance(config, SSHClientConfig)
+        return config
 
 
 class _EveryBlock(SSHClientConfig):
