@@ -115,10 +115,13 @@ class SSHConfigReader:
 
 
 class _EveryBlock(SSHClientConfig):
-    """Treats every Host and Match block as matching, to validate all of a file's lines
-    (`Match exec` commands are not run)."""
+    """Treats every Host and Match block as matching, to validate all of a file's lines.
+    Refuses `Match exec`: per host, it would run a local command with the host's name
+    expanded into it, and the auditor runs no local commands on a host's behalf."""
 
     def _match_all(self, option: str, args: list[str]) -> None:
+        if option == "Match" and any(a.lower().lstrip("!") == "exec" for a in args):
+            self._error("Match exec is not supported (the auditor runs no local commands)")
         self._matching = True
         args.clear()
 

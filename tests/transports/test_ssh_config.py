@@ -131,6 +131,16 @@ def test_a_proxycommand_is_a_host_level_error_not_run(config: Path) -> None:
     assert jumped.jump == JumpSpec(None, "gw", None)
 
 
+def test_match_exec_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    config = tmp_path / "ssh_config"
+    config.write_text(f'Host *\n    User x\nMatch !exec "touch {canary}"\n    Port 2\n')
+    with pytest.raises(InputError) as caught:
+        SSHConfigReader(config)
+    assert caught.value.line == 3 and "Match exec" in caught.value.message
+    assert not canary.exists()
+
+
 def test_no_config_means_the_inventory_alone(tmp_path: Path) -> None:
     reader = SSHConfigReader(None)
     assert reader.lookup("anything").hostname is None
