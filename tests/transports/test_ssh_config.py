@@ -4,11 +4,8 @@ The end-to-end tests log in to a real sshd on loopback."""
 
 from __future__ import annotations
 
-import json
-import os
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,9 +15,9 @@ from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
 from auditor.transports.ssh import JumpSpec, SSHOptions, SSHTransport
 from auditor.transports.sshconfig import SSHConfigReader
+from tests.support.cli import audit, audit_argv, environ, report_hosts
 from tests.support.sshd import loopback_sshd, sshd_available
 
-BIN = Path(sys.executable).parent
 URL = "http://127.0.0.1:9/status"  # a closed loopback port: a fast, local verdict
 
 
@@ -162,33 +159,13 @@ needs_sshd = pytest.mark.skipif(not sshd_available(), reason="needs root and Ope
 def _audit(
     inventory: Path, known: Path, out: Path, *args: str, home: Path
 ) -> tuple[subprocess.CompletedProcess[str], dict[str, dict[str, object]]]:
-    env = {**os.environ, "HOME": str(home)}
-    env.pop("SSH_AUTH_SOCK", None)
-    proc = subprocess.run(
-        [
-            str(BIN / "audit"),
-            "-i",
-            str(inventory),
-            "--known-hosts",
-            str(known),
-            "--url",
-            URL,
-            "-o",
-            str(out),
-            "--timeout",
-            "20",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
+    proc = audit(
+        *audit_argv(inventory, known, URL, out, "--timeout", "20", *args)[1:],
+        env=environ(HOME=str(home), SSH_AUTH_SOCK=None),
         timeout=60,
-        env=env,
     )
     assert "Traceback" not in proc.stderr, proc.stderr
-    if not (out / "report.json").exists():
-        return proc, {}
-    report = json.loads((out / "report.json").read_text())
-    return proc, {h["host"]["name"]: h for h in report["hosts"]}
+    return proc, report_hosts(out) if (out / "report.json").exists() else {}
 
 
 def _closed_port() -> int:

@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -17,27 +16,15 @@ import pytest
 
 from auditor.lab import LabInfo
 from auditor.lab.spec import CDN_ADDRESS, INTERNAL_SSH_PORT, PROBE_URL, design_hosts
+from tests.support.cli import BIN, audit, audit_argv, environ, report_hosts
 
-BIN = Path(sys.executable).parent
 DESIGN = {spec.name: spec for spec in design_hosts()}
-
-
-def audit(
-    *args: str, timeout: float = 300, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "audit"), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 def with_password(lab: LabInfo) -> dict[str, str]:
     """The environment that gives the auditor the password-only host's root password."""
     assert lab.ssh_password is not None
-    return {"AUDITOR_SSH_PASSWORD": lab.ssh_password.read_text().strip()}
+    return environ(AUDITOR_SSH_PASSWORD=lab.ssh_password.read_text().strip())
 
 
 def lab_audit(
@@ -367,25 +354,14 @@ def test_ctrl_c_ends_the_remote_probe_too(lab: LabInfo, tmp_path: Path) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     proc = subprocess.Popen(
-        [
-            str(BIN / "audit"),
-            "-i",
-            str(lab.inventory),
-            "--known-hosts",
-            str(lab.known_hosts),
-            "--url",
+        audit_argv(
+            lab.inventory,
+            lab.known_hosts,
             PROBE_URL,
-            "--limit",
-            "blackhole",
-            "-o",
-            str(tmp_path / "o"),
-            "--probe-timeout",
-            "60",
-            "--probe-connect-timeout",
-            "60",
-            "--timeout",
-            "90",
-        ],
+            tmp_path / "o",
+            *("--limit", "blackhole", "--timeout", "90"),
+            *("--probe-timeout", "60", "--probe-connect-timeout", "60"),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -502,11 +478,6 @@ def test_a_target_host_whose_own_name_does_not_resolve_is_unreachable(
     assert "cannot resolve ghost.lab.invalid" in host["detail"]
 
 
-def _report(out: Path) -> dict[str, Any]:
-    report = json.loads((out / "report.json").read_text())
-    return {h["host"]["name"]: h for h in report["hosts"]}
-
-
 def _accepted_from(log: Path, source: str) -> int:
     return log.read_text().count(f"Accepted publickey for root from {source} ")
 
@@ -545,10 +516,10 @@ def test_proxyjump_from_the_ssh_config_shares_one_connection_to_the_bastion(
         str(tmp_path / "out"),
         "--timeout",
         "30",
-        env={"HOME": str(tmp_path)},
+        env=environ(HOME=str(tmp_path)),
     )
     assert proc.returncode == 0, proc.stderr
-    hosts = _report(tmp_path / "out")
+    hosts = report_hosts(tmp_path / "out")
     assert {n: h["facts"]["hostname"] for n, h in hosts.items()} == {
         "inside-1": "jump",
         "inside-2": "jump",
@@ -565,16 +536,16 @@ def test_a_password_only_host_needs_the_right_password(lab: LabInfo, tmp_path: P
     assert lab.ssh_password is not None
     common = ("-i", str(lab.inventory), "--known-hosts", str(lab.known_hosts), "--limit", "pwauth")
     common += ("--url", PROBE_URL, "--timeout", "20")
-    env_clean = {"AUDITOR_SSH_PASSWORD": ""}
+    env_clean = environ(AUDITOR_SSH_PASSWORD=None)
     none = audit(*common, "-o", str(tmp_path / "none"), env=env_clean)
     assert none.returncode == 3, none.stderr
-    assert _report(tmp_path / "none")["pwauth"]["host_outcome"] == "auth_failed"
+    assert report_hosts(tmp_path / "none")["pwauth"]["host_outcome"] == "auth_failed"
     wrong_password = "Wrong-5d1e-" + "x" * 8
     wrong = audit(
-        *common, "-o", str(tmp_path / "wrong"), env={"AUDITOR_SSH_PASSWORD": wrong_password}
+        *common, "-o", str(tmp_path / "wrong"), env=environ(AUDITOR_SSH_PASSWORD=wrong_password)
     )
     assert wrong.returncode == 3, wrong.stderr
-    assert _report(tmp_path / "wrong")["pwauth"]["host_outcome"] == "auth_failed"
+    assert report_hosts(tmp_path / "wrong")["pwauth"]["host_outcome"] == "auth_failed"
     for path in (tmp_path / "wrong").iterdir():
         assert wrong_password not in path.read_text(errors="replace"), path
     secret_file = tmp_path / "pw"
@@ -584,7 +555,7 @@ def test_a_password_only_host_needs_the_right_password(lab: LabInfo, tmp_path: P
         *common, "-o", str(tmp_path / "file"), "--password-file", str(secret_file), env=env_clean
     )
     assert right.returncode == 0, right.stderr
-    host = _report(tmp_path / "file")["pwauth"]
+    host = report_hosts(tmp_path / "file")["pwauth"]
     assert host["facts"]["hostname"] == "pwauth"
     assert host["observations"][0]["outcome"] == "reachable"
 
@@ -634,7 +605,7 @@ def test_ask_pass_reads_the_password_at_a_terminal_prompt(lab: LabInfo, tmp_path
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, screen
     assert password.encode() not in screen  # not echoed
-    assert _report(out)["pwauth"]["observations"][0]["outcome"] == "reachable"
+    assert report_hosts(out)["pwauth"]["observations"][0]["outcome"] == "reachable"
 
 
 def test_keys_held_by_an_ssh_agent_log_in(lab: LabInfo, tmp_path: Path) -> None:
@@ -664,18 +635,18 @@ def test_keys_held_by_an_ssh_agent_log_in(lab: LabInfo, tmp_path: Path) -> None:
             *common,
             "-o",
             str(tmp_path / "agent"),
-            env={"HOME": str(home), "SSH_AUTH_SOCK": str(sock)},
+            env=environ(HOME=str(home), SSH_AUTH_SOCK=str(sock)),
         )
         without = audit(
-            *common, "-o", str(tmp_path / "none"), env={"HOME": str(home), "SSH_AUTH_SOCK": ""}
+            *common, "-o", str(tmp_path / "none"), env=environ(HOME=str(home), SSH_AUTH_SOCK=None)
         )
     finally:
         agent.terminate()
         agent.wait(timeout=10)
     assert with_agent.returncode == 0, with_agent.stderr
-    assert _report(tmp_path / "agent")["direct"]["facts"]["hostname"] == "direct"
+    assert report_hosts(tmp_path / "agent")["direct"]["facts"]["hostname"] == "direct"
     assert without.returncode == 3, without.stderr
-    assert _report(tmp_path / "none")["direct"]["host_outcome"] == "auth_failed"
+    assert report_hosts(tmp_path / "none")["direct"]["host_outcome"] == "auth_failed"
 
 
 def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
@@ -686,25 +657,14 @@ def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
 
     spec = lab.host("blackhole")
     proc = subprocess.Popen(
-        [
-            str(BIN / "audit"),
-            "-i",
-            str(lab.inventory),
-            "--known-hosts",
-            str(lab.known_hosts),
-            "--url",
+        audit_argv(
+            lab.inventory,
+            lab.known_hosts,
             PROBE_URL,
-            "--limit",
-            "blackhole:direct:reject",
-            "-o",
-            str(tmp_path / "o"),
-            "--probe-timeout",
-            "15",
-            "--probe-connect-timeout",
-            "15",
-            "--timeout",
-            "40",
-        ],
+            tmp_path / "o",
+            *("--limit", "blackhole:direct:reject", "--timeout", "40"),
+            *("--probe-timeout", "15", "--probe-connect-timeout", "15"),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -727,7 +687,7 @@ def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
         start_service(HostContext(spec, lab.directory, lab.directory / "hosts" / spec.name))
         _wait_for_port(spec.address, 22)
     assert proc.returncode == 1, err  # reject's URL is blocked, whatever else happened
-    hosts = _report(tmp_path / "o")
+    hosts = report_hosts(tmp_path / "o")
     assert hosts["blackhole"]["audited"] is False
     assert hosts["blackhole"]["host_outcome"] == "error"
     assert "connection lost" in hosts["blackhole"]["detail"]
