@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SYSTEM_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget shellcheck
+SYSTEM_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget shellcheck openssl
 LAB_DIR ?= lab
 
 .PHONY: demo test lint typecheck unit sysdeps venv bench fuzz clean lab-down
@@ -40,6 +40,7 @@ test: sysdeps venv lint typecheck unit
 
 demo: sysdeps venv
 	$(BIN)/auditor lab up --dir $(LAB_DIR)
+	AUDITOR_SSH_PASSWORD="$$(cat $(LAB_DIR)/ssh_password)" \
 	AUDITOR_WINRM_PASSWORD="$$(cat $(LAB_DIR)/winrm_password)" \
 	$(BIN)/audit --inventory $(LAB_DIR)/lab.ini --known-hosts $(LAB_DIR)/known_hosts \
 	  --out $(LAB_DIR)/report --force --platform US3 --timeout 20 || test $$? -le 3

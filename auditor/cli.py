@@ -382,10 +382,15 @@ def lab_up_cmd(directory: Path, extra: int) -> None:
     click.echo(f"inventory:   {info.inventory}")
     click.echo(f"known_hosts: {info.known_hosts}")
     click.echo(f"key:         {info.key}")
-    click.echo(f"WinRM:       user {info.winrm_user}, password in {info.winrm_password}")
+    env = []
+    if info.ssh_password is not None:
+        click.echo(f"SSH:         root's password on password-only hosts in {info.ssh_password}")
+        env.append(f'AUDITOR_SSH_PASSWORD="$(cat {info.ssh_password})"')
+    if info.winrm_password is not None:
+        click.echo(f"WinRM:       user {info.winrm_user}, password in {info.winrm_password}")
+        env.append(f'AUDITOR_WINRM_PASSWORD="$(cat {info.winrm_password})"')
     click.echo(
-        f'try: AUDITOR_WINRM_PASSWORD="$(cat {info.winrm_password})" audit '
-        f"-i {info.inventory} --known-hosts {info.known_hosts}"
+        f"try: {' '.join([*env, 'audit'])} -i {info.inventory} --known-hosts {info.known_hosts}"
     )
 
 

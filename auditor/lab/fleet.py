@@ -56,6 +56,7 @@ Log = Callable[[str], None]
 
 STATE_FILE = "state.json"
 WINRM_PASSWORD_FILE = "winrm_password"  # noqa: S105 - a file name, not a secret
+SSH_PASSWORD_FILE = "ssh_password"  # noqa: S105 - a file name, not a secret
 POINTER = Path("/run/auditor-lab/current")
 """Names the directory of the lab that is up, so `lab_down()` needs no argument."""
 SHM = Path("/dev/shm")
@@ -85,6 +86,7 @@ _ENTRIES = (
     "services.pid",
     "services.ready",
     WINRM_PASSWORD_FILE,
+    SSH_PASSWORD_FILE,
 )
 _HIDDEN_CLIENTS = ("curl", "wget", "python3")
 _READY_TIMEOUT = 30.0
@@ -137,6 +139,8 @@ class LabInfo:
     winrm_password: Path | None = None
     """DIR/winrm_password (mode 0600): the password of `winrm_user` on the Windows hosts."""
     winrm_user: str = LAB_WINRM_USER
+    ssh_password: Path | None = None
+    """DIR/ssh_password (mode 0600): root's password on the `password_login` hosts."""
 
     def host(self, name: str) -> HostSpec:
         for h in self.hosts:
@@ -215,6 +219,11 @@ def _start_nothing(ctx: HostContext) -> subprocess.Popen[bytes] | None:
 
 
 _STARTERS: dict[str, ServiceStarter] = {"sshd": _start_sshd, "none": _start_nothing}
+
+
+def start_service(ctx: HostContext) -> subprocess.Popen[bytes] | None:
+    """Start the host's management service (again, after a test has killed it)."""
+    return _STARTERS[ctx.host.service](ctx)
 
 
 def register_service(name: str, starter: ServiceStarter) -> None:
@@ -421,6 +430,7 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
     host_keys = {h.name: pki.ssh_key() for h in hosts if h.kind is HostKind.LINUX}
     _host_files(directory, hosts, host_keys)
     _windows_files(directory, hosts, lab_ca)
+    shadow = _ssh_password(directory, hosts)
     _write_descriptions(directory, hosts, host_keys, extra_hosts)
     clock.lap("keys, certificates and files")
 
@@ -435,7 +445,7 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
     state.record("links", list(links.values()))
     state.record("etc_netns", [str(netns.ETC_NETNS / h.namespace) for h in hosts])
     for h in hosts:
-        _etc_netns(directory, h)
+        _etc_netns(directory, h, shadow if h.password_login else None)
     netns.create_namespaces([(h.namespace, links[h.name]) for h in hosts])
     clock.lap(f"bridge and {len(hosts)} namespaces")
 
@@ -446,9 +456,7 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
         netns.configure_namespace(host.namespace, host.address)
         if host.nft_rules:
             netns.load_nft(host.namespace, render.nft_ruleset(host))
-        proc = _STARTERS[host.service](
-            HostContext(host, directory, directory / "hosts" / host.name)
-        )
+        proc = start_service(HostContext(host, directory, directory / "hosts" / host.name))
         if proc is not None:
             found = netns.identify(proc.pid, f"{host.service}:{host.name}")
             if found is not None:
@@ -477,6 +485,7 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
         hosts=tuple(hosts),
         timings=clock.timings,
         winrm_password=_winrm_password_path(directory, hosts),
+        ssh_password=_ssh_password_path(directory, hosts),
     )
 
 
@@ -581,9 +590,44 @@ def _windows_files(directory: Path, hosts: list[HostSpec], lab_ca: pki.Authority
             pki.write_private(host_dir / "winrm.key", pki.key_pem(key))
 
 
-def _etc_netns(directory: Path, host: HostSpec) -> None:
+def _ssh_password_path(directory: Path, hosts: Sequence[HostSpec]) -> Path | None:
+    if any(h.password_login for h in hosts):
+        return directory / SSH_PASSWORD_FILE
+    return None
+
+
+def _ssh_password(directory: Path, hosts: Sequence[HostSpec]) -> str | None:
+    """A fresh root password for the `password_login` hosts, written to DIR/ssh_password
+    (0600); returns its crypt(3) hash for their shadow files, or None when there are none."""
+    path = _ssh_password_path(directory, hosts)
+    if path is None:
+        return None
+    password = secrets.token_urlsafe(18)
+    pki.write_private(path, password.encode("ascii"))
+    openssl = netns.tool("openssl")
+    if openssl is None:
+        raise LabError("openssl is needed to hash the lab's SSH password (package openssl)")
+    # On stdin: a password never goes into a process's argv.
+    done = subprocess.run(
+        [openssl, "passwd", "-6", "-stdin"],
+        input=password + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0 or not done.stdout.startswith("$6$"):
+        raise LabError(f"openssl passwd failed: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def _etc_netns(directory: Path, host: HostSpec, shadow: str | None = None) -> None:
     etc = netns.ETC_NETNS / host.namespace
     etc.mkdir(parents=True, exist_ok=True)
+    if shadow is not None:
+        # `ip netns exec` mounts this over /etc/shadow for the host's sshd alone.
+        path = etc / "shadow"
+        path.write_text(render.etc_shadow(shadow))
+        path.chmod(0o600)
     (etc / "hosts").write_text(render.etc_hosts(host))
     (etc / "resolv.conf").write_text(render.RESOLV_CONF)
     ssl = etc / "ssl"
@@ -621,6 +665,9 @@ def _write_descriptions(
     if password is not None:
         paths["winrm_password"] = str(password)
         paths["winrm_user"] = LAB_WINRM_USER
+    ssh_password = _ssh_password_path(directory, hosts)
+    if ssh_password is not None:
+        paths["ssh_password"] = str(ssh_password)
     (directory / "lab.json").write_text(
         render.lab_json(hosts, paths, LabServices().as_dict(), extra_hosts)
     )

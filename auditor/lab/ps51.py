@@ -532,6 +532,32 @@ def read_issuer(url: str, proxy_used: bool, connect_ms: int, network: Network) -
         return ""
 
 
+def tunnel_granted(url: str, connect_ms: int, network: Network) -> bool:
+    """Ask the URL's proxy for a CONNECT tunnel, as the probe does to tell a proxy's 403
+    from the origin's: True only when the proxy answers 200."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    proxy = network.proxy_for(host)
+    if not proxy:
+        return False
+    deadline = time.monotonic() + connect_ms / 1000.0
+    try:
+        _open_tunnel(proxy, host, parts.port or 443, network, deadline).close()
+    except (_WebError, _Guard, OSError, ValueError):
+        return False
+    return True
+
+
+def proxy_denied_first(rec: Mapping[str, Any], url: str, connect_ms: int, network: Network) -> bool:
+    """probe.ps1's `$denied`: a 407, or a proxied HTTPS 403 whose tunnel the proxy refuses."""
+    code = rec["status"]
+    if code == 407:
+        return True
+    if code == 403 and rec["proxy"] and url.lower().startswith("https:"):
+        return not tunnel_granted(url, connect_ms, network)
+    return False
+
+
 # The exception types for which the probe's `-is [OperationCanceledException]` or
 # `-is [TimeoutException]` holds (only PowerShell 7 raises them).
 _CANCELLED_TYPES = frozenset(
@@ -543,10 +569,17 @@ _CANCELLED_TYPES = frozenset(
 )
 
 
-def classify(rec: Mapping[str, Any], tls: bool, expect: Sequence[int]) -> str:
+def classify(
+    rec: Mapping[str, Any],
+    tls: bool,
+    expect: Sequence[int],
+    denied: bool = False,
+    https: bool = True,
+) -> str:
     """probe.ps1's classification, rule for rule (the emulator must say what it says).
 
-    `expect` is the probe's flattened list of inclusive status ranges.
+    `expect` is the probe's flattened list of inclusive status ranges; `denied` is the
+    probe's own tunnel check (`proxy_denied_first`), `https` whether the URL is https.
     """
     why = rec["reason"]
     sock = rec["sock"]
@@ -557,7 +590,7 @@ def classify(rec: Mapping[str, Any], tls: bool, expect: Sequence[int]) -> str:
         "TryAgain",
     ):
         return "dns_failure"
-    if why == "Timeout" or sock == "TimedOut" or rec["type"] in _CANCELLED_TYPES:
+    if why == "Timeout" or sock == "TimedOut" or rec.get("type") in _CANCELLED_TYPES:
         return "timeout"
     if sock in ("ConnectionRefused", "HostUnreachable", "NetworkUnreachable"):
         return "refused"
@@ -566,12 +599,16 @@ def classify(rec: Mapping[str, Any], tls: bool, expect: Sequence[int]) -> str:
     ):
         return "tls_failure"
     if code > 0:
+        if denied:
+            return "proxy_denied"
         if any(lo <= code <= hi for lo, hi in zip(expect[::2], expect[1::2], strict=False)):
             return "reachable"
-        if code == 407 or (code == 403 and rec["proxy"]):
+        if code == 403 and rec["proxy"] and not https:
             return "proxy_denied"
         return "http_error"
-    if why == "ProxyTunnelError" or (rec["proxy"] and re.search(r"'40[37]'\.?$", rec["msg"])):
+    if why == "ProxyTunnelError" or (
+        rec["proxy"] and re.search(r"'40[37]'\.?$", rec.get("msg", ""))
+    ):
         return "proxy_denied"
     return "error"
 
@@ -622,7 +659,8 @@ def probe_target(
     except _Guard as exc:
         rec.update(type="AuditorLab.GuardException", msg=str(exc))
     rec["ms"] = int((time.monotonic() - start) * 1000)
-    rec["outcome"] = classify(rec, tls, expect)
+    denied = proxy_denied_first(rec, url, connect_ms, network)
+    rec["outcome"] = classify(rec, tls, expect, denied, url.lower().startswith("https:"))
     if rec["outcome"] == "tls_failure" and url.lower().startswith("https:"):
         rec["issuer"] = read_issuer(url, bool(rec["proxy"]), connect_ms, network)
     return rec

@@ -67,6 +67,7 @@ from auditor.lab.ps51 import (
     _WebError,
     classify,
     http_get,
+    proxy_denied_first,
     read_issuer,
 )
 
@@ -257,7 +258,12 @@ def probe_target(
             status=shape.status,
         )
     rec["ms"] = int((time.monotonic() - start) * 1000)
-    rec["outcome"] = classify(rec, shape is not None and shape.tls, expect)
+    tls = shape is not None and shape.tls
+    # The probe's own tunnel check applies on 7 as well: a proxied HTTPS 403 is the proxy's
+    # only when the proxy refuses a CONNECT of its own.
+    denied = proxy_denied_first(rec, url, connect_ms, network)
+    https = url.lower().startswith("https:")
+    rec["outcome"] = classify(rec, tls, expect, denied, https)
     if rec["outcome"] == "proxy_denied" and rec["status"] == 0:
         # The probe takes a refused tunnel's status from the message ('403').
         found = re.search(r"'(\d{3})'", rec["msg"])

@@ -168,6 +168,11 @@ RESOLV_CONF = (
 )
 
 
+def etc_shadow(password_hash: str) -> str:
+    """A shadow file holding root alone, with `password_hash` (crypt(3) form)."""
+    return f"root:{password_hash}:20000:0:99999:7:::\n"
+
+
 def nft_ruleset(host: HostSpec) -> str:
     rules = "".join(f"\t\t{rule}\n" for rule in host.nft_rules)
     return (
@@ -190,8 +195,9 @@ def sshd_config(
     authorized_keys: Path,
     session_env: Sequence[tuple[str, str]],
 ) -> str:
-    """sshd_config for one lab host: key authentication only, its own address, key, pid file
-    and AuthorizedKeysFile, and the session environment that makes its condition."""
+    """sshd_config for one lab host: key authentication only (passwords too for a
+    `password_login` host), its own address, key, pid file and AuthorizedKeysFile, and the
+    session environment that makes its condition."""
     env = " ".join(_q(f"{k}={v}") for k, v in session_env)
     lines = [
         f"# auditor lab host {host.name}: {host.condition}",
@@ -201,10 +207,10 @@ def sshd_config(
         f"PidFile {_q(host_dir / 'sshd.pid')}",
         f"AuthorizedKeysFile {_q(authorized_keys)}",
         "UsePAM no",
-        "PasswordAuthentication no",
+        f"PasswordAuthentication {'yes' if host.password_login else 'no'}",
         "KbdInteractiveAuthentication no",
         "PubkeyAuthentication yes",
-        "PermitRootLogin prohibit-password",
+        f"PermitRootLogin {'yes' if host.password_login else 'prohibit-password'}",
         "StrictModes no",
         f"AllowTcpForwarding {'yes' if host.tcp_forwarding else 'no'}",
         "X11Forwarding no",

@@ -108,8 +108,10 @@ class HostSpec:
     message encryption over HTTP 5985, or Basic over HTTPS 5986), `wsman_behaviour` selects
     a WinRM-level fault of the endpoint (see `auditor.lab.wsman`), `authorized=False` gives
     the endpoint a password other than the lab's, and `proxy` is also the host's system
-    proxy. `powershell` is the PowerShell the endpoint answers as: "5.1" (`auditor.lab.ps51`)
-    or "7" (7.4+, `auditor.lab.ps7`).
+    proxy. A Linux host with `password_login` lets root log in with the lab's SSH password
+    (its own /etc/shadow, in the namespace's /etc view). `powershell` is the PowerShell a
+    Windows host's endpoint answers as: "5.1" (`auditor.lab.ps51`) or "7" (7.4+,
+    `auditor.lab.ps7`).
     """
 
     name: str
@@ -132,6 +134,7 @@ class HostSpec:
     winrm_auth: str = "ntlm"
     winrm_https: bool = False
     wsman_behaviour: str = "normal"
+    password_login: bool = False
     powershell: str = "5.1"
 
     @property
@@ -269,6 +272,16 @@ def design_hosts() -> list[HostSpec]:
             HostOutcome.HOST_KEY_CHANGED,
             condition="known_hosts records a different ed25519 key for this address",
             known_host=KnownHost.WRONG,
+        ),
+        HostSpec(
+            "pwauth",
+            "",
+            "site_c",
+            Outcome.REACHABLE,
+            condition="only password login: the lab key is not authorised, root's password is "
+            "in DIR/ssh_password (give it as AUDITOR_SSH_PASSWORD)",
+            authorized=False,
+            password_login=True,
         ),
     ]
     return [replace(row, address=f"10.213.1.{10 + i}") for i, row in enumerate(rows)]

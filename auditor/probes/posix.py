@@ -174,7 +174,8 @@ def classify(
     lowered = err.lower()
     via = f" via proxy {proxy}" if proxy else ""
     if exit_code == 0 or (exit_code is None and http):
-        if http is not None and http in target.expected_status:
+        # Through a proxy, a 407 is the proxy's, even where the target accepts any 4xx.
+        if http is not None and http in target.expected_status and not (http == 407 and proxy):
             return Outcome.REACHABLE, f"HTTP {http}{via}"
         if http == 407:
             return (

@@ -82,6 +82,19 @@ if ($PSVersionTable.PSVersion.Major -lt 6) {
 $work = {
     param($i, $u, $expect, $sec, $ms)
     $ProgressPreference = 'SilentlyContinue'
+    # CONNECT to the URL's host and port over a stream already open to its proxy; true when
+    # the proxy grants the tunnel (it is then open on that stream).
+    function Request-Tunnel($s, $uri) {
+        $hp = $uri.Host + ':' + $uri.Port
+        $q = [Text.Encoding]::ASCII.GetBytes("CONNECT $hp HTTP/1.1`r`nHost: $hp`r`n`r`n")
+        $s.Write($q, 0, $q.Length)
+        $hdr = ''
+        $one = New-Object byte[] 1
+        while (-not $hdr.EndsWith("`r`n`r`n") -and $hdr.Length -lt 4096 -and $s.Read($one, 0, 1) -gt 0) {
+            $hdr += [char]$one[0]
+        }
+        return ($hdr -match '^HTTP/\S+ 200')
+    }
     $r = [ordered]@{
         kind = 'target'; i = $i; outcome = 'error'; status = 0; type = ''; reason = ''
         msg = ''; inner = ''; sock = ''; issuer = ''; proxy = ''; ms = 0
@@ -151,6 +164,26 @@ $work = {
     }
     $why = $r.reason
     $code = $r.status
+    # 5.1 (and 7.0/7.1) hand a proxy's refusal of CONNECT to the request as if the origin had
+    # answered it, so a 403 seen through a proxy is ambiguous. Ask the proxy for the tunnel
+    # directly: only if it grants it did the 403 come from the origin. 407 is always the proxy.
+    $denied = $code -eq 407
+    if ($code -eq 403 -and $r.proxy -and $uri.Scheme -eq 'https') {
+        $denied = $true
+        $pu = [Uri]$r.proxy
+        $c = New-Object Net.Sockets.TcpClient
+        try {
+            if ($c.ConnectAsync($pu.Host, $pu.Port).Wait($ms)) {
+                $s = $c.GetStream()
+                $s.ReadTimeout = $ms
+                $s.WriteTimeout = $ms
+                $denied = -not (Request-Tunnel $s $uri)
+            }
+        } catch {
+        } finally {
+            $c.Close()
+        }
+    }
     if ($why -match '^(Proxy)?NameResolution(Failure|Error)$' -or $sock -match '^(HostNotFound|NoData|TryAgain)$') {
         $r.outcome = 'dns_failure'
     } elseif ($why -eq 'Timeout' -or $sock -eq 'TimedOut' -or $e -is [OperationCanceledException] -or $e -is [TimeoutException]) {
@@ -167,9 +200,13 @@ $work = {
                 $ok = $true
             }
         }
-        if ($ok) {
+        if ($denied) {
+            $r.outcome = 'proxy_denied'
+        } elseif ($ok) {
             $r.outcome = 'reachable'
-        } elseif ($code -eq 407 -or ($code -eq 403 -and $r.proxy)) {
+        } elseif ($code -eq 403 -and $r.proxy -and $uri.Scheme -ne 'https') {
+            # Plain HTTP through a proxy has no tunnel to ask about: an unexpected 403 there
+            # is more likely the proxy's.
             $r.outcome = 'proxy_denied'
         } else {
             $r.outcome = 'http_error'
@@ -199,15 +236,7 @@ $work = {
                 $s.WriteTimeout = $ms
                 $ok = $true
                 if ($r.proxy) {
-                    $hp = $uri.Host + ':' + $uri.Port
-                    $q = [Text.Encoding]::ASCII.GetBytes("CONNECT $hp HTTP/1.1`r`nHost: $hp`r`n`r`n")
-                    $s.Write($q, 0, $q.Length)
-                    $hdr = ''
-                    $one = New-Object byte[] 1
-                    while (-not $hdr.EndsWith("`r`n`r`n") -and $hdr.Length -lt 4096 -and $s.Read($one, 0, 1) -gt 0) {
-                        $hdr += [char]$one[0]
-                    }
-                    $ok = $hdr -match '^HTTP/\S+ 200'
+                    $ok = Request-Tunnel $s $uri
                 }
                 if ($ok) {
                     $cb = [Net.Security.RemoteCertificateValidationCallback]{ $true }

@@ -24,6 +24,7 @@ from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
 from auditor.secret import Secret, inventory_secret
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
+from auditor.transports.sshconfig import SSHConfigReader, default_config_path
 
 PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 
@@ -130,6 +131,20 @@ def jump_from_common_args(args: str) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and as whom to connect for one host, after the inventory, the command line and
+    the ssh config have each had their say (in that order, as with `ansible` and `ssh`)."""
+
+    address: str
+    port: int
+    user: str | None
+    key_files: tuple[Path, ...]
+    keys_required: bool
+    """False for IdentityFile lines of the ssh config: like `ssh`, skip the missing ones."""
+    jump: JumpSpec | None
+
+
 class _HostKeyCheck(asyncssh.SSHClient):
     """Decides about a host key that is not in known_hosts, and remembers why it refused."""
 
@@ -163,6 +178,7 @@ class SSHTransport(Transport):
         self._jumps: dict[JumpSpec, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self._record_lock = asyncio.Lock()
         self._base: asyncssh.SSHClientConnectionOptions | None = None
+        self._config = SSHConfigReader(options.ssh_config or default_config_path())
 
     # -- host keys -------------------------------------------------------------------------
 
@@ -193,9 +209,9 @@ class SSHTransport(Transport):
         keys: list[asyncssh.SSHKey] = list(known.match(host, addr, port)[0])
         return keys
 
-    async def _record_key(self, host: Host, port: int, key: asyncssh.SSHKey) -> None:
+    async def _record_key(self, address: str, port: int, key: asyncssh.SSHKey) -> None:
         """Trust on first use: append the new key to known_hosts."""
-        name = host.address if port == 22 else f"[{host.address}]:{port}"
+        name = address if port == 22 else f"[{address}]:{port}"
         line = f"{name} {key.export_public_key('openssh').decode().strip()}\n"
         path = self._known_hosts_path()
         async with self._record_lock:
@@ -206,11 +222,41 @@ class SSHTransport(Transport):
 
     # -- credentials -----------------------------------------------------------------------
 
-    def _client_keys(self, host: Host) -> list[asyncssh.SSHKey] | None:
+    def endpoint(self, host: Host, *, follow_jump: bool = True) -> Endpoint:
+        """Resolve address, port, user, keys and jump host for `host`."""
+        user = host.user or self.options.user
+        config = self._config.lookup(host.address, user, host.port)
         var = host.vars.get("ansible_ssh_private_key_file") or host.vars.get(
             "ansible_private_key_file"
         )
-        paths = (Path(str(var)).expanduser(),) if var else self.options.keys
+        keys: tuple[Path, ...] = (Path(str(var)).expanduser(),) if var else self.options.keys
+        required = bool(keys)
+        if not keys:
+            keys = config.identity_files
+        jump: JumpSpec | None = None
+        if follow_jump:
+            hop = self._jump_hop(host) or config.proxy_jump
+            if hop and hop.lower() != "none":
+                jump = parse_jump(hop)
+            elif config.proxy_command:
+                raise HostLevelError(
+                    HostOutcome.ERROR,
+                    f"the ssh config gives {host.address} a ProxyCommand, which the auditor "
+                    "does not run; use ProxyJump",
+                )
+        return Endpoint(
+            address=config.hostname or host.address,
+            port=host.port or config.port or 22,
+            user=user or config.user,
+            key_files=keys,
+            keys_required=required,
+            jump=jump,
+        )
+
+    def _client_keys(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
+        paths = endpoint.key_files
+        if not endpoint.keys_required:
+            paths = tuple(p for p in paths if p.exists())
         if not paths:
             return None  # asyncssh's defaults: the agent and ~/.ssh/id_*
         if paths not in self._keys:
@@ -236,9 +282,10 @@ class SSHTransport(Transport):
                 "login_timeout": self.options.connect_timeout,
                 "keepalive_interval": 15,
                 "keepalive_count_max": 2,
+                # The config is resolved per host by `endpoint`; asyncssh applying it again
+                # to an address that is already resolved would match the wrong Host blocks.
+                "config": None,
             }
-            if self.options.ssh_config is not None:
-                kwargs["config"] = [str(self.options.ssh_config)]
             if self.options.password is not None:
                 kwargs["password"] = self.options.password.reveal()
             if self.options.user:
@@ -246,13 +293,11 @@ class SSHTransport(Transport):
             self._base = asyncssh.SSHClientConnectionOptions(**kwargs)
         return self._base
 
-    def _jump_spec(self, host: Host) -> JumpSpec | None:
+    def _jump_hop(self, host: Host) -> str | None:
+        """The ProxyJump given by the inventory or the command line, if any."""
         args = host.vars.get("ansible_ssh_common_args") or host.vars.get("ansible_ssh_extra_args")
         hop = jump_from_common_args(str(args)) if args else None
-        hop = hop or self.options.jump_host
-        if not hop or hop.lower() == "none":
-            return None
-        return parse_jump(hop)
+        return hop or self.options.jump_host
 
     async def _jump(self, spec: JumpSpec, timeout: float) -> asyncssh.SSHClientConnection:
         """One shared connection per jump host, opened on first use."""
@@ -279,20 +324,25 @@ class SSHTransport(Transport):
             port=spec.port,
             user=spec.user,
         )
-        conn, _ = await self._connect(jump_host, None, self.options.connect_timeout)
+        endpoint = self.endpoint(jump_host, follow_jump=False)
+        conn, _ = await self._connect(jump_host, endpoint, None, self.options.connect_timeout)
         return conn
 
     # -- connecting ------------------------------------------------------------------------
 
     async def _connect(
-        self, host: Host, tunnel: asyncssh.SSHClientConnection | None, timeout: float
+        self,
+        host: Host,
+        endpoint: Endpoint,
+        tunnel: asyncssh.SSHClientConnection | None,
+        timeout: float,
     ) -> tuple[asyncssh.SSHClientConnection, _HostKeyCheck]:
-        port = host.port or 22
+        address, port = endpoint.address, endpoint.port
         checker = _HostKeyCheck(self)
         kwargs: dict[str, Any] = {"options": self._base_options()}
-        if host.user:
-            kwargs["username"] = host.user
-        keys = self._client_keys(host)
+        if endpoint.user:
+            kwargs["username"] = endpoint.user
+        keys = self._client_keys(endpoint)
         if keys is not None:
             kwargs["client_keys"] = keys
         try:
@@ -306,19 +356,17 @@ class SSHTransport(Transport):
         try:
             if tunnel is not None:
                 conn = await asyncssh.connect(
-                    host.address,
+                    address,
                     port,
                     tunnel=tunnel,
                     client_factory=lambda: checker,
                     **kwargs,
                 )
             else:
-                sock = await _tcp_connect(
-                    host.address, port, min(timeout, self.options.connect_timeout)
-                )
+                sock = await _tcp_connect(address, port, min(timeout, self.options.connect_timeout))
                 try:
                     conn = await asyncssh.connect(
-                        host.address, port, sock=sock, client_factory=lambda: checker, **kwargs
+                        address, port, sock=sock, client_factory=lambda: checker, **kwargs
                     )
                 except BaseException:
                     sock.close()
@@ -328,24 +376,24 @@ class SSHTransport(Transport):
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise _classify(exc, checker, host, port) from None
+            raise _classify(exc, checker, address, port) from None
         if checker.accepted_key is not None:
-            await self._record_key(host, port, checker.accepted_key)
+            await self._record_key(address, port, checker.accepted_key)
         return conn, checker
 
     async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        spec = self._jump_spec(host)
-        tunnel = await self._jump(spec, timeout) if spec is not None else None
+        endpoint = self.endpoint(host)
+        tunnel = await self._jump(endpoint.jump, timeout) if endpoint.jump is not None else None
         remaining = deadline - loop.time()
         try:
             async with asyncio.timeout(remaining):
-                conn, _ = await self._connect(host, tunnel, remaining)
+                conn, _ = await self._connect(host, endpoint, tunnel, remaining)
         except TimeoutError:
             raise HostLevelError(
                 HostOutcome.SESSION_TIMEOUT,
-                f"connected to {host.address} but SSH did not complete within {timeout:g} s",
+                f"connected to {endpoint.address} but SSH did not complete within {timeout:g} s",
             ) from None
         try:
             async with asyncio.timeout(max(deadline - loop.time(), 0.1)):
@@ -420,8 +468,10 @@ def _reason(exc: BaseException) -> str:
     return " ".join(str(reason).split())[:300]
 
 
-def _classify(exc: BaseException, checker: _HostKeyCheck, host: Host, port: int) -> HostLevelError:
-    where = f"{host.address}:{port}"
+def _classify(
+    exc: BaseException, checker: _HostKeyCheck, address: str, port: int
+) -> HostLevelError:
+    where = f"{address}:{port}"
     if isinstance(exc, asyncssh.HostKeyNotVerifiable):
         outcome = checker.refused or HostOutcome.HOST_KEY_UNKNOWN
         if outcome is HostOutcome.HOST_KEY_CHANGED:

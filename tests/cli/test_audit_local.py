@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -16,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import BIN, audit
 from tests.support.loopback import Loopback, loopback_servers
-
-BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +35,6 @@ def _inventory(tmp: Path, text: str) -> Path:
     path = tmp / "inv.ini"
     path.write_text(text)
     return path
-
-
-def audit(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "audit"), *args], capture_output=True, text=True, env=env, timeout=120
-    )
 
 
 class _Tags(HTMLParser):

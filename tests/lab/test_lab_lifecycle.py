@@ -21,7 +21,7 @@ import pytest
 from auditor.errors import LabError
 from auditor.lab import fleet, lab_down, lab_status, lab_up, netns
 from auditor.lab.netns import Proc
-from auditor.lab.spec import windows_hosts
+from auditor.lab.spec import design_hosts, windows_hosts
 
 pytestmark = [pytest.mark.lab_exclusive, pytest.mark.usefixtures("lab_slot")]
 
@@ -32,9 +32,6 @@ SshRun = Any
 def _recorded(directory: Path) -> list[Proc]:
     state = json.loads((directory / "state.json").read_text())
     return [Proc(p["pid"], p["start"], p["role"]) for p in state["processes"]]
-
-
-HOSTS = 13 + len(windows_hosts()) + 200
 
 
 def test_scale_lab_of_200_extra_hosts_comes_up_and_goes_away_fast(
@@ -48,20 +45,22 @@ def test_scale_lab_of_200_extra_hosts_comes_up_and_goes_away_fast(
     up = time.monotonic() - started
     procs = _recorded(lab.directory)
     try:
-        assert len(lab.hosts) == HOSTS  # Linux and Windows design hosts, scale hosts
+        design = design_hosts() + windows_hosts()
+        assert len(lab.hosts) == len(design) + 200  # Linux and Windows design hosts, scale
         assert lab.host("scale-0200").address == "10.213.2.200"
         assert lab_status(lab.directory).healthy
         result = ssh_run(lab, "scale-0200", "hostname")
         assert result.stdout.strip() == "scale-0200", result.stderr
         # services, and sshd or a WS-Management endpoint on all but sshdown and win-down
-        assert len(procs) == 1 + HOSTS - 2
+        assert len(procs) == 1 + sum(h.service != "none" for h in lab.hosts)
+        assert len(procs) == 1 + len(lab.hosts) - 2
     finally:
         started = time.monotonic()
         removed = lab_down(tmp_path / "lab")
         down = time.monotonic() - started
     no_lab_left(procs)
     assert not (tmp_path / "lab").exists()
-    assert sum(r.startswith("namespace ") for r in removed) == HOSTS
+    assert sum(r.startswith("namespace ") for r in removed) == len(design) + 200
     print(f"\nlab up, {len(lab.hosts)} hosts: {up:.2f}s {lab.timings}; lab down: {down:.2f}s")
     record_property("lab_up_213_seconds", round(up, 2))
     record_property("lab_down_213_seconds", round(down, 2))

@@ -41,6 +41,7 @@ def test_design_has_one_host_per_outcome_it_promises() -> None:
         "sshdown": HostOutcome.UNREACHABLE,
         "noauth": HostOutcome.AUTH_FAILED,
         "rekeyed": HostOutcome.HOST_KEY_CHANGED,
+        "pwauth": Outcome.REACHABLE,
     }
     assert all(h.address.startswith("10.213.1.") for h in design_hosts())
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from auditor.lab import ps7
+from auditor.lab import ps7, ps51
 from auditor.lab.ps51 import (
     MSG,
     WINDOWS_POWERSHELL_51,
@@ -199,14 +199,23 @@ def test_a_refused_tunnel_is_proxy_denied_with_the_status_taken_from_the_message
     )
 
 
-def test_a_403_from_the_origin_behind_a_proxy_is_proxy_denied_as_on_51(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize(
+    ("tunnel", "outcome"), [(False, Outcome.PROXY_DENIED), (True, Outcome.HTTP_ERROR)]
+)
+def test_a_proxied_https_403_is_the_proxys_only_when_it_refuses_a_tunnel_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tunnel: bool, outcome: Outcome
 ) -> None:
+    asked: list[str] = []
+
+    def fake_tunnel(url: str, connect_ms: int, network: Network) -> bool:
+        asked.append(url)
+        return tunnel
+
+    monkeypatch.setattr(ps51, "tunnel_granted", fake_tunnel)
     _, obs = _observe(monkeypatch, _protocol(403, "Forbidden"), proxy=PROXY)
-    assert (obs.outcome, obs.http_status) == (Outcome.PROXY_DENIED, 403)
-    assert obs.detail == (
-        f"Response status code does not indicate success: 403 (Forbidden). (proxy {PROXY}/)"
-    )
+    assert asked == [URL]
+    assert (obs.outcome, obs.http_status) == (outcome, 403)
+    assert obs.detail.startswith("Response status code does not indicate success: 403 (Forbidden).")
 
 
 def test_a_success_is_reachable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -275,3 +275,74 @@ def test_decode_command_reads_pywinrm_and_transport_forms() -> None:
     assert ps51.decode_command(f"powershell -encodedcommand {encoded}") == script
     assert ps51.decode_command(" ".join(["powershell.exe", *encode_command(script)[1]])) == script
     assert ps51.decode_command(f"cmd.exe /c echo {encoded}") is None
+
+
+class _ConnectAnswer:
+    """A one-line CONNECT answerer on loopback: replies `status` to every CONNECT."""
+
+    def __init__(self, status: int) -> None:
+        import socket
+        import threading
+
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.requests: list[bytes] = []
+        self._status = status
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    chunk = conn.recv(1024)
+                    if not chunk:
+                        break
+                    head += chunk
+                self.requests.append(head)
+                conn.sendall(f"HTTP/1.1 {self._status} X\r\nContent-Length: 0\r\n\r\n".encode())
+
+    def close(self) -> None:
+        self.server.close()
+        self._thread.join(timeout=5)
+
+
+@pytest.mark.parametrize(("proxy_says", "denied"), [(200, False), (403, True)])
+def test_a_proxied_403_is_the_proxys_unless_it_grants_the_tunnel(
+    proxy_says: int, denied: bool
+) -> None:
+    answerer = _ConnectAnswer(proxy_says)
+    try:
+        network = ps51.Network(proxy=f"http://127.0.0.1:{answerer.port}")
+        url = "https://127.0.0.1:8443/CloudAgent/"
+        rec = {
+            "status": 403,
+            "proxy": f"http://127.0.0.1:{answerer.port}/",
+            "reason": "ProtocolError",
+            "sock": "",
+        }
+        assert ps51.proxy_denied_first(rec, url, 2000, network) is denied
+        assert answerer.requests == [
+            b"CONNECT 127.0.0.1:8443 HTTP/1.1\r\nHost: 127.0.0.1:8443\r\n\r\n"
+        ]
+    finally:
+        answerer.close()
+    lenient = [200, 499]
+    got = ps51.classify(rec, False, lenient, denied=denied)
+    assert got == ("proxy_denied" if denied else "reachable")
+    # An origin's 403 through a granted tunnel, where only 200 is expected, is the origin's.
+    assert ps51.classify(rec, False, [200, 200], denied=False) == "http_error"
+
+
+def test_a_407_is_always_the_proxys_and_plain_http_403s_are_read_as_the_proxys() -> None:
+    rec = {"status": 407, "proxy": "http://10.213.0.1:3128/", "reason": "ProtocolError", "sock": ""}
+    network = ps51.Network()
+    assert ps51.proxy_denied_first(rec, "https://x.test/", 100, network) is True
+    plain = {**rec, "status": 403}
+    assert ps51.proxy_denied_first(plain, "http://x.test/", 100, network) is False
+    assert ps51.classify(plain, False, [200, 200], https=False) == "proxy_denied"

@@ -113,6 +113,12 @@ def test_407_from_a_proxy_is_proxy_denied() -> None:
     assert got[0] is Outcome.PROXY_DENIED
 
 
+def test_a_proxys_407_is_proxy_denied_even_where_any_4xx_is_expected() -> None:
+    lenient = Target(url=TARGET.url, name="x", expected_status=tuple(range(200, 500)))
+    got = classify("curl", 0, 407, None, "", "", "http://proxy:3128", lenient)
+    assert got[0] is Outcome.PROXY_DENIED
+
+
 def test_an_expected_non_200_status_is_reachable() -> None:
     target = Target(url=TARGET.url, name="x", expected_status=(200, 204, 401))
     assert classify("curl", 0, 401, None, "", "", "", target)[0] is Outcome.REACHABLE

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from html.parser import HTMLParser
@@ -15,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli import audit
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.sshd import LoopbackSSHD, loopback_sshd, sshd_available
 
-BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(not sshd_available(), reason="needs root and OpenSSH sshd")
 
 
@@ -37,10 +35,6 @@ def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackSSHD]:
 @pytest.fixture(scope="module")
 def canary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("canary") / "ran"
-
-
-def audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "audit"), *args], capture_output=True, text=True, timeout=120)
 
 
 def hostile_urls(base: str, canary: Path) -> list[str]:

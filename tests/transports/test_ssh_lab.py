@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -15,16 +15,16 @@ from typing import Any
 import pytest
 
 from auditor.lab import LabInfo
-from auditor.lab.spec import INTERNAL_SSH_PORT, PROBE_URL, design_hosts
+from auditor.lab.spec import CDN_ADDRESS, INTERNAL_SSH_PORT, PROBE_URL, design_hosts
+from tests.support.cli import BIN, audit, audit_argv, environ, report_hosts
 
-BIN = Path(sys.executable).parent
 DESIGN = {spec.name: spec for spec in design_hosts()}
 
 
-def audit(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "audit"), *args], capture_output=True, text=True, timeout=timeout
-    )
+def with_password(lab: LabInfo) -> dict[str, str]:
+    """The environment that gives the auditor the password-only host's root password."""
+    assert lab.ssh_password is not None
+    return environ(AUDITOR_SSH_PASSWORD=lab.ssh_password.read_text().strip())
 
 
 def lab_audit(
@@ -48,6 +48,7 @@ def lab_audit(
         "--probe-connect-timeout",
         "3",
         *args,
+        env=with_password(lab),
     )
     assert "Traceback" not in proc.stderr, proc.stderr
     report = json.loads((out / "report.json").read_text())
@@ -353,25 +354,14 @@ def test_ctrl_c_ends_the_remote_probe_too(lab: LabInfo, tmp_path: Path) -> None:
         assert time.monotonic() < deadline
         time.sleep(0.2)
     proc = subprocess.Popen(
-        [
-            str(BIN / "audit"),
-            "-i",
-            str(lab.inventory),
-            "--known-hosts",
-            str(lab.known_hosts),
-            "--url",
+        audit_argv(
+            lab.inventory,
+            lab.known_hosts,
             PROBE_URL,
-            "--limit",
-            "blackhole",
-            "-o",
-            str(tmp_path / "o"),
-            "--probe-timeout",
-            "60",
-            "--probe-connect-timeout",
-            "60",
-            "--timeout",
-            "90",
-        ],
+            tmp_path / "o",
+            *("--limit", "blackhole", "--timeout", "90"),
+            *("--probe-timeout", "60", "--probe-connect-timeout", "60"),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -486,3 +476,233 @@ def test_a_target_host_whose_own_name_does_not_resolve_is_unreachable(
     (host,) = json.loads((out / "report.json").read_text())["hosts"]
     assert host["host_outcome"] == "unreachable"
     assert "cannot resolve ghost.lab.invalid" in host["detail"]
+
+
+def _accepted_from(log: Path, source: str) -> int:
+    return log.read_text().count(f"Accepted publickey for root from {source} ")
+
+
+def test_proxyjump_from_the_ssh_config_shares_one_connection_to_the_bastion(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    _, known = _jump_inventory(lab, tmp_path)
+    jump = lab.host("jump")
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        "Host inside-*\n"
+        "    HostName 127.0.0.1\n"
+        f"    Port {INTERNAL_SSH_PORT}\n"
+        f"    ProxyJump bastion\n"
+        "Host bastion\n"
+        f"    HostName {jump.address}\n"
+        "Host *\n"
+        "    User root\n"
+        f"    IdentityFile {lab.key}\n"
+    )
+    inventory = tmp_path / "aliases.ini"
+    inventory.write_text("[behind]\ninside-1\ninside-2\ninside-3\n[plain]\nbastion\n")
+    log = lab.directory / "hosts" / "jump" / "sshd.log"
+    bridge, loopback = _accepted_from(log, CDN_ADDRESS), _accepted_from(log, "127.0.0.1")
+    proc = audit(
+        "-i",
+        str(inventory),
+        "--known-hosts",
+        str(known),
+        "--ssh-config",
+        str(config),
+        "--url",
+        PROBE_URL,
+        "-o",
+        str(tmp_path / "out"),
+        "--timeout",
+        "30",
+        env=environ(HOME=str(tmp_path)),
+    )
+    assert proc.returncode == 0, proc.stderr
+    hosts = report_hosts(tmp_path / "out")
+    assert {n: h["facts"]["hostname"] for n, h in hosts.items()} == {
+        "inside-1": "jump",
+        "inside-2": "jump",
+        "inside-3": "jump",
+        "bastion": "jump",
+    }
+    # From the auditor's side of the bridge: the bastion audited as a host, plus one
+    # connection that carried all three hosts behind it.
+    assert _accepted_from(log, CDN_ADDRESS) - bridge == 2
+    assert _accepted_from(log, "127.0.0.1") - loopback == 3
+
+
+def test_a_password_only_host_needs_the_right_password(lab: LabInfo, tmp_path: Path) -> None:
+    assert lab.ssh_password is not None
+    common = ("-i", str(lab.inventory), "--known-hosts", str(lab.known_hosts), "--limit", "pwauth")
+    common += ("--url", PROBE_URL, "--timeout", "20")
+    env_clean = environ(AUDITOR_SSH_PASSWORD=None)
+    none = audit(*common, "-o", str(tmp_path / "none"), env=env_clean)
+    assert none.returncode == 3, none.stderr
+    assert report_hosts(tmp_path / "none")["pwauth"]["host_outcome"] == "auth_failed"
+    wrong_password = "Wrong-5d1e-" + "x" * 8
+    wrong = audit(
+        *common, "-o", str(tmp_path / "wrong"), env=environ(AUDITOR_SSH_PASSWORD=wrong_password)
+    )
+    assert wrong.returncode == 3, wrong.stderr
+    assert report_hosts(tmp_path / "wrong")["pwauth"]["host_outcome"] == "auth_failed"
+    for path in (tmp_path / "wrong").iterdir():
+        assert wrong_password not in path.read_text(errors="replace"), path
+    secret_file = tmp_path / "pw"
+    secret_file.write_text(lab.ssh_password.read_text())
+    secret_file.chmod(0o600)
+    right = audit(
+        *common, "-o", str(tmp_path / "file"), "--password-file", str(secret_file), env=env_clean
+    )
+    assert right.returncode == 0, right.stderr
+    host = report_hosts(tmp_path / "file")["pwauth"]
+    assert host["facts"]["hostname"] == "pwauth"
+    assert host["observations"][0]["outcome"] == "reachable"
+
+
+def test_ask_pass_reads_the_password_at_a_terminal_prompt(lab: LabInfo, tmp_path: Path) -> None:
+    import pty
+
+    assert lab.ssh_password is not None
+    password = lab.ssh_password.read_text().strip()
+    out = tmp_path / "out"
+    argv = [
+        str(BIN / "audit"),
+        "-i",
+        str(lab.inventory),
+        "--known-hosts",
+        str(lab.known_hosts),
+        "--limit",
+        "pwauth",
+        "--url",
+        PROBE_URL,
+        "-o",
+        str(out),
+        "--ask-pass",
+        "-q",
+    ]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDITOR_")}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: the audit, on a terminal of its own
+        os.execve(argv[0], argv, env)
+    screen = b""
+    try:
+        deadline = time.monotonic() + 20
+        while b"SSH password:" not in screen:
+            assert time.monotonic() < deadline, screen
+            screen += os.read(fd, 1024)
+        os.write(fd, password.encode() + b"\n")
+        while True:
+            try:
+                chunk = os.read(fd, 1024)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            screen += chunk
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert password.encode() not in screen  # not echoed
+    assert report_hosts(out)["pwauth"]["observations"][0]["outcome"] == "reachable"
+
+
+def test_keys_held_by_an_ssh_agent_log_in(lab: LabInfo, tmp_path: Path) -> None:
+    direct = lab.host("direct")
+    inventory = tmp_path / "agent.ini"
+    inventory.write_text(f"direct ansible_host={direct.address} ansible_user=root\n")
+    sock = tmp_path / "agent.sock"
+    home = tmp_path / "home"  # no ~/.ssh: only the agent can offer a key
+    home.mkdir()
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            assert time.monotonic() < deadline and agent.poll() is None
+            time.sleep(0.05)
+        added = subprocess.run(
+            ["ssh-add", str(lab.key)],
+            env={**os.environ, "SSH_AUTH_SOCK": str(sock)},
+            capture_output=True,
+            text=True,
+        )
+        assert added.returncode == 0, added.stderr
+        common = ("-i", str(inventory), "--known-hosts", str(lab.known_hosts), "--url", PROBE_URL)
+        with_agent = audit(
+            *common,
+            "-o",
+            str(tmp_path / "agent"),
+            env=environ(HOME=str(home), SSH_AUTH_SOCK=str(sock)),
+        )
+        without = audit(
+            *common, "-o", str(tmp_path / "none"), env=environ(HOME=str(home), SSH_AUTH_SOCK=None)
+        )
+    finally:
+        agent.terminate()
+        agent.wait(timeout=10)
+    assert with_agent.returncode == 0, with_agent.stderr
+    assert report_hosts(tmp_path / "agent")["direct"]["facts"]["hostname"] == "direct"
+    assert without.returncode == 3, without.stderr
+    assert report_hosts(tmp_path / "none")["direct"]["host_outcome"] == "auth_failed"
+
+
+def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
+    lab: LabInfo, tmp_path: Path
+) -> None:
+    from auditor.lab.fleet import HostContext, start_service
+    from auditor.lab.netns import namespace_members
+
+    spec = lab.host("blackhole")
+    proc = subprocess.Popen(
+        audit_argv(
+            lab.inventory,
+            lab.known_hosts,
+            PROBE_URL,
+            tmp_path / "o",
+            *("--limit", "blackhole:direct:reject", "--timeout", "40"),
+            *("--probe-timeout", "15", "--probe-connect-timeout", "15"),
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not any(comm == "curl" for _, comm in _processes_in_namespace(spec.namespace)):
+            assert time.monotonic() < deadline, "the probe never started"
+            time.sleep(0.1)
+        # The whole of the host's sshd, listener and sessions alike, as a crash would end it.
+        for member in namespace_members([spec.namespace]):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(member.pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=40)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        # Put the host back as it was for the rest of the session.
+        start_service(HostContext(spec, lab.directory, lab.directory / "hosts" / spec.name))
+        _wait_for_port(spec.address, 22)
+    assert proc.returncode == 1, err  # reject's URL is blocked, whatever else happened
+    hosts = report_hosts(tmp_path / "o")
+    assert hosts["blackhole"]["audited"] is False
+    assert hosts["blackhole"]["host_outcome"] == "error"
+    assert "connection lost" in hosts["blackhole"]["detail"]
+    assert hosts["direct"]["observations"][0]["outcome"] == "reachable"
+    assert hosts["reject"]["observations"][0]["outcome"] == "refused"
+
+
+def _wait_for_port(address: str, port: int) -> None:
+    import socket
+
+    deadline = time.monotonic() + 10
+    while True:
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((address, port)) == 0:
+                return
+        assert time.monotonic() < deadline, f"{address}:{port} did not come back"
+        time.sleep(0.1)

@@ -164,6 +164,29 @@ def test_ntlm_over_http_with_encryption_audits_every_outcome_exactly(
             {"http_status": 403, "proxy": proxy},
         ),
         (
+            # The agent-server style target accepts any 4xx from the origin: a proxy's 403
+            # must still not pass for one (the probe asks the proxy for the tunnel itself).
+            Target(
+                url="https://denied.lab.test/CloudAgent/",
+                name="proxy403-lenient",
+                expected_status=tuple(range(200, 500)),
+            ),
+            Outcome.PROXY_DENIED,
+            f"The remote server returned an error: (403) Forbidden. (proxy {proxy})",
+            {"http_status": 403, "proxy": proxy},
+        ),
+        (
+            Target(
+                url="https://auth.lab.test/status",
+                name="proxy407-lenient",
+                expected_status=tuple(range(200, 500)),
+            ),
+            Outcome.PROXY_DENIED,
+            "The remote server returned an error: (407) Proxy Authentication Required. "
+            f"(proxy {proxy})",
+            {"http_status": 407, "proxy": proxy},
+        ),
+        (
             Target(url="https://auth.lab.test/status", name="proxy407"),
             Outcome.PROXY_DENIED,
             "The remote server returned an error: (407) Proxy Authentication Required. "

@@ -55,6 +55,7 @@ class MixedRun:
     stdout: str
     stderr: str
     password: str
+    ssh_password: str
     cmdlines: frozenset[bytes]
     samples: int
     seconds: float
@@ -80,6 +81,9 @@ def mixed(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> MixedRun:
     out = tmp_path_factory.mktemp("mixed") / "out"
     env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
     env["AUDITOR_WINRM_PASSWORD"] = password
+    assert lab.ssh_password is not None
+    ssh_password = lab.ssh_password.read_text().strip()
+    env["AUDITOR_SSH_PASSWORD"] = ssh_password
     argv = [
         str(BIN / "audit"),
         "-i",
@@ -134,6 +138,7 @@ def mixed(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> MixedRun:
         stdout=stdout,
         stderr=stderr,
         password=password,
+        ssh_password=ssh_password,
         cmdlines=frozenset(seen),
         samples=samples,
         seconds=seconds,
@@ -339,14 +344,20 @@ def test_the_powershell_7_hosts_meet_the_same_real_conditions(
     assert {a["via"] for a in _actions(lab, "win7-direct")} == {"ntlm+sealed"}
 
 
-def test_the_password_is_in_no_report_file_output_or_command_line(mixed: MixedRun) -> None:
-    secret = mixed.password.encode()
+@pytest.mark.parametrize("kind", ["winrm", "ssh"])
+def test_the_password_is_in_no_report_file_output_or_command_line(
+    mixed: MixedRun, kind: str
+) -> None:
+    password = mixed.password if kind == "winrm" else mixed.ssh_password
+    secret = password.encode()
+    if kind == "ssh":  # it was used: the password-only host was audited with it
+        assert mixed.hosts["pwauth"]["audited"] is True
     files = sorted(p for p in mixed.out.iterdir() if p.is_file())
     names = {p.name for p in files}
     assert {"results.jsonl", "report.json", "report.csv", "report.html", "junit.xml"} <= names
     for path in files:
         assert secret not in path.read_bytes(), path
-    assert mixed.password not in mixed.stdout + mixed.stderr
+    assert password not in mixed.stdout + mixed.stderr
     # The sampler ran while the audit did: it saw the audit's own command line, and the
     # endpoints' (which name their config file, never the password).
     assert mixed.samples >= 10
