@@ -276,6 +276,14 @@ def _chain_has(exc: BaseException, names: tuple[str, ...]) -> bool:
     return False
 
 
+# TLS alerts a server sends about the client's certificate (RFC 8446 6.2). Our own check of
+# the server's certificate fails locally (CERTIFICATE_VERIFY_FAILED), never with an alert.
+_CLIENT_CERT_ALERT = re.compile(
+    r"ALERT_(UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|CERTIFICATE_REQUIRED|"
+    r"UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|ACCESS_DENIED)"
+)
+
+
 class _DeadlinePassed(Exception):
     """Our own deadline for the host passed between two WinRM exchanges."""
 
@@ -295,14 +303,26 @@ def _host_error(
             f"WinRM session on {where} did not finish within {round(timeout, 1):g} s",
         )
     if isinstance(exc, AuthenticationError | PermissionError):
+        if ep.auth == "certificate":
+            who = (
+                f"client certificate {ep.cert_pem} not accepted: not mapped to an account "
+                "there, or certificate auth is off"
+            )
+        else:
+            who = f"user {ep.user or '-'}"
         return err(
-            HostOutcome.AUTH_FAILED,
-            f"{exc} (HTTP 401 from {ep.url}, user {ep.user or '-'}, auth {ep.auth})",
+            HostOutcome.AUTH_FAILED, f"{exc} (HTTP 401 from {ep.url}, {who}, auth {ep.auth})"
         )
     if type(exc).__module__.startswith("spnego"):
         return err(HostOutcome.AUTH_FAILED, f"{ep.auth} authentication with {ep.url} failed: {exc}")
     if isinstance(exc, requests.exceptions.SSLError):
         reason = _root_cause(exc)
+        if ep.auth == "certificate" and _CLIENT_CERT_ALERT.search(str(reason)):
+            return err(
+                HostOutcome.AUTH_FAILED,
+                f"{ep.url} refused the client certificate {ep.cert_pem} in the TLS handshake "
+                f"(is its issuer trusted there?): {reason}",
+            )
         return err(HostOutcome.ERROR, f"TLS to WinRM endpoint {ep.url} failed: {reason}")
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return err(HostOutcome.UNREACHABLE, f"connecting to {ep.url} timed out")
