@@ -55,6 +55,7 @@ CREATEPROCESS_MAX_CHARS = 32767
 TRANSPORTS = ("ntlm", "basic", "kerberos", "credssp", "certificate")
 _AuthName = Literal["ntlm", "basic", "kerberos", "credssp", "certificate"]
 _EXTRAS = {"kerberos": "fleet-auditor[kerberos]", "credssp": "fleet-auditor[credssp]"}
+_LOGON_DENIED = "0x8009030c"
 _MAX_DETAIL = 400
 # Time kept back from the host's deadline to Signal and Delete the shell.
 _CLEANUP_RESERVE = 2.0
@@ -312,6 +313,13 @@ def _host_error(
             who = f"user {ep.user or '-'}"
         return err(
             HostOutcome.AUTH_FAILED, f"{exc} (HTTP 401 from {ep.url}, {who}, auth {ep.auth})"
+        )
+    if type(exc).__module__.startswith("requests_credssp"):
+        # requests-credssp has no name for the NTSTATUS the acceptor sends back.
+        hint = " (SEC_E_LOGON_DENIED: wrong user or password)" if _LOGON_DENIED in str(exc) else ""
+        return err(
+            HostOutcome.AUTH_FAILED,
+            f"credssp authentication with {ep.url} failed for user {ep.user or '-'}: {exc}{hint}",
         )
     if type(exc).__module__.startswith("spnego"):
         return err(HostOutcome.AUTH_FAILED, f"{ep.auth} authentication with {ep.url} failed: {exc}")

@@ -183,3 +183,54 @@ def test_certificate_auth_ignores_a_password_it_was_given(
         transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
         assert transport.endpoint(host).password is None
         _audits(transport, host, loopback)
+
+
+# --- CredSSP ----------------------------------------------------------------------------
+
+
+def _credssp_host(port: int, scheme: str, **hostvars: Any) -> Host:
+    return windows_host(
+        port, ansible_winrm_transport="credssp", ansible_winrm_scheme=scheme, **hostvars
+    )
+
+
+def test_credssp_with_the_right_password_audits_sealed_over_http(
+    loopback: Loopback, tmp_path: Path
+) -> None:
+    log = tmp_path / "actions.jsonl"
+    config = {"auth": ["credssp"], "network": _network(loopback), "audit_log": str(log)}
+    with endpoint(tmp_path / "ep", **config) as wsman:
+        transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
+        _audits(transport, _credssp_host(wsman.port, "http"), loopback)
+    entries = audit_log(log)
+    assert {(e["user"], e["via"]) for e in entries} == {(USER, "credssp+sealed")}
+
+
+def test_credssp_over_https_audits(loopback: Loopback, tmp_path: Path) -> None:
+    tls = endpoint_tls(tmp_path / "pki")
+    log = tmp_path / "actions.jsonl"
+    config = {
+        "auth": ["credssp"],
+        "tls": {"cert": str(tls.cert), "key": str(tls.key)},
+        "network": _network(loopback),
+        "audit_log": str(log),
+    }
+    with endpoint(tmp_path / "ep", **config) as wsman:
+        transport = WinRMTransport(WinRMOptions(ca_bundle=str(tls.ca)), Secret(PASSWORD), 1)
+        _audits(transport, _credssp_host(wsman.port, "https"), loopback)
+    assert {(e["user"], e["via"]) for e in audit_log(log)} == {(USER, "credssp+tls")}
+
+
+def test_credssp_with_a_wrong_password_is_auth_failed(loopback: Loopback, tmp_path: Path) -> None:
+    log = tmp_path / "actions.jsonl"
+    config = {"auth": ["credssp"], "network": _network(loopback), "audit_log": str(log)}
+    with endpoint(tmp_path / "ep", **config) as wsman:
+        transport = WinRMTransport(WinRMOptions(), Secret("not-" + PASSWORD), max_workers=1)
+        error = _host_error(transport, _credssp_host(wsman.port, "http"), loopback)
+    assert error.outcome == HostOutcome.AUTH_FAILED
+    assert error.detail.startswith(
+        f"credssp authentication with http://127.0.0.1:{wsman.port}/wsman failed for user {USER}: "
+    )
+    assert error.detail.endswith("(SEC_E_LOGON_DENIED: wrong user or password)")
+    assert "not-" not in error.detail
+    assert audit_log(log) == []
