@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import requests
 import winrm.transport
@@ -55,7 +56,9 @@ CREATEPROCESS_MAX_CHARS = 32767
 TRANSPORTS = ("ntlm", "basic", "kerberos", "credssp", "certificate")
 _AuthName = Literal["ntlm", "basic", "kerberos", "credssp", "certificate"]
 _EXTRAS = {"kerberos": "fleet-auditor[kerberos]", "credssp": "fleet-auditor[credssp]"}
+_NO_PASSWORD = ("certificate", "kerberos")
 _LOGON_DENIED = "0x8009030c"
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _MAX_DETAIL = 400
 # Time kept back from the host's deadline to Signal and Delete the shell.
 _CLEANUP_RESERVE = 2.0
@@ -114,6 +117,8 @@ class WinRMEndpoint:
     cert_pem: str | None
     cert_key_pem: str | None
     message_encryption: str
+    # The host name in the Kerberos SPN (HTTP/<name>) when the URL holds an address.
+    kerberos_hostname: str | None = None
 
     def __repr__(self) -> str:
         return f"WinRMEndpoint(host={self.host!r}, url={self.url!r}, auth={self.auth!r})"
@@ -197,13 +202,17 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
         host.name, hv, "ansible_password", "ansible_winrm_password", "ansible_winrm_pass"
     )
     secret = inventory_password if inventory_password is not None else password
+    if auth in _NO_PASSWORD:
+        # The identity is the client certificate or the ticket in the Kerberos credential
+        # cache; a password given anyway is not sent anywhere.
+        secret = None
     if auth == "certificate":
         if scheme != "https" or not cert_pem or not cert_key_pem:
             raise InputError(
                 f"host {host.name}: certificate auth needs https and both "
                 "ansible_winrm_cert_pem and ansible_winrm_cert_key_pem"
             )
-    else:
+    elif auth != "kerberos":
         if not user:
             raise InputError(f"host {host.name}: no WinRM user (set ansible_user)")
         if secret is None:
@@ -219,13 +228,27 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
         url=f"{scheme}://{address}:{port}{path}",
         auth=auth,
         user=None if auth == "certificate" else user,
-        password=None if auth == "certificate" else secret,
+        password=secret,
         validate_cert=validation == "validate",
         ca_bundle=_var(hv, "ansible_winrm_ca_trust_path") or options.ca_bundle,
         cert_pem=None if cert_pem is None else str(cert_pem),
         cert_key_pem=None if cert_key_pem is None else str(cert_key_pem),
         message_encryption=encryption,
+        kerberos_hostname=_kerberos_hostname(host, auth),
     )
+
+
+def _kerberos_hostname(host: Host, auth: str) -> str | None:
+    value = _var(host.vars, "ansible_winrm_kerberos_hostname_override")
+    if value is None or auth != "kerberos":
+        return None
+    name = str(value).strip()
+    if not name or not all(part and _DNS_LABEL.fullmatch(part) for part in name.split(".")):
+        raise InputError(
+            f"host {host.name}: ansible_winrm_kerberos_hostname_override={value!r} "
+            "is not a host name"
+        )
+    return name
 
 
 # --- turning failures into host-level outcomes -----------------------------------------
@@ -285,6 +308,10 @@ _CLIENT_CERT_ALERT = re.compile(
 )
 
 
+# The (message, code) pairs in a pykerberos GSSError as requests-kerberos words it.
+_GSS_MESSAGE = re.compile(r"""\((['"])(.*?)\1, -?\d+\)""")
+
+
 class _DeadlinePassed(Exception):
     """Our own deadline for the host passed between two WinRM exchanges."""
 
@@ -313,6 +340,23 @@ def _host_error(
             who = f"user {ep.user or '-'}"
         return err(
             HostOutcome.AUTH_FAILED, f"{exc} (HTTP 401 from {ep.url}, {who}, auth {ep.auth})"
+        )
+    kind = type(exc).__name__
+    if kind in ("KerberosExchangeError", "MutualAuthenticationError"):
+        host = ep.kerberos_hostname or urlsplit(ep.url).hostname or ""
+        spn = f"HTTP/{host.strip('[]')}"
+        if kind == "MutualAuthenticationError":
+            return err(
+                HostOutcome.AUTH_FAILED,
+                f"Kerberos authentication to {ep.url} (SPN {spn}) failed: the endpoint did not "
+                "prove that it holds the SPN's key",
+            )
+        messages = [m for _, m in _GSS_MESSAGE.findall(str(exc)) if not m.startswith("Unspecified")]
+        reasons = "; ".join(messages) or str(exc)
+        return err(
+            HostOutcome.AUTH_FAILED,
+            f"Kerberos authentication to {ep.url} (SPN {spn}) failed before any request: "
+            f"no service ticket (run kinit; check the SPN and the realm): {reasons}",
         )
     if type(exc).__module__.startswith("requests_credssp"):
         # requests-credssp has no name for the NTSTATUS the acceptor sends back.
@@ -393,6 +437,7 @@ class _Session:
             operation_timeout_sec=self.op_timeout,
             read_timeout_sec=self.op_timeout + 5,
             message_encryption=cast(Literal["auto", "always", "never"], ep.message_encryption),
+            kerberos_hostname_override=ep.kerberos_hostname,
             proxy=None,  # never pick up the auditor's own http(s)_proxy for management traffic
         )
 

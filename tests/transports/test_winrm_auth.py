@@ -9,13 +9,17 @@ endpoint is an emulation of a Windows WinRM service, not Windows.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from auditor.errors import HostLevelError
+from auditor.errors import HostLevelError, InputError
 from auditor.lab import pki
 from auditor.models import Host, Target
 from auditor.outcomes import HostOutcome, Outcome
@@ -24,6 +28,7 @@ from auditor.probes.powershell import build_powershell_job, parse_powershell
 from auditor.secret import Secret
 from auditor.transports.base import RawOutput
 from auditor.transports.winrm import WinRMOptions, WinRMTransport
+from tests.support.kdc import Realm, kdc, tools_missing
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.wsman_env import (
     PASSWORD,
@@ -37,6 +42,7 @@ from tests.support.wsman_env import (
 )
 
 SETTINGS = ProbeSettings(connect_timeout=2.0, max_time=2.0)
+BIN = Path(sys.executable).parent
 UPN = f"{USER}@localhost"
 
 
@@ -185,6 +191,117 @@ def test_certificate_auth_ignores_a_password_it_was_given(
         _audits(transport, host, loopback)
 
 
+# --- Kerberos ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def realm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Realm]:
+    missing = tools_missing()
+    if missing:
+        pytest.fail(f"MIT Kerberos programs missing: {', '.join(missing)} (make sysdeps)")
+    with kdc(tmp_path_factory.mktemp("realm"), USER, PASSWORD) as running:
+        yield running
+
+
+def _kerberos_config(
+    realm: Realm, lb: Loopback, log: Path, keytab: Path | None = None
+) -> dict[str, Any]:
+    return {
+        "auth": ["kerberos"],
+        "kerberos": {
+            "keytab": str(keytab or realm.keytab),
+            "krb5_config": str(realm.krb5_conf),
+            "realm": realm.name,
+        },
+        "network": _network(lb),
+        "audit_log": str(log),
+    }
+
+
+def _kerberos_host(realm: Realm, port: int, **hostvars: Any) -> Host:
+    variables: dict[str, Any] = {
+        "ansible_winrm_transport": "kerberos",
+        "ansible_winrm_scheme": "http",
+        "ansible_winrm_kerberos_hostname_override": realm.service_host,
+    }
+    variables.update(hostvars)
+    return windows_host(port, **{k: v for k, v in variables.items() if v is not None})
+
+
+@pytest.fixture
+def ticket(realm: Realm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A credential cache holding the user's TGT, made the process's default."""
+    ccache = tmp_path / "ccache"
+    realm.kinit(ccache)
+    for name, value in realm.env(ccache).items():
+        monkeypatch.setenv(name, value)
+    return ccache
+
+
+def test_with_a_ticket_kerberos_audits_sealed_over_http_without_a_password(
+    realm: Realm, ticket: Path, loopback: Loopback, tmp_path: Path
+) -> None:
+    log = tmp_path / "actions.jsonl"
+    with endpoint(tmp_path / "ep", **_kerberos_config(realm, loopback, log)) as wsman:
+        host = _kerberos_host(realm, wsman.port)
+        ep = _no_password().endpoint(host)
+        assert (ep.auth, ep.password, ep.kerberos_hostname) == (
+            "kerberos",
+            None,
+            realm.service_host,
+        )
+        _audits(_no_password(), host, loopback)
+    entries = audit_log(log)
+    assert {(e["user"], e["via"]) for e in entries} == {(USER, "kerberos+sealed")}
+    assert [e["action"] for e in entries][:2] == ["Create", "Command"]
+
+
+def test_without_a_ticket_kerberos_is_auth_failed(
+    realm: Realm, loopback: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty-ccache"
+    for name, value in realm.env(empty).items():
+        monkeypatch.setenv(name, value)
+    with endpoint(tmp_path / "ep", **_kerberos_config(realm, loopback, tmp_path / "log")) as wsman:
+        error = _host_error(_no_password(), _kerberos_host(realm, wsman.port), loopback)
+    assert error.outcome == HostOutcome.AUTH_FAILED
+    assert error.detail.startswith(
+        f"Kerberos authentication to http://127.0.0.1:{wsman.port}/wsman "
+        f"(SPN HTTP/{realm.service_host}) failed before any request: no service ticket"
+    )
+    assert error.detail.endswith(
+        "No credentials were supplied, or the credentials were unavailable or inaccessible; "
+        f"Can't find client principal {USER}@{realm.name} in cache collection"
+    )
+
+
+def test_an_spn_the_kdc_does_not_know_is_auth_failed(
+    realm: Realm, ticket: Path, loopback: Loopback, tmp_path: Path
+) -> None:
+    # Without the override the SPN is HTTP/127.0.0.1, which the realm has no key for.
+    with endpoint(tmp_path / "ep", **_kerberos_config(realm, loopback, tmp_path / "log")) as wsman:
+        host = _kerberos_host(realm, wsman.port, ansible_winrm_kerberos_hostname_override=None)
+        error = _host_error(_no_password(), host, loopback)
+    assert error.outcome == HostOutcome.AUTH_FAILED
+    assert "(SPN HTTP/127.0.0.1)" in error.detail
+    assert error.detail.endswith(
+        f"Server HTTP/127.0.0.1@{realm.name} not found in Kerberos database"
+    )
+
+
+def test_a_service_with_a_stale_keytab_is_auth_failed(
+    realm: Realm, ticket: Path, loopback: Loopback, tmp_path: Path
+) -> None:
+    config = _kerberos_config(realm, loopback, tmp_path / "log", keytab=realm.stale_keytab)
+    with endpoint(tmp_path / "ep", **config) as wsman:
+        error = _host_error(_no_password(), _kerberos_host(realm, wsman.port), loopback)
+    assert error.outcome == HostOutcome.AUTH_FAILED
+    assert error.detail == (
+        "the specified credentials were rejected by the server "
+        f"(HTTP 401 from http://127.0.0.1:{wsman.port}/wsman, user {USER}, auth kerberos)"
+    )
+
+
 # --- CredSSP ----------------------------------------------------------------------------
 
 
@@ -234,3 +351,82 @@ def test_credssp_with_a_wrong_password_is_auth_failed(loopback: Loopback, tmp_pa
     assert error.detail.endswith("(SEC_E_LOGON_DENIED: wrong user or password)")
     assert "not-" not in error.detail
     assert audit_log(log) == []
+
+
+def test_kerberos_asks_for_no_password_and_takes_the_spn_host_from_the_inventory() -> None:
+    host = windows_host(
+        5985,
+        ansible_winrm_transport="kerberos",
+        ansible_winrm_kerberos_hostname_override="web01.corp.example",
+        ansible_password="inventory-secret",
+    )
+    for password in (None, Secret(PASSWORD)):
+        ep = WinRMTransport(WinRMOptions(), password, max_workers=1).endpoint(host)
+        assert (ep.auth, ep.password, ep.user) == ("kerberos", None, USER)
+        assert ep.kerberos_hostname == "web01.corp.example"
+    # The override is only for Kerberos, and must be a host name.
+    ntlm = windows_host(5985, ansible_winrm_kerberos_hostname_override="web01.corp.example")
+    assert _no_password_with(Secret(PASSWORD)).endpoint(ntlm).kerberos_hostname is None
+    bad = windows_host(
+        5985,
+        ansible_winrm_transport="kerberos",
+        ansible_winrm_kerberos_hostname_override="web01/evil@REALM",
+    )
+    with pytest.raises(InputError, match="is not a host name"):
+        _no_password().endpoint(bad)
+
+
+def _no_password_with(password: Secret) -> WinRMTransport:
+    return WinRMTransport(WinRMOptions(), password, max_workers=1)
+
+
+def test_with_a_ticket_kerberos_audits_over_https(
+    realm: Realm, ticket: Path, loopback: Loopback, tmp_path: Path
+) -> None:
+    tls = endpoint_tls(tmp_path / "pki")
+    log = tmp_path / "actions.jsonl"
+    config = _kerberos_config(realm, loopback, log)
+    config["tls"] = {"cert": str(tls.cert), "key": str(tls.key)}
+    with endpoint(tmp_path / "ep", **config) as wsman:
+        host = _kerberos_host(realm, wsman.port, ansible_winrm_scheme="https")
+        transport = WinRMTransport(WinRMOptions(ca_bundle=str(tls.ca)), None, max_workers=1)
+        _audits(transport, host, loopback)
+    assert {(e["user"], e["via"]) for e in audit_log(log)} == {(USER, "kerberos+tls")}
+
+
+def test_the_audit_command_runs_a_kerberos_host_with_no_password_anywhere(
+    realm: Realm, loopback: Loopback, tmp_path: Path
+) -> None:
+    ccache = tmp_path / "ccache"
+    realm.kinit(ccache)
+    log = tmp_path / "actions.jsonl"
+    with endpoint(tmp_path / "ep", **_kerberos_config(realm, loopback, log)) as wsman:
+        inventory = tmp_path / "inv.ini"
+        inventory.write_text(
+            "[windows]\n"
+            f"win-krb ansible_host=127.0.0.1 ansible_port={wsman.port} ansible_user={USER}\n"
+            "[windows:vars]\nansible_connection=winrm\nansible_winrm_transport=kerberos\n"
+            "ansible_winrm_scheme=http\n"
+            f"ansible_winrm_kerberos_hostname_override={realm.service_host}\n"
+        )
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.lower().endswith("_proxy") and not k.startswith(("AUDITOR_", "KRB5"))
+        }
+        env.update(realm.env(ccache))
+        out = tmp_path / "report"
+        url = _target(loopback).url
+        proc = subprocess.run(
+            [str(BIN / "audit"), "-i", str(inventory), "--url", url, "-o", str(out), "-q"],
+            capture_output=True,
+            text=True,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr
+    (host,) = json.loads((out / "report.json").read_text())["hosts"]
+    assert host["host"]["name"] == "win-krb"
+    assert [t["outcome"] for t in host["observations"]] == ["reachable"]
+    assert {(e["user"], e["via"]) for e in audit_log(log)} == {(USER, "kerberos+sealed")}
