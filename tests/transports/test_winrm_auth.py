@@ -9,6 +9,7 @@ endpoint is an emulation of a Windows WinRM service, not Windows.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ from auditor.probes import ProbeSettings
 from auditor.probes.powershell import build_powershell_job, parse_powershell
 from auditor.secret import Secret
 from auditor.transports.base import RawOutput
-from auditor.transports.winrm import WinRMOptions, WinRMTransport
+from auditor.transports.winrm import WinRMOptions, WinRMTransport, command_line
 from tests.support.kdc import Realm, kdc, tools_missing
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.wsman_env import (
@@ -336,6 +337,25 @@ def test_credssp_over_https_audits(loopback: Loopback, tmp_path: Path) -> None:
         transport = WinRMTransport(WinRMOptions(ca_bundle=str(tls.ca)), Secret(PASSWORD), 1)
         _audits(transport, _credssp_host(wsman.port, "https"), loopback)
     assert {(e["user"], e["via"]) for e in audit_log(log)} == {(USER, "credssp+tls")}
+
+
+def test_credssp_seals_messages_over_16_kib_in_parts_both_ways(
+    loopback: Loopback, tmp_path: Path
+) -> None:
+    # Names that compress badly make a Command body well over 16 KiB, which pywinrm sends as
+    # multipart/x-multi-encrypted; 120 records make the reply as long.
+    names = [hashlib.sha256(str(i).encode()).hexdigest()[:24] for i in range(120)]
+    targets = [_target(loopback)] + [
+        Target(url=f"https://h{name}.nohost.invalid/{name[:12]}", name=name) for name in names
+    ]
+    assert len(command_line(build_powershell_job(targets, SETTINGS).script)) > 16384
+    config = {"auth": ["credssp"], "network": _network(loopback)}
+    with endpoint(tmp_path / "ep", **config) as wsman:
+        transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
+        raw = _run(transport, _credssp_host(wsman.port, "http"), targets)
+    assert len(raw.stdout) > 16384
+    observations = parse_powershell(raw, targets, SETTINGS.nonce).observations
+    assert [o.outcome for o in observations] == [Outcome.REACHABLE] + [Outcome.DNS_FAILURE] * 120
 
 
 def test_credssp_with_a_wrong_password_is_auth_failed(loopback: Loopback, tmp_path: Path) -> None:
