@@ -180,15 +180,21 @@ def kdc(directory: Path, user: str, password: str) -> Iterator[Realm]:
     keytab = directory / "http.keytab"
     _run([*kadmin, f"ktadd -k {stale} {service}"], env)
     _run([*kadmin, f"ktadd -k {keytab} {service}"], env)
-    process = subprocess.Popen(
-        [_tool("krb5kdc"), "-n", "-r", REALM],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    # Its stderr goes to a file: a pipe nobody reads could fill and stall the KDC.
+    with open(directory / "krb5kdc.stderr", "wb") as stderr:
+        process = subprocess.Popen(
+            [_tool("krb5kdc"), "-n", "-r", REALM],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
     try:
-        _wait_listening(port, process, 15.0)
+        try:
+            _wait_listening(port, process, 15.0)
+        except RuntimeError as exc:
+            said = (directory / "krb5kdc.stderr").read_text(errors="replace").strip()
+            raise RuntimeError(f"{exc}: {said}") from None
         yield Realm(
             name=REALM,
             directory=directory,
@@ -208,5 +214,3 @@ def kdc(directory: Path, user: str, password: str) -> Iterator[Realm]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(timeout=5)
-        if process.stderr is not None:
-            process.stderr.close()

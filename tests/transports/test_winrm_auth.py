@@ -9,9 +9,12 @@ endpoint is an emulation of a Windows WinRM service, not Windows.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import spnego
 
 from auditor.errors import HostLevelError, InputError
 from auditor.lab import pki
@@ -356,6 +360,44 @@ def test_credssp_seals_messages_over_16_kib_in_parts_both_ways(
     assert len(raw.stdout) > 16384
     observations = parse_powershell(raw, targets, SETTINGS.nonce).observations
     assert [o.outcome for o in observations] == [Outcome.REACHABLE] + [Outcome.DNS_FAILURE] * 120
+
+
+def _credssp_logon(port: int, delegated_password: str) -> int:
+    """Run CredSSP by hand on one connection: NTLM inside with the right password, then
+    delegate `delegated_password`. The HTTP status of the last answer."""
+    inner = spnego.client(USER, PASSWORD, hostname="127.0.0.1", service="HTTP", protocol="ntlm")
+    context = spnego.client(
+        USER,
+        delegated_password,
+        hostname="127.0.0.1",
+        service="HTTP",
+        protocol="credssp",
+        credssp_negotiate_context=inner,
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    token: bytes | None = None
+    try:
+        while True:
+            out = context.step(token)
+            headers = {"Authorization": f"CredSSP {base64.b64encode(out or b'').decode()}"}
+            connection.request("POST", "/wsman", body=b"", headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            found = re.search(r"CredSSP (\S+)", answer.getheader("WWW-Authenticate") or "")
+            if answer.status != 401 or found is None:
+                return answer.status
+            token = base64.b64decode(found.group(1))
+    finally:
+        connection.close()
+
+
+def test_credssp_refuses_delegated_credentials_that_are_not_the_accounts(
+    tmp_path: Path,
+) -> None:
+    with endpoint(tmp_path / "ep", auth=["credssp"]) as wsman:
+        assert _credssp_logon(wsman.port, PASSWORD) == 200
+        # NTLM inside succeeds; only the delegated password is wrong.
+        assert _credssp_logon(wsman.port, "not-" + PASSWORD) == 401
 
 
 def test_credssp_with_a_wrong_password_is_auth_failed(loopback: Loopback, tmp_path: Path) -> None:
