@@ -157,6 +157,16 @@ def _extra_missing(auth: str) -> bool:
     return False
 
 
+def needs_password(host: Host, options: WinRMOptions) -> bool:
+    """Whether `host` authenticates with a password (not a client certificate or a Kerberos
+    ticket). A transport setting that cannot be resolved counts as needing one."""
+    try:
+        auth = _pick_transport(host, _var(host.vars, "ansible_winrm_transport"), options.transport)
+    except InputError:
+        return True
+    return auth not in _NO_PASSWORD
+
+
 def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None) -> WinRMEndpoint:
     """Merge a host's Ansible variables over `options`; raises `InputError` naming the host."""
     hv = host.vars
