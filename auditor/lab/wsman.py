@@ -174,9 +174,13 @@ class EndpointConfig:
         users = doc.get("users", {})
         if not isinstance(users, dict) or not all(isinstance(v, str) for v in users.values()):
             raise ValueError("users must map names to passwords")
+        entries = doc.get("client_certificates", [])
+        if not all(
+            isinstance(m, dict) and {"subject", "issuer", "user"} <= m.keys() for m in entries
+        ):
+            raise ValueError("client_certificates entries need subject, issuer and user")
         mappings = tuple(
-            CertificateMapping(str(m["subject"]), str(m["issuer"]), str(m["user"]))
-            for m in doc.get("client_certificates", [])
+            CertificateMapping(str(m["subject"]), str(m["issuer"]), str(m["user"])) for m in entries
         )
         kerberos = doc.get("kerberos") or {}
         machine = Machine(**doc.get("machine", {}))

@@ -26,6 +26,7 @@ import spnego
 
 from auditor.errors import HostLevelError, InputError
 from auditor.lab import pki
+from auditor.lab.wsman import EndpointConfig
 from auditor.models import Host, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
@@ -504,3 +505,14 @@ def test_the_audit_command_runs_a_kerberos_host_with_no_password_anywhere(
     assert host["host"]["name"] == "win-krb"
     assert [t["outcome"] for t in host["observations"]] == ["reachable"]
     assert {(e["user"], e["via"]) for e in audit_log(log)} == {(USER, "kerberos+sealed")}
+
+
+def test_the_endpoint_refuses_a_certificate_mapping_without_its_fields(tmp_path: Path) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"client_certificates": [{"subject": UPN, "user": USER}]}))
+    with pytest.raises(ValueError, match="need subject, issuer and user"):
+        EndpointConfig.from_file(path)
+    path.write_text(
+        json.dumps({"client_certificates": [{"subject": UPN, "issuer": "AB", "user": USER}]})
+    )
+    assert EndpointConfig.from_file(path).client_certificates[0].issuer == "AB"
