@@ -4,6 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SYSTEM_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget shellcheck openssl
+# Kerberos tests: a throwaway MIT realm (kdc, kadmin.local, kinit), and the headers and
+# compiler the Kerberos Python bindings build with.
+SYSTEM_PACKAGES += krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
 LAB_DIR ?= lab
 
 .PHONY: demo test lint typecheck unit sysdeps venv bench fuzz clean lab-down
@@ -19,6 +22,8 @@ sysdeps:
 	fi
 
 $(STAMP): pyproject.toml
+	@# The Kerberos bindings in the test extras compile against libkrb5-dev.
+	@$(MAKE) --no-print-directory sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'

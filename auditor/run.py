@@ -74,9 +74,20 @@ def _passwords(opts: Mapping[str, Any], hosts: Sequence[Host]) -> dict[str, Secr
         kinds = {h.connection for h in hosts}
         if Connection.SSH in kinds and ssh is None:
             ssh = Secret(getpass.getpass("SSH password: "))
-        if Connection.WINRM in kinds and winrm is None:
+        if winrm is None and _winrm_needs_password(opts, hosts):
             winrm = Secret(getpass.getpass("WinRM password: "))
     return {"ssh": ssh, "winrm": winrm}
+
+
+def _winrm_needs_password(opts: Mapping[str, Any], hosts: Sequence[Host]) -> bool:
+    """Whether any WinRM host uses a password (certificate and Kerberos hosts do not)."""
+    windows = [h for h in hosts if h.connection == Connection.WINRM]
+    if not windows:
+        return False
+    from auditor.transports.winrm import needs_password, winrm_options_from
+
+    options = winrm_options_from(opts)
+    return any(needs_password(h, options) for h in windows)
 
 
 def build_config(opts: Mapping[str, Any]) -> AuditConfig:

@@ -1,14 +1,22 @@
 """A WS-Management endpoint for the lab and the tests: `python -m auditor.lab.wsman --config F`.
 
 It speaks the exchange pywinrm performs, on the wire: HTTP POST /wsman, SOAP Create (cmd
-shell), Command, Receive until CommandState/Done, Signal (terminate) and Delete; real NTLM
-(pyspnego's acceptor) with NTLM message encryption of the SOAP bodies over HTTP exactly as
-pywinrm's `winrm/encryption.py` frames it (multipart/encrypted,
-protocol="application/HTTP-SPNEGO-session-encrypted"), and Basic auth over HTTPS. Commands
-are run by `auditor.lab.ps51`, which answers as Windows PowerShell 5.1 would, or, with
+shell), Command, Receive until CommandState/Done, Signal (terminate) and Delete. It
+authenticates with real acceptors: NTLM (pyspnego), Kerberos (pyspnego over GSSAPI, with a
+keytab from a real KDC), CredSSP (pyspnego's acceptor, NTLM inside, delegated credentials
+checked), Basic over HTTPS, and client certificates over HTTPS (verified against a client CA,
+mapped to an account by the certificate's UPN and issuer, as WinRM's ClientCertificate
+mappings do). Over HTTP the SOAP bodies are sealed with the authentication's session key
+exactly as pywinrm's `winrm/encryption.py` frames it (multipart/encrypted, protocol
+"application/HTTP-SPNEGO-session-encrypted" for NTLM and Kerberos,
+"application/HTTP-CredSSP-session-encrypted" for CredSSP). Commands are run by
+`auditor.lab.ps51`, which answers as Windows PowerShell 5.1 would, or, with
 `"powershell": "7"` in the config, as PowerShell 7.4+ would (`auditor.lab.ps7`).
 
-Everything secret comes from the config FILE (users and passwords), never from argv. The
+Everything secret comes from the config FILE (users and passwords), never from argv. `auth`
+lists the enabled schemes (ntlm, basic, certificate, credssp, kerberos); `tls.client_ca` and
+`client_certificates` ([{subject: UPN, issuer: CA thumbprint, user}]) set up certificate auth;
+`kerberos` ({keytab, krb5_config, realm}) points the Kerberos acceptor at its service key. The
 config also selects WinRM-level faults:
   normal                the probe runs
   hang                  the command never completes: Receive answers "Running", no output
@@ -37,6 +45,7 @@ import os
 import re
 import selectors
 import signal
+import socket
 import ssl
 import struct
 import subprocess
@@ -57,6 +66,7 @@ from xml.sax.saxutils import escape
 import spnego
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from auditor.lab import ps7
 from auditor.lab.ps51 import (
@@ -95,7 +105,19 @@ SHELL_URI = "http://schemas.microsoft.com/wbem/wsman/1/windows/shell/cmd"
 _SHELL_NS = NS["rsp"]
 _MAX_BODY = 1 << 20
 _BOUNDARY = b"--Encrypted Boundary"
-_ENCRYPTED_PROTOCOL = "application/HTTP-SPNEGO-session-encrypted"
+_SPNEGO_SEALED = "application/HTTP-SPNEGO-session-encrypted"
+_KERBEROS_SEALED = "application/HTTP-Kerberos-session-encrypted"
+_CREDSSP_SEALED = "application/HTTP-CredSSP-session-encrypted"
+# pywinrm seals Kerberos as SPNEGO; MS-WSMV 2.2.9.1.2 names the Kerberos one: accept both.
+_SEALED_BY = {
+    "ntlm": (_SPNEGO_SEALED,),
+    "kerberos": (_SPNEGO_SEALED, _KERBEROS_SEALED),
+    "credssp": (_CREDSSP_SEALED,),
+}
+_ENCRYPTED_TYPES = ("multipart/encrypted", "multipart/x-multi-encrypted")
+_CREDSSP_CHUNK = 16384
+_MUTUAL = "http://schemas.dmtf.org/wbem/wsman/1/wsman/secprofile/https/mutual"
+_UPN_OID = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
 _QUOTA_TEXT = (
     "The WS-Management service cannot process the request. This user is allowed a maximum "
     "number of {n} concurrent shells, which has been exceeded. Close existing shells or raise "
@@ -108,6 +130,17 @@ _TIMEOUT_TEXT = (
 
 
 @dataclass(frozen=True)
+class CertificateMapping:
+    """A client certificate mapping, like `New-Item WSMan:\\localhost\\ClientCertificate`:
+    a certificate whose UPN is `subject`, issued by the CA whose SHA-1 thumbprint is `issuer`,
+    logs on as `user`."""
+
+    subject: str
+    issuer: str
+    user: str
+
+
+@dataclass(frozen=True)
 class EndpointConfig:
     """The endpoint's settings, read from the JSON config file."""
 
@@ -115,6 +148,13 @@ class EndpointConfig:
     port: int = 0
     tls_cert: str | None = None
     tls_key: str | None = None
+    # With a client CA the HTTPS listener asks for a client certificate (certificate auth).
+    tls_client_ca: str | None = None
+    client_certificates: tuple[CertificateMapping, ...] = ()
+    # Kerberos: the service keytab and the krb5.conf of the realm (both read by GSSAPI).
+    kerberos_keytab: str | None = None
+    krb5_config: str | None = None
+    kerberos_realm: str | None = None
     auth: tuple[str, ...] = ("ntlm", "basic")
     users: Mapping[str, str] = field(default_factory=dict, repr=False)
     behaviour: str = "normal"
@@ -153,6 +193,15 @@ class EndpointConfig:
         users = doc.get("users", {})
         if not isinstance(users, dict) or not all(isinstance(v, str) for v in users.values()):
             raise ValueError("users must map names to passwords")
+        entries = doc.get("client_certificates", [])
+        if not all(
+            isinstance(m, dict) and {"subject", "issuer", "user"} <= m.keys() for m in entries
+        ):
+            raise ValueError("client_certificates entries need subject, issuer and user")
+        mappings = tuple(
+            CertificateMapping(str(m["subject"]), str(m["issuer"]), str(m["user"])) for m in entries
+        )
+        kerberos = doc.get("kerberos") or {}
         powershell = str(doc.get("powershell", "5.1"))
         if powershell not in FLAVOURS:
             raise ValueError(f"powershell must be one of {', '.join(FLAVOURS)}")
@@ -177,6 +226,11 @@ class EndpointConfig:
             port=int(doc.get("port", 0)),
             tls_cert=tls.get("cert"),
             tls_key=tls.get("key"),
+            tls_client_ca=tls.get("client_ca"),
+            client_certificates=mappings,
+            kerberos_keytab=kerberos.get("keytab"),
+            krb5_config=kerberos.get("krb5_config"),
+            kerberos_realm=kerberos.get("realm"),
             auth=auth,
             users={str(k): v for k, v in users.items()},
             behaviour=behaviour,
@@ -448,6 +502,45 @@ def _cbt(cert_path: str) -> spnego.channel_bindings.GssChannelBindings:
     )
 
 
+def _client_cas(path: str | None) -> dict[bytes, str]:
+    """The client CA file's certificates: DER subject name -> SHA-1 thumbprint (hex, upper)."""
+    if not path:
+        return {}
+    cas = x509.load_pem_x509_certificates(Path(path).read_bytes())
+    return {
+        ca.subject.public_bytes(): ca.fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303
+        for ca in cas
+    }
+
+
+def _upn(cert: x509.Certificate) -> str | None:
+    """The user principal name in the certificate's SAN (otherName, szOID_NT_PRINCIPAL_NAME)."""
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    for name in sans.get_values_for_type(x509.OtherName):
+        value = name.value
+        # A DER UTF8String with a short-form length: every UPN a test or the lab makes.
+        if name.type_id == _UPN_OID and len(value) > 2 and value[0] == 0x0C and value[1] < 0x80:
+            return value[2 : 2 + value[1]].decode("utf-8", errors="replace")
+    return None
+
+
+def _linger(sock: socket.socket) -> None:
+    """Close after a failed handshake so that the client reads the TLS alert.
+
+    Under TLS 1.3 a client has already sent its request when the server rejects its
+    certificate; closing with that request unread would reset the connection and discard the
+    alert, leaving the client with a bare EOF.
+    """
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_WR)
+        sock.settimeout(1.0)
+        while sock.recv(65536):
+            pass
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # Several hosts' audits and NTLM's three legs arrive at once; a short backlog drops them.
@@ -458,10 +551,17 @@ class _Server(ThreadingHTTPServer):
         self.service = Service(config)
         self.stopping = threading.Event()
         self.bindings = _cbt(config.tls_cert) if config.tls_cert else None
+        self.client_cas = _client_cas(config.tls_client_ca)
         self.tls: ssl.SSLContext | None = None
         if config.tls_cert and config.tls_key:
             self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             self.tls.load_cert_chain(config.tls_cert, config.tls_key)
+            if config.tls_client_ca:
+                # Certificate auth: ask every client for a certificate. http.sys would hand an
+                # untrusted one to WinRM, which answers 401; Python's ssl cannot accept a
+                # certificate it does not trust, so here such a handshake ends with a TLS alert.
+                self.tls.verify_mode = ssl.CERT_OPTIONAL
+                self.tls.load_verify_locations(config.tls_client_ca)
         super().__init__((config.listen, config.port), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -471,15 +571,25 @@ class _Server(ThreadingHTTPServer):
             super().finish_request(request, client_address)
             return
         request.settimeout(30)
+        tls = self.tls.wrap_socket(request, server_side=True, do_handshake_on_connect=False)
         try:
-            tls = self.tls.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
+            tls.do_handshake()
+        except ssl.SSLError:
+            _linger(tls)
+            tls.close()
+            return
+        except OSError:
+            tls.close()
             return
         try:
             super().finish_request(tls, client_address)
         finally:
             with contextlib.suppress(OSError):
                 tls.close()
+
+
+class _Refused(Exception):
+    """The client authenticated, but not as an account this endpoint accepts."""
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -492,10 +602,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        # NTLM authenticates the TCP connection, not each request: state lives here.
-        self.ntlm: Any = None
+        # NTLM, Kerberos and CredSSP authenticate the TCP connection, not each request: the
+        # security context (a pyspnego acceptor) and the user live here.
+        self.context: Any = None
+        self.kind = ""
         self.user: str | None = None
         self.scheme = ""
+        # Kerberos mutual authentication: the AP-REP rides on the reply that accepts the AP-REQ.
+        self.answer_token: str | None = None
 
     def log_message(self, format: str, *args: Any) -> None:
         if os.environ.get("AUDITOR_WSMAN_DEBUG"):
@@ -520,10 +634,13 @@ class _Handler(BaseHTTPRequestHandler):
         user = self._authenticate()
         if user is None:
             return
-        encrypted = "multipart/encrypted" in self.headers.get("Content-Type", "")
+        content_type = self.headers.get("Content-Type", "")
+        encrypted = content_type.startswith(_ENCRYPTED_TYPES)
+        match = re.search(r'protocol="([^"]+)"', content_type)
+        protocol = match.group(1) if match else ""
         if encrypted:
             try:
-                body = self._unseal(body)
+                body = self._unseal(body, protocol)
             except Exception:  # a tampered or foreign message: refuse like http.sys would
                 self._reply(400, b"", "text/plain", close=True)
                 return
@@ -542,7 +659,8 @@ class _Handler(BaseHTTPRequestHandler):
             status = fault.status
             answer = _fault_body(fault, self.server.config.machine.hostname, _message_id(body))
         if encrypted:
-            self._reply(status, self._seal(answer), _encrypted_type())
+            sealed, content_type = self._seal(answer, protocol)
+            self._reply(status, sealed, content_type)
         else:
             self._reply(status, answer, "application/soap+xml;charset=UTF-8")
 
@@ -551,11 +669,22 @@ class _Handler(BaseHTTPRequestHandler):
     def _challenge_headers(self) -> list[tuple[str, str]]:
         cfg = self.server.config
         headers = []
-        if "ntlm" in cfg.auth:
+        if "ntlm" in cfg.auth or "kerberos" in cfg.auth:
             headers.append(("WWW-Authenticate", "Negotiate"))
+        if "kerberos" in cfg.auth:
+            headers.append(("WWW-Authenticate", "Kerberos"))
+        if "credssp" in cfg.auth:
+            headers.append(("WWW-Authenticate", "CredSSP"))
         if "basic" in cfg.auth and cfg.https:
             headers.append(("WWW-Authenticate", 'Basic realm="WSMAN"'))
         return headers
+
+    def _refuse(self) -> None:
+        self.context = None
+        self.kind = ""
+        self.user = None
+        self.answer_token = None
+        self._reply(401, b"", "text/plain", extra=self._challenge_headers())
 
     def _authenticate(self) -> str | None:
         """The authenticated user, or None after answering 401 (or a challenge)."""
@@ -563,7 +692,12 @@ class _Handler(BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         scheme = scheme.lower()
-        if scheme == "basic" and "basic" in cfg.auth and cfg.https:
+        if header == _MUTUAL:
+            user = self._certificate_user()
+            if user is not None:
+                self.scheme = "certificate"
+                return user
+        elif scheme == "basic" and "basic" in cfg.auth and cfg.https:
             try:
                 name, _, password = base64.b64decode(token).decode("utf-8").partition(":")
             except ValueError:
@@ -572,41 +706,142 @@ class _Handler(BaseHTTPRequestHandler):
             if expected is not None and hmac.compare_digest(expected.encode(), password.encode()):
                 self.scheme = "basic"
                 return name
-        elif scheme in ("negotiate", "ntlm") and "ntlm" in cfg.auth and token:
-            return self._ntlm_step(scheme, token)
+        elif scheme in ("negotiate", "ntlm", "kerberos") and token:
+            return self._gss_step(scheme, token)
+        elif scheme == "credssp" and "credssp" in cfg.auth and token:
+            return self._credssp_step(token)
         elif not header and self.user is not None:
             return self.user
-        self._reply(401, b"", "text/plain", extra=self._challenge_headers())
+        self._refuse()
         return None
 
-    def _ntlm_step(self, scheme: str, token: str) -> str | None:
+    def _gss_step(self, scheme: str, token: str) -> str | None:
+        """One leg of NTLM (raw NTLMSSP tokens) or Kerberos (a GSS-API krb5 AP-REQ)."""
+        cfg = self.server.config
+        user = None
         try:
             raw = base64.b64decode(token, validate=True)
-            if raw[:8] != b"NTLMSSP\x00":
-                raise ValueError("not a raw NTLM token")
-            if raw[8:12] == struct.pack("<I", 1) or self.ntlm is None:
-                self.ntlm = spnego.server(protocol="ntlm", channel_bindings=self.server.bindings)
-                self.user = None
-            answer = self.ntlm.step(raw)
-        except Exception:  # wrong password, unknown user, bad token: all a plain 401
-            self.ntlm = None
-            self.user = None
-            self._reply(401, b"", "text/plain", extra=self._challenge_headers())
+            if raw[:8] == b"NTLMSSP\x00":
+                if "ntlm" not in cfg.auth:
+                    raise _Refused("NTLM is not enabled")
+                if raw[8:12] == struct.pack("<I", 1) or self.kind != "ntlm":
+                    self._start(
+                        "ntlm",
+                        spnego.server(protocol="ntlm", channel_bindings=self.server.bindings),
+                    )
+            else:
+                if "kerberos" not in cfg.auth:
+                    raise _Refused("Kerberos is not enabled")
+                # Every AP-REQ starts a new context; the service key comes from the keytab.
+                self._start(
+                    "kerberos",
+                    spnego.server(protocol="kerberos", channel_bindings=self.server.bindings),
+                )
+            answer = self.context.step(raw)
+            if self.context.complete:
+                user = self._account(str(self.context.client_principal or ""))
+        except Exception:  # wrong password, unknown user, bad ticket or token: all a plain 401
+            self._refuse()
             return None
-        if not self.ntlm.complete:
-            prefix = "Negotiate" if scheme == "negotiate" else "NTLM"
+        prefix = {"negotiate": "Negotiate", "ntlm": "NTLM"}.get(scheme, "Kerberos")
+        if user is None:
             challenge = f"{prefix} {base64.b64encode(answer or b'').decode()}"
             self._reply(401, b"", "text/plain", extra=[("WWW-Authenticate", challenge)])
             return None
-        self.user = str(self.ntlm.client_principal or "").split("\\")[-1]
-        self.scheme = "ntlm"
-        return self.user
+        if answer:
+            self.answer_token = f"{prefix} {base64.b64encode(answer).decode()}"
+        self.user = user
+        self.scheme = self.kind
+        return user
 
-    # Message encryption (MS-WSMV 2.2.9.1.1, framed as pywinrm's encryption.py expects) ----
+    def _account(self, principal: str) -> str:
+        """The local account an authenticated NTLM or Kerberos principal maps to."""
+        cfg = self.server.config
+        if self.kind == "ntlm":
+            # pyspnego's NTLM acceptor already checked the password from NTLM_USER_FILE.
+            return principal.split("\\")[-1]
+        name, _, realm = principal.partition("@")
+        if cfg.kerberos_realm and realm.upper() != cfg.kerberos_realm.upper():
+            raise _Refused(f"principal {principal} is from another realm")
+        if name not in cfg.users:
+            raise _Refused(f"principal {principal} maps to no account")
+        return name
 
-    def _unseal(self, body: bytes) -> bytes:
-        if self.ntlm is None or not self.ntlm.complete:
-            raise ValueError("no NTLM context on this connection")
+    def _credssp_step(self, token: str) -> str | None:
+        """One leg of CredSSP: TLS, NTLM inside it, then the delegated credentials."""
+        user = None
+        try:
+            raw = base64.b64decode(token, validate=True)
+            client_hello = raw[:1] == b"\x16" and raw[5:6] == b"\x01"
+            if self.kind != "credssp" or client_hello:
+                self._start("credssp", spnego.server(protocol="credssp"))
+            answer = self.context.step(raw)
+            if self.context.complete:
+                user = self._delegated_user()
+        except Exception:  # a bad token or delegated credentials that are not the account's
+            self._refuse()
+            return None
+        if user is None:
+            # Still negotiating, or a TSRequest carrying the error code the client will raise.
+            challenge = f"CredSSP {base64.b64encode(answer or b'').decode()}"
+            self._reply(401, b"", "text/plain", extra=[("WWW-Authenticate", challenge)])
+            return None
+        self.user = user
+        self.scheme = "credssp"
+        return user
+
+    def _delegated_user(self) -> str:
+        """The account whose user name and password the client delegated (TSPasswordCreds)."""
+        credential = self.context.get_extra_info("client_credential")
+        name = str(getattr(credential, "username", "") or "")
+        password = str(getattr(credential, "password", "") or "")
+        name = name.split("\\")[-1]
+        expected = self.server.config.users.get(name)
+        if expected is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            raise _Refused("the delegated credentials are not the account's")
+        return name
+
+    def _certificate_user(self) -> str | None:
+        """The account the TLS client certificate is mapped to, or None (then 401)."""
+        cfg = self.server.config
+        if "certificate" not in cfg.auth or not cfg.https:
+            return None
+        der = self.connection.getpeercert(binary_form=True)
+        if not der:
+            return None
+        cert = x509.load_der_x509_certificate(der)
+        try:
+            usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            return None
+        if ExtendedKeyUsageOID.CLIENT_AUTH not in usage:
+            return None
+        upn = _upn(cert)
+        issuer = self.server.client_cas.get(cert.issuer.public_bytes())
+        for mapping in cfg.client_certificates:
+            if (
+                upn is not None
+                and issuer is not None
+                and mapping.subject.lower() == upn.lower()
+                and mapping.issuer.upper() == issuer
+                and mapping.user in cfg.users
+            ):
+                return mapping.user
+        return None
+
+    def _start(self, kind: str, context: Any) -> None:
+        self.context = context
+        self.kind = kind
+        self.user = None
+        self.answer_token = None
+
+    # Message encryption (MS-WSMV 2.2.9.1, framed as pywinrm's encryption.py expects) -------
+
+    def _unseal(self, body: bytes, protocol: str) -> bytes:
+        if self.context is None or not self.context.complete:
+            raise ValueError("no security context on this connection")
+        if protocol not in _SEALED_BY.get(self.kind, ()):
+            raise ValueError(f"{protocol} does not match {self.kind}")
         parts = [p for p in body.split(_BOUNDARY + b"\r\n") if p]
         message = b""
         for i in range(0, len(parts) - 1, 2):
@@ -615,27 +850,36 @@ class _Handler(BaseHTTPRequestHandler):
             if payload.endswith(_BOUNDARY + b"--\r\n"):
                 payload = payload[: -len(_BOUNDARY + b"--\r\n")]
             payload = payload.replace(b"\tContent-Type: application/octet-stream\r\n", b"", 1)
-            sig_len = struct.unpack("<i", payload[:4])[0]
-            signature = payload[4 : 4 + sig_len]
-            plain = self.ntlm.unwrap(signature + payload[4 + sig_len :]).data
+            # NTLM and Kerberos: the signature's length, the signature, the sealed message.
+            # CredSSP: the TLS trailer's length, then TLS records (read whole).
+            head_len = struct.unpack("<i", payload[:4])[0]
+            head = payload[4 : 4 + head_len]
+            plain: bytes = self.context.unwrap_winrm(head, payload[4 + head_len :])
             if len(plain) != expected:
                 raise ValueError("encrypted length mismatch")
             message += plain
         return bytes(message)
 
-    def _seal(self, message: bytes) -> bytes:
-        wrapped: bytes = self.ntlm.wrap(message, encrypt=True).data
-        signature, sealed = wrapped[:16], wrapped[16:]
-        return (
-            _BOUNDARY + b"\r\n"
-            b"\tContent-Type: " + _ENCRYPTED_PROTOCOL.encode() + b"\r\n"
-            b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
-            + str(len(message)).encode() + b"\r\n"
-            + _BOUNDARY + b"\r\n"
-            b"\tContent-Type: application/octet-stream\r\n"
-            + struct.pack("<i", len(signature)) + signature + sealed
-            + _BOUNDARY + b"--\r\n"
-        )  # fmt: skip
+    def _seal(self, message: bytes, protocol: str) -> tuple[bytes, str]:
+        """The sealed reply and its content type, in the protocol the request used."""
+        # CredSSP seals at most 16 KiB per part (MS-WSMV 2.2.9.1.3), in multipart/x-multi-encrypted.
+        size = _CREDSSP_CHUNK if self.kind == "credssp" else max(1, len(message))
+        chunks = [message[i : i + size] for i in range(0, max(1, len(message)), size)]
+        out = b""
+        for chunk in chunks:
+            wrapped = self.context.wrap_winrm(chunk)
+            out += (
+                _BOUNDARY + b"\r\n"
+                b"\tContent-Type: " + protocol.encode() + b"\r\n"
+                b"\tOriginalContent: type=application/soap+xml;charset=UTF-8;Length="
+                + str(len(chunk)).encode() + b"\r\n"
+                + _BOUNDARY + b"\r\n"
+                b"\tContent-Type: application/octet-stream\r\n"
+                + struct.pack("<i", len(wrapped.header)) + wrapped.header + wrapped.data
+            )  # fmt: skip
+        kind = "multipart/x-multi-encrypted" if len(chunks) > 1 else "multipart/encrypted"
+        content_type = f'{kind};protocol="{protocol}";boundary="Encrypted Boundary"'
+        return out + _BOUNDARY + b"--\r\n", content_type
 
     def _reply(
         self,
@@ -648,6 +892,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in extra:
             self.send_header(name, value)
+        if self.answer_token:
+            self.send_header("WWW-Authenticate", self.answer_token)
+            self.answer_token = None
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         if close:
@@ -655,10 +902,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(body)
-
-
-def _encrypted_type() -> str:
-    return f'multipart/encrypted;protocol="{_ENCRYPTED_PROTOCOL}";boundary="Encrypted Boundary"'
 
 
 def _message_id(body: bytes) -> str:
@@ -685,6 +928,12 @@ def serve(config: EndpointConfig) -> None:
     with tempfile.TemporaryDirectory(prefix="wsman-") as private:
         os.chmod(private, 0o700)
         os.environ["NTLM_USER_FILE"] = str(_write_ntlm_users(config, Path(private)))
+        if config.kerberos_keytab:
+            os.environ["KRB5_KTNAME"] = f"FILE:{config.kerberos_keytab}"
+            # The acceptor's replay cache stays in this endpoint's private directory.
+            os.environ["KRB5RCACHENAME"] = f"file2:{private}/krb5.rcache"
+        if config.krb5_config:
+            os.environ["KRB5_CONFIG"] = config.krb5_config
         server = _Server(config)
 
         def stop(signum: int, frame: FrameType | None) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, cast
+from urllib.parse import urlsplit
 
 import requests
 import winrm.transport
@@ -55,6 +56,9 @@ CREATEPROCESS_MAX_CHARS = 32767
 TRANSPORTS = ("ntlm", "basic", "kerberos", "credssp", "certificate")
 _AuthName = Literal["ntlm", "basic", "kerberos", "credssp", "certificate"]
 _EXTRAS = {"kerberos": "fleet-auditor[kerberos]", "credssp": "fleet-auditor[credssp]"}
+_NO_PASSWORD = ("certificate", "kerberos")
+_LOGON_DENIED = "0x8009030c"
+_DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _MAX_DETAIL = 400
 # Time kept back from the host's deadline to Signal and Delete the shell.
 _CLEANUP_RESERVE = 2.0
@@ -113,6 +117,8 @@ class WinRMEndpoint:
     cert_pem: str | None
     cert_key_pem: str | None
     message_encryption: str
+    # The host name in the Kerberos SPN (HTTP/<name>) when the URL holds an address.
+    kerberos_hostname: str | None = None
 
     def __repr__(self) -> str:
         return f"WinRMEndpoint(host={self.host!r}, url={self.url!r}, auth={self.auth!r})"
@@ -149,6 +155,16 @@ def _extra_missing(auth: str) -> bool:
     if auth == "credssp":
         return not winrm.transport.HAVE_CREDSSP
     return False
+
+
+def needs_password(host: Host, options: WinRMOptions) -> bool:
+    """Whether `host` authenticates with a password (not a client certificate or a Kerberos
+    ticket). A transport setting that cannot be resolved counts as needing one."""
+    try:
+        auth = _pick_transport(host, _var(host.vars, "ansible_winrm_transport"), options.transport)
+    except InputError:
+        return True
+    return auth not in _NO_PASSWORD
 
 
 def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None) -> WinRMEndpoint:
@@ -196,13 +212,17 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
         host.name, hv, "ansible_password", "ansible_winrm_password", "ansible_winrm_pass"
     )
     secret = inventory_password if inventory_password is not None else password
+    if auth in _NO_PASSWORD:
+        # The identity is the client certificate or the ticket in the Kerberos credential
+        # cache; a password given anyway is not sent anywhere.
+        secret = None
     if auth == "certificate":
         if scheme != "https" or not cert_pem or not cert_key_pem:
             raise InputError(
                 f"host {host.name}: certificate auth needs https and both "
                 "ansible_winrm_cert_pem and ansible_winrm_cert_key_pem"
             )
-    else:
+    elif auth != "kerberos":
         if not user:
             raise InputError(f"host {host.name}: no WinRM user (set ansible_user)")
         if secret is None:
@@ -218,13 +238,27 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
         url=f"{scheme}://{address}:{port}{path}",
         auth=auth,
         user=None if auth == "certificate" else user,
-        password=None if auth == "certificate" else secret,
+        password=secret,
         validate_cert=validation == "validate",
         ca_bundle=_var(hv, "ansible_winrm_ca_trust_path") or options.ca_bundle,
         cert_pem=None if cert_pem is None else str(cert_pem),
         cert_key_pem=None if cert_key_pem is None else str(cert_key_pem),
         message_encryption=encryption,
+        kerberos_hostname=_kerberos_hostname(host, auth),
     )
+
+
+def _kerberos_hostname(host: Host, auth: str) -> str | None:
+    value = _var(host.vars, "ansible_winrm_kerberos_hostname_override")
+    if value is None or auth != "kerberos":
+        return None
+    name = str(value).strip()
+    if not name or not all(part and _DNS_LABEL.fullmatch(part) for part in name.split(".")):
+        raise InputError(
+            f"host {host.name}: ansible_winrm_kerberos_hostname_override={value!r} "
+            "is not a host name"
+        )
+    return name
 
 
 # --- turning failures into host-level outcomes -----------------------------------------
@@ -276,6 +310,18 @@ def _chain_has(exc: BaseException, names: tuple[str, ...]) -> bool:
     return False
 
 
+# TLS alerts a server sends about the client's certificate (RFC 8446 6.2). Our own check of
+# the server's certificate fails locally (CERTIFICATE_VERIFY_FAILED), never with an alert.
+_CLIENT_CERT_ALERT = re.compile(
+    r"ALERT_(UNKNOWN_CA|BAD_CERTIFICATE|CERTIFICATE_UNKNOWN|CERTIFICATE_REQUIRED|"
+    r"UNSUPPORTED_CERTIFICATE|CERTIFICATE_EXPIRED|CERTIFICATE_REVOKED|ACCESS_DENIED)"
+)
+
+
+# The (message, code) pairs in a pykerberos GSSError as requests-kerberos words it.
+_GSS_MESSAGE = re.compile(r"""\((['"])(.*?)\1, -?\d+\)""")
+
+
 class _DeadlinePassed(Exception):
     """Our own deadline for the host passed between two WinRM exchanges."""
 
@@ -295,14 +341,50 @@ def _host_error(
             f"WinRM session on {where} did not finish within {round(timeout, 1):g} s",
         )
     if isinstance(exc, AuthenticationError | PermissionError):
+        if ep.auth == "certificate":
+            who = (
+                f"client certificate {ep.cert_pem} not accepted: not mapped to an account "
+                "there, or certificate auth is off"
+            )
+        else:
+            who = f"user {ep.user or '-'}"
+        return err(
+            HostOutcome.AUTH_FAILED, f"{exc} (HTTP 401 from {ep.url}, {who}, auth {ep.auth})"
+        )
+    kind = type(exc).__name__
+    if kind in ("KerberosExchangeError", "MutualAuthenticationError"):
+        host = ep.kerberos_hostname or urlsplit(ep.url).hostname or ""
+        spn = f"HTTP/{host.strip('[]')}"
+        if kind == "MutualAuthenticationError":
+            return err(
+                HostOutcome.AUTH_FAILED,
+                f"Kerberos authentication to {ep.url} (SPN {spn}) failed: the endpoint did not "
+                "prove that it holds the SPN's key",
+            )
+        messages = [m for _, m in _GSS_MESSAGE.findall(str(exc)) if not m.startswith("Unspecified")]
+        reasons = "; ".join(messages) or str(exc)
         return err(
             HostOutcome.AUTH_FAILED,
-            f"{exc} (HTTP 401 from {ep.url}, user {ep.user or '-'}, auth {ep.auth})",
+            f"Kerberos authentication to {ep.url} (SPN {spn}) failed before any request: "
+            f"no service ticket (run kinit; check the SPN and the realm): {reasons}",
+        )
+    if type(exc).__module__.startswith("requests_credssp"):
+        # requests-credssp has no name for the NTSTATUS the acceptor sends back.
+        hint = " (SEC_E_LOGON_DENIED: wrong user or password)" if _LOGON_DENIED in str(exc) else ""
+        return err(
+            HostOutcome.AUTH_FAILED,
+            f"credssp authentication with {ep.url} failed for user {ep.user or '-'}: {exc}{hint}",
         )
     if type(exc).__module__.startswith("spnego"):
         return err(HostOutcome.AUTH_FAILED, f"{ep.auth} authentication with {ep.url} failed: {exc}")
     if isinstance(exc, requests.exceptions.SSLError):
         reason = _root_cause(exc)
+        if ep.auth == "certificate" and _CLIENT_CERT_ALERT.search(str(reason)):
+            return err(
+                HostOutcome.AUTH_FAILED,
+                f"{ep.url} refused the client certificate {ep.cert_pem} in the TLS handshake "
+                f"(is its issuer trusted there?): {reason}",
+            )
         return err(HostOutcome.ERROR, f"TLS to WinRM endpoint {ep.url} failed: {reason}")
     if isinstance(exc, requests.exceptions.ConnectTimeout):
         return err(HostOutcome.UNREACHABLE, f"connecting to {ep.url} timed out")
@@ -365,6 +447,7 @@ class _Session:
             operation_timeout_sec=self.op_timeout,
             read_timeout_sec=self.op_timeout + 5,
             message_encryption=cast(Literal["auto", "always", "never"], ep.message_encryption),
+            kerberos_hostname_override=ep.kerberos_hostname,
             proxy=None,  # never pick up the auditor's own http(s)_proxy for management traffic
         )
 

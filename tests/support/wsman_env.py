@@ -6,6 +6,7 @@ whose users and passwords come from a 0600 config file, and is always stopped.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import socket
@@ -17,6 +18,11 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from auditor.lab import pki
 from auditor.lab.wsman import EndpointProcess
@@ -142,3 +148,49 @@ def audit_log(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# szOID_NT_PRINCIPAL_NAME: the UPN in a SAN, which WinRM's certificate mapping matches.
+_UPN = x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.3")
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    cert: Path
+    key: Path
+
+
+def client_cert(ca: pki.Authority, upn: str, directory: Path, name: str = "client") -> ClientCert:
+    """A client-authentication certificate for `upn` (CN and UPN SAN), issued by `ca`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.UTC)
+    encoded = upn.encode()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, upn.split("@")[0])]))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.OtherName(_UPN, bytes([0x0C, len(encoded)]) + encoded)]
+            ),
+            critical=False,
+        )
+        .sign(ca.key, hashes.SHA256())
+    )
+    files = ClientCert(directory / f"{name}.pem", directory / f"{name}.key")
+    files.cert.write_bytes(pki.cert_pem(cert))
+    pki.write_private(files.key, pki.key_pem(key))
+    return files
+
+
+def thumbprint(ca: pki.Authority) -> str:
+    """The CA certificate's SHA-1 thumbprint, as `New-Item WSMan:\\...\\ClientCertificate -Issuer`
+    takes it."""
+    return ca.cert.fingerprint(hashes.SHA1()).hex().upper()

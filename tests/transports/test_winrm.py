@@ -404,14 +404,19 @@ def test_basic_over_plain_http_is_refused_before_any_traffic() -> None:
 
 
 @pytest.mark.parametrize("name", ["kerberos", "credssp"])
-def test_kerberos_and_credssp_name_their_extra_when_missing(name: str) -> None:
-    available = (
-        winrm.transport.HAVE_KERBEROS if name == "kerberos" else winrm.transport.HAVE_CREDSSP
-    )
-    if available:
-        pytest.skip(f"{name} support is installed here")
+def test_kerberos_and_credssp_name_their_extra_when_missing(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test extras install both; pywinrm's own flags say what it could import.
+    monkeypatch.setattr(winrm.transport, f"HAVE_{name.upper()}", False)
     with pytest.raises(InputError, match=rf"pip install 'fleet-auditor\[{name}\]'"):
         _transport(transport=name).endpoint(windows_host(5986))
+    error = _host_error(_transport(transport=name), windows_host(closed_port()))
+    assert error.outcome == HostOutcome.ERROR
+    assert f"WinRM transport '{name}' needs extra packages" in error.detail
+    # A list falls through to the next transport whose packages are there.
+    listed = windows_host(5986, ansible_winrm_transport=[name, "ntlm"])
+    assert _transport().endpoint(listed).auth == "ntlm"
 
 
 def test_inventory_variables_map_onto_the_endpoint() -> None:
