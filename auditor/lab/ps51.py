@@ -5,6 +5,8 @@ hands each `powershell.exe -EncodedCommand ...` it receives to this module. It d
 probe's data, makes the same HTTP requests itself *from wherever it runs* (in the lab: inside
 a network namespace, so DNS, nft drop/reject, proxies and the intercepting issuer are real),
 and prints exactly the records probe.ps1 prints on Windows PowerShell 5.1 for each outcome.
+The requests and the run loop also serve the PowerShell 7 flavour (`auditor.lab.ps7`), which
+changes only the exception shapes, the edition and the JSON the records carry.
 
 Where each Windows text comes from (marks as in the Invoke-WebRequest error reference notes):
 - WebException messages: .NET Framework `System.txt` resources (`net_webstatus_*`,
@@ -47,7 +49,7 @@ import ssl
 import threading
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
@@ -210,7 +212,12 @@ class Output:
 
 
 class _WebError(Exception):
-    """A System.Net.WebException as 5.1 would raise it, with what the probe reads."""
+    """A System.Net.WebException as 5.1 would raise it, with what the probe reads.
+
+    `phrase`, `tunnel` and `verify_code` are not shown by 5.1; they record what happened on
+    the wire (the server's reason phrase, whether a proxy refused the CONNECT, OpenSSL's
+    verification code) for flavours whose exceptions do show it (`auditor.lab.ps7`).
+    """
 
     def __init__(
         self,
@@ -220,6 +227,9 @@ class _WebError(Exception):
         sock: str = "",
         tls: bool = False,
         code: int = 0,
+        phrase: str = "",
+        tunnel: bool = False,
+        verify_code: int = 0,
     ) -> None:
         super().__init__(msg)
         self.status = status
@@ -228,6 +238,9 @@ class _WebError(Exception):
         self.sock = sock
         self.tls = tls
         self.code = code
+        self.phrase = phrase
+        self.tunnel = tunnel
+        self.verify_code = verify_code
 
 
 class _Guard(Exception):
@@ -242,8 +255,10 @@ def ps51_json(obj: Mapping[str, Any]) -> str:
     return text
 
 
-def record_line(nonce: str, obj: Mapping[str, Any]) -> bytes:
-    body = base64.b64encode(ps51_json(obj).encode("utf-8")).decode("ascii")
+def record_line(
+    nonce: str, obj: Mapping[str, Any], to_json: Callable[[Mapping[str, Any]], str] = ps51_json
+) -> bytes:
+    body = base64.b64encode(to_json(obj).encode("utf-8")).decode("ascii")
     return f"{RECORD_MARK} {nonce} {body}\r\n".encode("ascii")
 
 
@@ -330,10 +345,14 @@ def _status_of(head: bytes) -> tuple[int, str, dict[str, str]]:
     return int(match.group(1)), match.group(2) or "", headers
 
 
-def _protocol_error(code: int, phrase: str) -> _WebError:
+def _protocol_error(code: int, phrase: str, tunnel: bool = False) -> _WebError:
     text = NET_STATUS_TEXT.get(code, phrase)
     return _WebError(
-        "ProtocolError", f"The remote server returned an error: ({code}) {text}.", code=code
+        "ProtocolError",
+        f"The remote server returned an error: ({code}) {text}.",
+        code=code,
+        phrase=phrase,
+        tunnel=tunnel,
     )
 
 
@@ -367,8 +386,14 @@ def _tls(sock: socket.socket, host: str, network: Network, deadline: float) -> s
     sock.settimeout(_remaining(deadline))
     try:
         return context.wrap_socket(sock, server_hostname=host)
-    except ssl.SSLCertVerificationError:
-        raise _WebError("TrustFailure", MSG["TrustFailure"], inner=CERT_INVALID, tls=True) from None
+    except ssl.SSLCertVerificationError as exc:
+        raise _WebError(
+            "TrustFailure",
+            MSG["TrustFailure"],
+            inner=CERT_INVALID,
+            tls=True,
+            verify_code=exc.verify_code or 0,
+        ) from None
     except TimeoutError:
         raise _WebError("Timeout", MSG["Timeout"]) from None
     except (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError, BrokenPipeError):
@@ -396,7 +421,7 @@ def _open_tunnel(
     if code != 200:
         sock.close()
         # .NET hands the failed CONNECT's WebException to the request unchanged (§3.6).
-        raise _protocol_error(code, phrase)
+        raise _protocol_error(code, phrase, tunnel=True)
     return sock
 
 
@@ -533,6 +558,17 @@ def proxy_denied_first(rec: Mapping[str, Any], url: str, connect_ms: int, networ
     return False
 
 
+# The exception types for which the probe's `-is [OperationCanceledException]` or
+# `-is [TimeoutException]` holds (only PowerShell 7 raises them).
+_CANCELLED_TYPES = frozenset(
+    {
+        "System.OperationCanceledException",
+        "System.Threading.Tasks.TaskCanceledException",
+        "System.TimeoutException",
+    }
+)
+
+
 def classify(
     rec: Mapping[str, Any],
     tls: bool,
@@ -554,7 +590,7 @@ def classify(
         "TryAgain",
     ):
         return "dns_failure"
-    if why == "Timeout" or sock == "TimedOut":
+    if why == "Timeout" or sock == "TimedOut" or rec.get("type") in _CANCELLED_TYPES:
         return "timeout"
     if sock in ("ConnectionRefused", "HostUnreachable", "NetworkUnreachable"):
         return "refused"
@@ -570,6 +606,10 @@ def classify(
         if code == 403 and rec["proxy"] and not https:
             return "proxy_denied"
         return "http_error"
+    if why == "ProxyTunnelError" or (
+        rec["proxy"] and re.search(r"'40[37]'\.?$", rec.get("msg", ""))
+    ):
+        return "proxy_denied"
     return "error"
 
 
@@ -624,6 +664,21 @@ def probe_target(
     if rec["outcome"] == "tls_failure" and url.lower().startswith("https:"):
         rec["issuer"] = read_issuer(url, bool(rec["proxy"]), connect_ms, network)
     return rec
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """What the probe prints differently from one PowerShell to the next: the edition in
+    `$PSVersionTable`, each target's record (exception shapes) and ConvertTo-Json's output.
+    The network underneath (`http_get`) is the same for every flavour."""
+
+    name: str
+    edition: str
+    probe_target: Callable[[int, str, Sequence[int], int, int, Machine, Network], dict[str, Any]]
+    to_json: Callable[[Mapping[str, Any]], str]
+
+
+WINDOWS_POWERSHELL_51 = Flavour("5.1", "Desktop", probe_target, ps51_json)
 
 
 # --- the command line and the script -----------------------------------------------------
@@ -723,9 +778,14 @@ def run_probe(
     out: Output,
     cancel: threading.Event,
     behaviour: str = "normal",
+    flavour: Flavour = WINDOWS_POWERSHELL_51,
 ) -> None:
-    """Print what probe.ps1 prints on 5.1 for `doc`, streaming records as targets finish."""
+    """Print what probe.ps1 prints for `doc`, streaming records as targets finish."""
     nonce = str(doc.get("nonce", ""))
+
+    def emit(obj: Mapping[str, Any]) -> None:
+        out.write(record_line(nonce, obj, flavour.to_json))
+
     if behaviour == "no_iwr":
         # PowerShell 2.0 (no Invoke-WebRequest): the probe's own early record, exit 3.
         out.write(
@@ -740,12 +800,12 @@ def run_probe(
     facts = {
         "kind": "facts",
         "os_version": machine.os_version,
-        "ps_edition": "Desktop",
+        "ps_edition": flavour.edition,
         "hostname": machine.hostname,
         "os": machine.os,
         "ps_version": machine.ps_version,
     }
-    out.write(record_line(nonce, facts))
+    emit(facts)
     targets = [t for t in doc.get("targets", []) if isinstance(t, dict)]
     timeout_s = max(1, int(doc.get("timeout", 10)))
     connect_ms = max(100, int(doc.get("connect_ms", 5000)))
@@ -758,7 +818,7 @@ def run_probe(
         expect = [int(s) for s in target.get("expect", [200]) if isinstance(s, int)]
         pending[
             pool.submit(
-                probe_target,
+                flavour.probe_target,
                 index,
                 str(target.get("url", "")),
                 expect,
@@ -785,17 +845,12 @@ def run_probe(
                         "outcome": "error",
                         "msg": f"probe worker failed: {exc}",
                     }
-                out.write(record_line(nonce, rec))
+                emit(rec)
         if cancel.is_set():
             return
         for index in sorted(pending.values()):
-            out.write(
-                record_line(
-                    nonce,
-                    {"kind": "target", "i": index, "outcome": "timeout", "reason": "deadline"},
-                )
-            )
-        out.write(record_line(nonce, {"kind": "done", "count": len(targets)}))
+            emit({"kind": "target", "i": index, "outcome": "timeout", "reason": "deadline"})
+        emit({"kind": "done", "count": len(targets)})
         out.finish(0)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
@@ -809,8 +864,9 @@ def run_command(
     out: Output,
     cancel: threading.Event,
     behaviour: str = "normal",
+    flavour: Flavour = WINDOWS_POWERSHELL_51,
 ) -> None:
-    """Run one WinRS command as the emulated 5.1 host would; ends with `out.finish`."""
+    """Run one WinRS command as the emulated host would; ends with `out.finish`."""
     if not skip_cmd_shell and len(command_line) > 8191:
         # cmd.exe's limit (KB830473; pywinrm#184 shows this very message).
         out.write(stderr=COMMAND_TOO_LONG)
@@ -855,7 +911,7 @@ def run_command(
         )
         out.finish(1)
         return
-    run_probe(doc, machine, network, out, cancel, behaviour)
+    run_probe(doc, machine, network, out, cancel, behaviour, flavour)
 
 
 def start_command(
@@ -864,6 +920,7 @@ def start_command(
     machine: Machine,
     network: Network,
     behaviour: str = "normal",
+    flavour: Flavour = WINDOWS_POWERSHELL_51,
 ) -> tuple[Output, threading.Event]:
     """Run a command on a daemon thread; returns its output and a cancel event."""
     out = Output()
@@ -871,7 +928,9 @@ def start_command(
 
     def body() -> None:
         try:
-            run_command(command_line, skip_cmd_shell, machine, network, out, cancel, behaviour)
+            run_command(
+                command_line, skip_cmd_shell, machine, network, out, cancel, behaviour, flavour
+            )
         except Exception as exc:  # a lab bug must still end the command
             out.write(
                 stderr=clixml_error([f"lab emulator failure: {type(exc).__name__}: {exc}"], 120)
@@ -884,6 +943,8 @@ def start_command(
 
 __all__ = [
     "ALLOWED_NETWORKS",
+    "WINDOWS_POWERSHELL_51",
+    "Flavour",
     "Machine",
     "Network",
     "Output",

@@ -109,7 +109,9 @@ class HostSpec:
     a WinRM-level fault of the endpoint (see `auditor.lab.wsman`), `authorized=False` gives
     the endpoint a password other than the lab's, and `proxy` is also the host's system
     proxy. A Linux host with `password_login` lets root log in with the lab's SSH password
-    (its own /etc/shadow, in the namespace's /etc view).
+    (its own /etc/shadow, in the namespace's /etc view). `powershell` is the PowerShell a
+    Windows host's endpoint answers as: "5.1" (`auditor.lab.ps51`) or "7" (7.4+,
+    `auditor.lab.ps7`).
     """
 
     name: str
@@ -133,6 +135,7 @@ class HostSpec:
     winrm_https: bool = False
     wsman_behaviour: str = "normal"
     password_login: bool = False
+    powershell: str = "5.1"
 
     @property
     def namespace(self) -> str:
@@ -293,7 +296,8 @@ def windows_hosts() -> list[HostSpec]:
     namespace answers as Windows PowerShell 5.1 and makes the probe's HTTP requests from
     inside that namespace, so the conditions below are the same real ones the Linux hosts
     meet. Details are substrings of the 5.1 messages (`auditor.lab.ps51` cites each) and of
-    the auditor's own WinRM outcome texts."""
+    the auditor's own WinRM outcome texts. The PowerShell 7 hosts (`powershell7_hosts`)
+    follow them."""
     egress = "win_egress"
     winrm = "win_winrm"
     rows = [
@@ -421,6 +425,92 @@ def windows_hosts() -> list[HostSpec]:
     ]
     return [
         replace(row, address=f"10.213.1.{WINDOWS_FIRST_ADDRESS + i}") for i, row in enumerate(rows)
+    ] + powershell7_hosts()
+
+
+POWERSHELL7_FIRST_ADDRESS = 140
+"""The PowerShell 7 hosts sit on 10.213.1.140 onwards, clear of the 5.1 rows before them."""
+
+
+def powershell7_hosts() -> list[HostSpec]:
+    """Windows hosts whose endpoint answers as PowerShell 7.4+ (`auditor.lab.ps7`): one per
+    exception shape 7 has for the same real conditions the 5.1 hosts meet. Details are
+    substrings of PowerShell 7's messages (`auditor.lab.ps7` cites each)."""
+    rows = [
+        HostSpec(
+            "win7-direct",
+            "",
+            "win_egress",
+            Outcome.REACHABLE,
+            detail="HTTP 200",
+            condition="PowerShell 7; open egress",
+        ),
+        HostSpec(
+            "win7-reject",
+            "",
+            "win_egress",
+            Outcome.REFUSED,
+            detail="actively refused it.",
+            condition="PowerShell 7; nft rejects TCP 443 to the CDN with a reset",
+            nft_rules=(f"{_BLOCK_CDN} reject with tcp reset",),
+        ),
+        HostSpec(
+            "win7-blackhole",
+            "",
+            "win_egress",
+            Outcome.TIMEOUT,
+            detail="HttpClient.Timeout",
+            condition="PowerShell 7; nft silently drops TCP 443 to the CDN",
+            nft_rules=(f"{_BLOCK_CDN} drop",),
+        ),
+        HostSpec(
+            "win7-nodns",
+            "",
+            "win_egress",
+            Outcome.DNS_FAILURE,
+            detail="No such host is known.",
+            condition="PowerShell 7; the hosts file lacks the vendor names and no nameserver "
+            "answers",
+            resolution=Resolution.NONE,
+        ),
+        HostSpec(
+            "win7-proxydeny",
+            "",
+            "win_egress",
+            Outcome.PROXY_DENIED,
+            detail="The proxy tunnel request",
+            condition="PowerShell 7; the system proxy answers 403 to every request",
+            proxy=f"{DENY_PROXY_URL}/",
+        ),
+        HostSpec(
+            "win7-intercept",
+            "",
+            "win_egress",
+            Outcome.TLS_FAILURE,
+            detail=INTERCEPT_CA_NAME,
+            condition="PowerShell 7; vendor names resolve to a TLS-intercepting endpoint whose "
+            "CA is not trusted",
+            resolution=Resolution.INTERCEPT,
+        ),
+        HostSpec(
+            "win7-http503",
+            "",
+            "win_egress",
+            Outcome.HTTP_ERROR,
+            detail="503 (Service Unavailable)",
+            condition="PowerShell 7; the CDN answers 503 to this host's address",
+            cdn_status=503,
+        ),
+    ]
+    return [
+        replace(
+            row,
+            address=f"10.213.1.{POWERSHELL7_FIRST_ADDRESS + i}",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            powershell="7",
+        )
+        for i, row in enumerate(rows)
     ]
 
 

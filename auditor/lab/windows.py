@@ -58,6 +58,7 @@ def endpoint_config(host: HostSpec, host_dir: Path, password: str) -> dict[str, 
         "auth": [host.winrm_auth],
         "users": {LAB_WINRM_USER: known},
         "behaviour": host.wsman_behaviour,
+        "powershell": host.powershell,
         "audit_log": str(host_dir / ACTIONS_FILE),
         "machine": {"hostname": machine_name(host), "os": _OS},
         "network": {

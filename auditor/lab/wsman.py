@@ -10,7 +10,8 @@ mappings do). Over HTTP the SOAP bodies are sealed with the authentication's ses
 exactly as pywinrm's `winrm/encryption.py` frames it (multipart/encrypted, protocol
 "application/HTTP-SPNEGO-session-encrypted" for NTLM and Kerberos,
 "application/HTTP-CredSSP-session-encrypted" for CredSSP). Commands are run by
-`auditor.lab.ps51`, which answers as Windows PowerShell 5.1 would.
+`auditor.lab.ps51`, which answers as Windows PowerShell 5.1 would, or, with
+`"powershell": "7"` in the config, as PowerShell 7.4+ would (`auditor.lab.ps7`).
 
 Everything secret comes from the config FILE (users and passwords), never from argv. `auth`
 lists the enabled schemes (ntlm, basic, certificate, credssp, kerberos); `tls.client_ca` and
@@ -67,7 +68,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from auditor.lab.ps51 import ALLOWED_NETWORKS, Machine, Network, Output, start_command
+from auditor.lab import ps7
+from auditor.lab.ps51 import (
+    ALLOWED_NETWORKS,
+    WINDOWS_POWERSHELL_51,
+    Flavour,
+    Machine,
+    Network,
+    Output,
+    start_command,
+)
 
 BEHAVIOURS = (
     "normal",
@@ -79,6 +89,10 @@ BEHAVIOURS = (
     "constrained_language",
     "garbage",
 )
+FLAVOURS: Mapping[str, Flavour] = {f.name: f for f in (WINDOWS_POWERSHELL_51, ps7.POWERSHELL_7)}
+_MACHINE_DEFAULTS: Mapping[str, Mapping[str, Any]] = {"7": ps7.MACHINE_DEFAULTS}
+# Faults whose texts are Windows PowerShell 5.1's (or 2.0's) own.
+_ONLY_51 = ("no_iwr", "constrained_language")
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
     "a": "http://schemas.xmlsoap.org/ws/2004/08/addressing",
@@ -152,10 +166,15 @@ class EndpointConfig:
     audit_log: str | None = None
     machine: Machine = field(default_factory=Machine)
     network: Network = field(default_factory=Network)
+    powershell: str = "5.1"
 
     @property
     def https(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def flavour(self) -> Flavour:
+        return FLAVOURS[self.powershell]
 
     @classmethod
     def from_file(cls, path: str | Path) -> EndpointConfig:
@@ -183,7 +202,12 @@ class EndpointConfig:
             CertificateMapping(str(m["subject"]), str(m["issuer"]), str(m["user"])) for m in entries
         )
         kerberos = doc.get("kerberos") or {}
-        machine = Machine(**doc.get("machine", {}))
+        powershell = str(doc.get("powershell", "5.1"))
+        if powershell not in FLAVOURS:
+            raise ValueError(f"powershell must be one of {', '.join(FLAVOURS)}")
+        if powershell != "5.1" and behaviour in _ONLY_51:
+            raise ValueError(f"behaviour {behaviour} is emulated for powershell 5.1 only")
+        machine = Machine(**{**_MACHINE_DEFAULTS.get(powershell, {}), **doc.get("machine", {})})
         net = doc.get("network", {})
         if "proxy" in net:
             proxy = net["proxy"] or None
@@ -215,6 +239,7 @@ class EndpointConfig:
             audit_log=doc.get("audit_log"),
             machine=machine,
             network=network,
+            powershell=powershell,
         )
 
 
@@ -381,7 +406,9 @@ class Service:
         if skip_cmd and self.config.behaviour == "no_powershell":
             raise _Fault("w:InternalError", 2, "The system cannot find the file specified. ")
         cfg = self.config
-        output, cancel = start_command(line, skip_cmd, cfg.machine, cfg.network, cfg.behaviour)
+        output, cancel = start_command(
+            line, skip_cmd, cfg.machine, cfg.network, cfg.behaviour, cfg.flavour
+        )
         command_id = str(uuid.uuid4()).upper()
         with self._lock:
             shell.commands[command_id] = _Command(output, cancel)

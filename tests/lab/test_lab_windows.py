@@ -77,8 +77,20 @@ def test_windows_design_covers_every_condition_with_its_own_namespace() -> None:
         "win-down": "unreachable",
         "win-hang": "session_timeout",
         "win-quota": "error",
+        "win7-direct": "reachable",
+        "win7-reject": "refused",
+        "win7-blackhole": "timeout",
+        "win7-nodns": "dns_failure",
+        "win7-proxydeny": "proxy_denied",
+        "win7-intercept": "tls_failure",
+        "win7-http503": "http_error",
     }
-    assert all(h.namespace.startswith("audlab-win-") for h in windows_hosts())
+    assert all(h.namespace.startswith("audlab-win") for h in windows_hosts())
+    # The PowerShell 7 hosts are the win7-* ones, each on an address of its own.
+    assert {h.name for h in windows_hosts() if h.powershell == "7"} == {
+        n for n in WINDOWS if n.startswith("win7-")
+    }
+    assert {h.powershell for h in windows_hosts()} == {"5.1", "7"}
     assert all(h.detail for h in windows_hosts())
     ports = {h.name: h.port for h in windows_hosts()}
     assert ports.pop("win-https") == WSMAN_HTTPS_PORT
@@ -130,6 +142,9 @@ def test_endpoint_configs_make_each_hosts_condition(tmp_path: Path) -> None:
         "hang",
         "quota",
     )
+    assert {n: doc["powershell"] for n, doc in configs.items()} == {
+        n: ("7" if n.startswith("win7-") else "5.1") for n in configs
+    }
 
 
 # --- the shared lab ------------------------------------------------------------------------

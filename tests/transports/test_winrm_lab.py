@@ -43,6 +43,7 @@ LINUX = {spec.name: spec for spec in design_hosts()}
 # Small on purpose: the shell that never completes costs exactly this long, and it is the
 # longest host of the run.
 TIMEOUT = 12
+PROBE_TIMEOUT = 3
 HOST = "cask.qg3.apps.qualys.com"
 
 
@@ -98,7 +99,7 @@ def mixed(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> MixedRun:
         "--connect-timeout",
         "5",
         "--probe-timeout",
-        "3",
+        str(PROBE_TIMEOUT),
         "--probe-connect-timeout",
         "2",
     ]
@@ -174,8 +175,8 @@ def test_linux_hosts_in_the_mixed_run_get_their_designed_outcomes(
 
 def _expected(lab: LabInfo, name: str) -> tuple[str, str]:
     """(outcome, exact detail) for each Windows host: Windows PowerShell 5.1's own texts for
-    the target verdicts (see auditor.lab.ps51 for their sources), the transport's for the
-    host-level ones."""
+    the target verdicts (see auditor.lab.ps51 for their sources), PowerShell 7's for the win7
+    hosts (auditor.lab.ps7), the transport's for the host-level ones."""
     url = lab.host(name).winrm_url
     details = {
         "win-direct": ("reachable", "HTTP 200"),
@@ -215,6 +216,32 @@ def _expected(lab: LabInfo, name: str) -> tuple[str, str]:
             "allowed a maximum number of 30 concurrent shells, which has been exceeded. Close "
             "existing shells or raise the quota for this user.",
         ),
+        "win7-direct": ("reachable", "HTTP 200"),
+        "win7-reject": (
+            "refused",
+            "No connection could be made because the target machine actively refused it. "
+            f"({HOST}:{HTTPS_PORT})",
+        ),
+        "win7-blackhole": (
+            "timeout",
+            "The request was canceled due to the configured HttpClient.Timeout of "
+            f"{PROBE_TIMEOUT} seconds elapsing.",
+        ),
+        "win7-nodns": ("dns_failure", f"No such host is known. ({HOST}:{HTTPS_PORT})"),
+        "win7-proxydeny": (
+            "proxy_denied",
+            f"The proxy tunnel request to proxy '{DENY_PROXY_URL}/' failed with status code '403'.",
+        ),
+        "win7-intercept": (
+            "tls_failure",
+            "The SSL connection could not be established, see inner exception. The remote "
+            "certificate is invalid because of errors in the certificate chain: UntrustedRoot; "
+            "certificate issuer: O=Contoso Ltd, CN=Contoso SSL Inspection CA",
+        ),
+        "win7-http503": (
+            "http_error",
+            "Response status code does not indicate success: 503 (Service Unavailable).",
+        ),
     }
     return details[name]
 
@@ -245,7 +272,8 @@ def test_each_windows_host_gets_its_exact_outcome_and_detail(
         # The facts say which emulated host answered, and as which PowerShell.
         facts = result["facts"]
         assert facts["hostname"] == machine_name(spec)
-        assert (facts["ps_edition"], facts["ps_version"][:4]) == ("Desktop", "5.1.")
+        edition = {"5.1": ("Desktop", "5.1."), "7": ("Core", "7.4.")}[spec.powershell]
+        assert (facts["ps_edition"], facts["ps_version"][:4]) == edition
     else:
         assert result["audited"] is False, result
         shown = result["detail"]
@@ -300,6 +328,20 @@ def test_the_probe_requests_came_from_each_windows_hosts_own_address(
     # Refused and dropped packets never reach the CDN; the nodns host never had an address.
     for name in ("win-reject", "win-blackhole", "win-nodns"):
         assert f"cdn-https src={lab.host(name).address} " not in log, name
+
+
+def test_the_powershell_7_hosts_meet_the_same_real_conditions(
+    mixed: MixedRun, lab: LabInfo
+) -> None:
+    log = lab.services_log.read_text()
+    for name, status in (("win7-direct", 200), ("win7-http503", 503)):
+        src = lab.host(name).address
+        assert f"cdn-https src={src} host={HOST} method=GET path=/status status={status}" in log
+    deny = lab.host("win7-proxydeny").address
+    assert f"deny-proxy src={deny} host={HOST}:443 method=CONNECT" in log
+    for name in ("win7-reject", "win7-blackhole", "win7-nodns"):
+        assert f"cdn-https src={lab.host(name).address} " not in log, name
+    assert {a["via"] for a in _actions(lab, "win7-direct")} == {"ntlm+sealed"}
 
 
 @pytest.mark.parametrize("kind", ["winrm", "ssh"])
