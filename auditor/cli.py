@@ -184,6 +184,12 @@ AUDIT_OPTIONS = [
         help="WinRM auth when the inventory has none [default: ntlm].",
     ),
     click.option(
+        "--winrm-powershell",
+        type=click.Choice(sorted(("powershell", "pwsh"))),
+        help="PowerShell that runs the probe when the inventory's auditor_powershell says "
+        "none: powershell (Windows PowerShell 5.1) or pwsh (PowerShell 7) [default: powershell].",
+    ),
+    click.option(
         "--winrm-allow-basic-http",
         is_flag=True,
         help="Allow Basic auth over plain HTTP (sends the password in clear).",

@@ -689,8 +689,9 @@ _DATA = re.compile(r"\$AuditorData\s*=\s*'([A-Za-z0-9+/=]*)'")
 
 
 def decode_command(command_line: str) -> str | None:
-    """The PowerShell source of a `powershell.exe ... -EncodedCommand B64` line, or None."""
-    if not re.match(r"(?i)\s*(?:\S*[\\/])?powershell(?:\.exe)?(?:\s|$)", command_line):
+    """The PowerShell source of a `powershell.exe ... -EncodedCommand B64` line (or
+    `pwsh.exe ...`), or None."""
+    if not re.match(r"(?i)\s*(?:\S*[\\/])?(?:powershell|pwsh)(?:\.exe)?(?:\s|$)", command_line):
         return None
     match = _ENCODED_ARG.search(command_line)
     if not match:
@@ -873,7 +874,8 @@ def run_command(
         out.finish(1)
         return
     if behaviour == "no_powershell":
-        out.write(stderr=NOT_RECOGNIZED)
+        program = command_line.split(" ", 1)[0] or "powershell.exe"
+        out.write(stderr=NOT_RECOGNIZED.replace(b"powershell.exe", program.encode()[:200]))
         out.finish(9009)
         return
     if behaviour == "hang":

@@ -58,13 +58,15 @@ def _ini_value(value: str) -> str:
 
 def _host_line(host: HostSpec, ca_trust_path: str) -> str:
     """`NAME ansible_host=ADDR`, plus the host's own connection variables where they differ
-    from its group's (the Basic-over-HTTPS Windows host)."""
+    from its group's (the Basic-over-HTTPS Windows host, and `pwsh` on PowerShell 7 hosts)."""
     line = f"{host.name} ansible_host={host.address}"
     if host.kind is HostKind.WINDOWS and host.winrm_https:
         line += (
             f" ansible_port={host.port} ansible_winrm_transport={host.winrm_auth}"
             f" ansible_winrm_scheme=https ansible_winrm_ca_trust_path={_ini_value(ca_trust_path)}"
         )
+    if host.kind is HostKind.WINDOWS and host.powershell == "7":
+        line += " auditor_powershell=pwsh"  # probe with PowerShell 7, installed there
     return line
 
 

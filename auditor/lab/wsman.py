@@ -56,7 +56,7 @@ import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
@@ -403,12 +403,11 @@ class Service:
         skip_cmd = options.get("WINRS_SKIP_CMD_SHELL", "FALSE").upper() == "TRUE"
         if skip_cmd and len(line) > 32767:
             raise _Fault("w:InternalError", 206, "The filename or extension is too long. ")
-        if skip_cmd and self.config.behaviour == "no_powershell":
-            raise _Fault("w:InternalError", 2, "The system cannot find the file specified. ")
         cfg = self.config
-        output, cancel = start_command(
-            line, skip_cmd, cfg.machine, cfg.network, cfg.behaviour, cfg.flavour
-        )
+        flavour, machine, behaviour = self._program(line)
+        if skip_cmd and behaviour == "no_powershell":
+            raise _Fault("w:InternalError", 2, "The system cannot find the file specified. ")
+        output, cancel = start_command(line, skip_cmd, machine, cfg.network, behaviour, flavour)
         command_id = str(uuid.uuid4()).upper()
         with self._lock:
             shell.commands[command_id] = _Command(output, cancel)
@@ -417,6 +416,25 @@ class Service:
             "</rsp:CommandResponse>"
         )
         return _envelope(f"{_SHELL_NS}/CommandResponse", message_id, body)
+
+    def _program(self, line: str) -> tuple[Flavour, Machine, str]:
+        """Which PowerShell the command line starts: `powershell.exe` is Windows PowerShell
+        5.1 on every host; `pwsh.exe` exists only where PowerShell 7 is installed (config
+        `"powershell": "7"`), and is not found elsewhere."""
+        cfg = self.config
+        program = re.split(r"[\\/]", line.split(" ", 1)[0])[-1].lower()
+        if program in ("pwsh", "pwsh.exe"):
+            if cfg.powershell == "5.1":
+                return WINDOWS_POWERSHELL_51, cfg.machine, "no_powershell"
+            return cfg.flavour, cfg.machine, cfg.behaviour
+        if cfg.powershell == "5.1":
+            return cfg.flavour, cfg.machine, cfg.behaviour
+        # A PowerShell 7 host still has Windows PowerShell 5.1 as powershell.exe.
+        base = Machine()
+        machine = replace(
+            cfg.machine, ps_version=base.ps_version, clixml_progress=base.clixml_progress
+        )
+        return WINDOWS_POWERSHELL_51, machine, cfg.behaviour
 
     def _receive(
         self, root: ET.Element, message_id: str, shell: _Shell, op_timeout: float

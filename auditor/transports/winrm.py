@@ -49,6 +49,9 @@ from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Trans
 log = logging.getLogger(__name__)
 
 POWERSHELL = "powershell.exe"
+POWERSHELLS = {"powershell": POWERSHELL, "pwsh": "pwsh.exe"}
+"""Which PowerShell runs the probe (`auditor_powershell` / `--winrm-powershell`): Windows
+PowerShell 5.1, on every supported Windows, or PowerShell 7 where it is installed."""
 POWERSHELL_ARGS = ("-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass")
 CMD_EXE_MAX_CHARS = 8191
 CREATEPROCESS_MAX_CHARS = 32767
@@ -67,15 +70,15 @@ _CODEPAGE_UTF8 = 65001
 _NOT_FOUND_CODES = (2, 3)
 
 
-def encode_command(script: str) -> tuple[str, tuple[str, ...]]:
+def encode_command(script: str, program: str = POWERSHELL) -> tuple[str, tuple[str, ...]]:
     """The program and arguments that run `script` (PowerShell source) on Windows."""
     encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
-    return POWERSHELL, (*POWERSHELL_ARGS, "-EncodedCommand", encoded)
+    return program, (*POWERSHELL_ARGS, "-EncodedCommand", encoded)
 
 
-def command_line(script: str) -> str:
+def command_line(script: str, program: str = POWERSHELL) -> str:
     """The whole command line as Windows sees it, for measuring against its limits."""
-    program, args = encode_command(script)
+    program, args = encode_command(script, program)
     return " ".join((program, *args))
 
 
@@ -98,6 +101,7 @@ class WinRMOptions:
     cert_key_pem: str | None = None
     allow_basic_http: bool = False
     message_encryption: str = "auto"
+    powershell: str = "powershell"
     connect_timeout: float = 10.0
     # WS-Man OperationTimeout for Receive: how long the service may hold a poll open.
     operation_timeout: int = 20
@@ -119,6 +123,7 @@ class WinRMEndpoint:
     message_encryption: str
     # The host name in the Kerberos SPN (HTTP/<name>) when the URL holds an address.
     kerberos_hostname: str | None = None
+    program: str = POWERSHELL
 
     def __repr__(self) -> str:
         return f"WinRMEndpoint(host={self.host!r}, url={self.url!r}, auth={self.auth!r})"
@@ -245,7 +250,19 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
         cert_key_pem=None if cert_key_pem is None else str(cert_key_pem),
         message_encryption=encryption,
         kerberos_hostname=_kerberos_hostname(host, auth),
+        program=_program(host, options),
     )
+
+
+def _program(host: Host, options: WinRMOptions) -> str:
+    value = _var(host.vars, "auditor_powershell") or options.powershell
+    program = POWERSHELLS.get(str(value).strip().lower())
+    if program is None:
+        raise InputError(
+            f"host {host.name}: auditor_powershell={value!r} is neither 'powershell' "
+            "(Windows PowerShell 5.1) nor 'pwsh' (PowerShell 7)"
+        )
+    return program
 
 
 def _kerberos_hostname(host: Host, auth: str) -> str | None:
@@ -402,7 +419,7 @@ def _host_error(
         code = f", WS-Man code {exc.wsman_fault_code}" if exc.wsman_fault_code is not None else ""
         text = f"WS-Management fault from {where} (HTTP {exc.code}{code}): {exc.reason}"
         if phase == "command" and exc.wsman_fault_code in _NOT_FOUND_CODES:
-            return err(HostOutcome.PROBE_UNAVAILABLE, f"{POWERSHELL} could not be started: {text}")
+            return err(HostOutcome.PROBE_UNAVAILABLE, f"{ep.program} could not be started: {text}")
         return err(HostOutcome.ERROR, text)
     if isinstance(exc, WinRMTransportError):
         body = exc.response_text[:200] if isinstance(exc.response_text, str) else ""
@@ -595,8 +612,8 @@ class WinRMTransport(Transport):
             ep = self.endpoint(host)
         except InputError as exc:
             raise HostLevelError(HostOutcome.ERROR, str(exc)) from None
-        program, args = encode_command(job.script)
-        length = len(command_line(job.script))
+        program, args = encode_command(job.script, ep.program)
+        length = len(command_line(job.script, ep.program))
         if length > CREATEPROCESS_MAX_CHARS:
             raise HostLevelError(
                 HostOutcome.ERROR,
@@ -643,6 +660,7 @@ def winrm_options_from(opts: Mapping[str, Any]) -> WinRMOptions:
     ca_bundle = opts.get("winrm_ca_bundle")
     return WinRMOptions(
         transport=str(opts.get("winrm_transport") or "ntlm"),
+        powershell=str(opts.get("winrm_powershell") or "powershell"),
         user=opts.get("winrm_user"),
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         allow_basic_http=bool(opts.get("winrm_allow_basic_http")),

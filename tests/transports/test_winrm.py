@@ -455,3 +455,17 @@ def test_twenty_targets_fit_the_createprocess_limit_the_transport_relies_on() ->
     line = command_line(build_powershell_job(targets, SETTINGS).script)
     assert 8191 < len(line) < 32767
     assert line.startswith("powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass ")
+
+
+def test_the_powershell_that_runs_the_probe_comes_from_the_inventory_then_the_flag() -> None:
+    default = winrm_transport_from({"passwords": {"winrm": Secret(PASSWORD)}}, forks=1)
+    assert default.endpoint(windows_host(5985)).program == "powershell.exe"
+    flagged = winrm_transport_from(
+        {"winrm_powershell": "pwsh", "passwords": {"winrm": Secret(PASSWORD)}}, forks=1
+    )
+    assert flagged.endpoint(windows_host(5985)).program == "pwsh.exe"
+    inventory = windows_host(5985, auditor_powershell="powershell")
+    assert flagged.endpoint(inventory).program == "powershell.exe"
+    assert command_line("x", "pwsh.exe").startswith("pwsh.exe -NoProfile -NonInteractive ")
+    with pytest.raises(InputError, match="auditor_powershell='pwsh7' is neither"):
+        default.endpoint(windows_host(5985, auditor_powershell="pwsh7"))

@@ -32,9 +32,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loopback
         yield lb, ex
 
 
-def _run(port: int, targets: list[Target]) -> RawOutput:
+def _run(port: int, targets: list[Target], powershell: str = "pwsh") -> RawOutput:
     transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
-    host = windows_host(port, ansible_winrm_scheme="http")
+    host = windows_host(port, ansible_winrm_scheme="http", auditor_powershell=powershell)
     job = build_powershell_job(targets, SETTINGS)
     try:
         return asyncio.run(transport.run(host, job, 20.0))
@@ -132,3 +132,30 @@ def test_a_powershell_7_host_audits_every_outcome_with_7s_exception_texts(
         assert (obs.url, obs.outcome, obs.detail) == (target.url, outcome, detail), target.name
         for key, value in fields.items():
             assert getattr(obs, key) == value, (target.name, key)
+
+
+def test_powershell_exe_on_a_powershell_7_host_is_still_windows_powershell_51(
+    servers: tuple[Loopback, Extras], tmp_path: Path
+) -> None:
+    lb, _ = servers
+    targets = [Target(url=f"https://localhost:{lb.closed_port}/", name="refused")]
+    network = {"hosts": {"localhost": "127.0.0.1"}, "ca_bundle": str(lb.ca_bundle), "proxy": ""}
+    with endpoint(tmp_path, auth=["ntlm"], network=network, powershell="7") as wsman:
+        raw = _run(wsman.port, targets, powershell="powershell")
+    result = parse_powershell(raw, targets, SETTINGS.nonce)
+    assert (result.facts["ps_edition"], result.facts["ps_version"][:4]) == ("Desktop", "5.1.")
+    assert result.observations[0].outcome is Outcome.REFUSED
+    assert result.observations[0].detail.startswith("Unable to connect to the remote server")
+
+
+def test_pwsh_where_powershell_7_is_not_installed_is_probe_unavailable(tmp_path: Path) -> None:
+    from auditor.errors import HostLevelError
+    from auditor.outcomes import HostOutcome
+
+    targets = [Target(url="https://localhost:1/", name="x")]
+    with endpoint(tmp_path, auth=["ntlm"], network={"proxy": ""}) as wsman:  # 5.1 only
+        with pytest.raises(HostLevelError) as caught:
+            _run(wsman.port, targets, powershell="pwsh")
+    assert caught.value.outcome == HostOutcome.PROBE_UNAVAILABLE
+    assert caught.value.detail.startswith("pwsh.exe could not be started")
+    assert "cannot find the file specified" in caught.value.detail
