@@ -613,17 +613,9 @@ def classify(
     return "error"
 
 
-def probe_target(
-    index: int,
-    url: str,
-    expect: Sequence[int],
-    timeout_s: int,
-    connect_ms: int,
-    machine: Machine,
-    network: Network,
-) -> dict[str, Any]:
-    """The record probe.ps1's worker returns for one target on Windows PowerShell 5.1."""
-    rec: dict[str, Any] = {
+def target_record(index: int) -> dict[str, Any]:
+    """A target record as probe.ps1's worker starts it, before anything is known."""
+    return {
         "kind": "target",
         "i": index,
         "outcome": "error",
@@ -637,6 +629,19 @@ def probe_target(
         "proxy": "",
         "ms": 0,
     }
+
+
+def probe_target(
+    index: int,
+    url: str,
+    expect: Sequence[int],
+    timeout_s: int,
+    connect_ms: int,
+    machine: Machine,
+    network: Network,
+) -> dict[str, Any]:
+    """The record probe.ps1's worker returns for one target on Windows PowerShell 5.1."""
+    rec = target_record(index)
     host = urlsplit(url).hostname or ""
     proxy = network.proxy_for(host)
     if proxy:
@@ -958,4 +963,5 @@ __all__ = [
     "probe_target",
     "run_command",
     "start_command",
+    "target_record",
 ]

@@ -69,6 +69,7 @@ from auditor.lab.ps51 import (
     http_get,
     proxy_denied_first,
     read_issuer,
+    target_record,
 )
 
 VERSION = "7.4.6"
@@ -214,20 +215,7 @@ def probe_target(
     network: Network,
 ) -> dict[str, Any]:
     """The record probe.ps1's worker returns for one target on PowerShell 7.4+."""
-    rec: dict[str, Any] = {
-        "kind": "target",
-        "i": index,
-        "outcome": "error",
-        "status": 0,
-        "type": "",
-        "reason": "",
-        "msg": "",
-        "inner": "",
-        "sock": "",
-        "issuer": "",
-        "proxy": "",
-        "ms": 0,
-    }
+    rec = target_record(index)
     proxy = network.proxy_for(urlsplit(url).hostname or "")
     if proxy:
         # [string] of the Uri that HttpClient.DefaultProxy.GetProxy returns.
