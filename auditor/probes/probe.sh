@@ -226,9 +226,11 @@ auditor_main() {
     # A watchdog: once the auditor has gone (deadline, Ctrl-C, lost connection) the session's
     # output is closed, the next write fails, and every curl of this probe is ended at once
     # instead of running on to --max-time. (OpenSSH ignores signal requests from clients.)
+    # Its sleep must not hold the session's output open: the session ends when the last
+    # holder of stdout closes it, and a sleeping watchdog would add up to a second per host.
     (
         trap '' PIPE
-        while sleep 1; do
+        while sleep 1 >/dev/null 2>&1; do
             printf '\n' || { kill -TERM 0; exit 0; }
         done
     ) &
