@@ -222,8 +222,27 @@ _STARTERS: dict[str, ServiceStarter] = {"sshd": _start_sshd, "none": _start_noth
 
 
 def start_service(ctx: HostContext) -> subprocess.Popen[bytes] | None:
-    """Start the host's management service (again, after a test has killed it)."""
+    """Start the host's management service."""
     return _STARTERS[ctx.host.service](ctx)
+
+
+def restart_service(directory: Path, host: HostSpec) -> None:
+    """Start a lab host's service again (after a test killed it) and record its new PID in
+    the lab's state in place of the old one, so `down` and status checks find it."""
+    state = _State.load(directory)
+    if state is None:
+        raise LabError(f"no lab in {directory}")
+    proc = start_service(HostContext(host, directory, directory / "hosts" / host.name))
+    if proc is None:
+        return
+    role = f"{host.service}:{host.name}"
+    found = netns.identify(proc.pid, role)
+    with state._lock:
+        kept = [p for p in state.data["processes"] if p["role"] != role]
+        if found is not None:
+            kept.append({"pid": found.pid, "start": found.start, "role": found.role})
+        state.data["processes"] = kept
+        state.flush()
 
 
 def register_service(name: str, starter: ServiceStarter) -> None:

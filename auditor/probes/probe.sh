@@ -4,7 +4,10 @@
 # The auditor appends a call `auditor_main <<'AUDITOR_END_<nonce>'` followed by data lines
 # (settings and validated URLs). Data only ever arrives through that quoted here-document,
 # so nothing user-supplied is parsed as shell. Every record printed starts with
-# "AUD1 <nonce>" and is one line of tab-separated fields, written by one printf.
+# "AUD1 <nonce>" and is one line of tab-separated fields, written in one write.
+#
+# Each process the probe starts costs the host a fork and an exec, and the probe runs on every
+# host of a fleet: text is handled with the shell's own expansions wherever POSIX allows.
 #
 # Records:  H hostname os tool tool_version   (host facts)
 #           T idx tool exit http connect_code remote_ip t_dns t_connect t_tls t_total proxy issuer error
@@ -16,21 +19,43 @@ AUDITOR_CT=5
 AUDITOR_MT=10
 AUDITOR_AGENT_PROXY=0
 AUDITOR_TAB=$(printf '\t')
-
-# One line, no tabs or control characters, bounded length.
-auditor_clean() {
-    printf '%s' "$1" | tr -d '\000-\010\013-\037\177' | tr '\t\n\r' '   ' | cut -c1-400
-}
+AUDITOR_SEP=$(printf '\001')
+AUDITOR_NL='
+'
+# 400 '?': a pattern that matches a field's first 400 characters.
+AUDITOR_Q400='????????????????????????????????????????'
+AUDITOR_Q400=$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400
+AUDITOR_Q400=$AUDITOR_Q400$AUDITOR_Q400
 
 auditor_emit() {
-    # $1 = kind, rest = fields; joined with tabs in a single write.
-    _kind=$1
+    # $1 = kind, rest = fields. Each field is cut to 400 characters; then one pass over the
+    # whole record drops control characters, makes tabs and line breaks inside a field
+    # spaces, and turns the separators into tabs. cut ends the line, and the record leaves
+    # in one write that the parallel targets' records cannot interleave with.
+    _line="AUD1 $AUDITOR_NONCE$AUDITOR_SEP$1"
     shift
-    _line="AUD1 $AUDITOR_NONCE$AUDITOR_TAB$_kind"
     for _f in "$@"; do
-        _line="$_line$AUDITOR_TAB$_f"
+        if [ ${#_f} -gt 400 ]; then
+            # shellcheck disable=SC2295 # the 400 '?' are meant as a pattern
+            _rest=${_f#$AUDITOR_Q400}
+            _f=${_f%"$_rest"}
+        fi
+        _line="$_line$AUDITOR_SEP$_f"
     done
-    printf '%s\n' "$_line"
+    printf '%s' "$_line" | tr -d '\000\002-\010\013-\037\177' | tr '\t\n\001' '  \t' \
+        | cut -c1-4000
+}
+
+# Sets _last to the rest of the last line of $1 that starts with $2 (empty if none).
+auditor_last_line() {
+    _o=$AUDITOR_NL$1
+    case "$_o" in
+        *"$AUDITOR_NL$2"*)
+            _last=${_o##*"$AUDITOR_NL$2"}
+            _last=${_last%%"$AUDITOR_NL"*}
+            ;;
+        *) _last="" ;;
+    esac
 }
 
 # The proxy the Qualys agent is configured with (RPM and Debian families), if any.
@@ -48,11 +73,11 @@ auditor_agent_proxy() {
     return 1
 }
 
-# The proxy curl will use for this URL scheme, from the environment (for the report).
+# The proxy curl will use for URL $1, from the environment (for the report), in _env_proxy.
 auditor_env_proxy() {
     case "$1" in
-        https:*) printf '%s' "${https_proxy:-${HTTPS_PROXY:-${all_proxy:-${ALL_PROXY:-}}}}" ;;
-        *) printf '%s' "${http_proxy:-${all_proxy:-${ALL_PROXY:-}}}" ;;
+        https:*) _env_proxy=${https_proxy:-${HTTPS_PROXY:-${all_proxy:-${ALL_PROXY:-}}}} ;;
+        *) _env_proxy=${http_proxy:-${all_proxy:-${ALL_PROXY:-}}} ;;
     esac
 }
 
@@ -70,8 +95,11 @@ auditor_curl() {
         -w '\nAUDW %{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}\n' \
         -- "$_url" 2>&1)
     _rc=$?
-    _w=$(printf '%s\n' "$_out" | sed -n 's/^AUDW //p' | tail -n 1)
-    _err=$(printf '%s\n' "$_out" | sed -n 's/^curl: ([0-9]*) //p' | tail -n 1)
+    auditor_last_line "$_out" "AUDW "
+    _w=$_last
+    # curl's own message: the last "curl: (N) text" line, without its "curl: (N) ".
+    auditor_last_line "$_out" "curl: ("
+    _err=${_last#*) }
     _issuer=""
     case "$_rc" in
         35|51|53|58|59|60|66|77|80|82|83|90|91)
@@ -88,8 +116,7 @@ auditor_curl() {
     set -- $_w
     IFS=$_old_ifs
     auditor_emit T "$_idx" curl "$_rc" "${1:-000}" "${2:-000}" "${3:-}" "${4:-}" "${5:-}" \
-        "${6:-}" "${7:-}" "$(auditor_clean "$_shown_proxy")" "$(auditor_clean "$_issuer")" \
-        "$(auditor_clean "$_err")"
+        "${6:-}" "${7:-}" "$_shown_proxy" "$_issuer" "$_err"
 }
 
 auditor_wget() {
@@ -114,8 +141,7 @@ auditor_wget() {
     # wget reports no timings; whole seconds are enough to tell a stall from a quick failure.
     _elapsed=$(($(date +%s) - _t0))
     auditor_emit T "$_idx" wget "$_rc" "${_status:-000}" 000 "" "" "" "" "$_elapsed" \
-        "$(auditor_clean "$_shown_proxy")" "$(auditor_clean "$_issuer")" \
-        "$(auditor_clean "$_err")"
+        "$_shown_proxy" "$_issuer" "$_err"
 }
 
 # python3 fallback: prints the curl-equivalent exit code so one classifier serves all tools.
@@ -153,7 +179,7 @@ auditor_python() {
     set -- $_out
     IFS=$_old_ifs
     auditor_emit T "$_idx" python3 "${1:-1}" "${2:-000}" 000 "" "" "" "" "${3:-}" \
-        "$(auditor_clean "$_shown_proxy")" "" "$(auditor_clean "${4:-$_out}")"
+        "$_shown_proxy" "" "${4:-$_out}"
 }
 
 auditor_one() {
@@ -163,9 +189,26 @@ auditor_one() {
     if [ "$AUDITOR_AGENT_PROXY" = 1 ]; then
         _proxy=$(auditor_agent_proxy) || _proxy=""
     fi
+    auditor_env_proxy "$_url"
+    _shown_proxy=${_proxy:-$_env_proxy}
     # Show the proxy without any user:password@ part: reports must never carry secrets.
-    _shown_proxy=${_proxy:-$(auditor_env_proxy "$_url")}
-    _shown_proxy=$(printf '%s' "$_shown_proxy" | sed 's#//[^/@]*@#//***@#')
+    # Everything up to the authority's last '@' goes, since a password may hold an '@'.
+    case "$_shown_proxy" in
+        *@*)
+            _scheme=""
+            _after=$_shown_proxy
+            case "$_shown_proxy" in *//*)
+                _scheme=${_shown_proxy%%//*}//
+                _after=${_shown_proxy#*//}
+                ;;
+            esac
+            _authority=${_after%%/*}
+            case "$_authority" in *@*)
+                _shown_proxy="$_scheme***@${_authority##*@}${_after#"$_authority"}"
+                ;;
+            esac
+            ;;
+    esac
     "auditor_$AUDITOR_TOOL" "$_idx" "$_url" "$_proxy"
 }
 
@@ -173,17 +216,33 @@ auditor_facts() {
     _host=$(hostname 2>/dev/null || uname -n 2>/dev/null || cat /proc/sys/kernel/hostname)
     _os=""
     if [ -r /etc/os-release ]; then
-        _os=$(sed -n 's/^PRETTY_NAME=//p' /etc/os-release | tr -d '"' | head -n 1)
+        while IFS= read -r _l || [ -n "$_l" ]; do
+            case "$_l" in PRETTY_NAME=*)
+                _os=${_l#PRETTY_NAME=}
+                break
+                ;;
+            esac
+        done </etc/os-release
+        _os=${_os#[\"\']}
+        _os=${_os%[\"\']}
     fi
     [ -n "$_os" ] || _os=$(uname -sr 2>/dev/null)
     case "$AUDITOR_TOOL" in
-        curl) _ver=$(curl --version 2>/dev/null | head -n 1 | cut -d' ' -f1-2) ;;
+        curl)
+            # "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/..." -> "curl 7.88.1"
+            _ver=$(curl --version 2>/dev/null)
+            _ver=${_ver%%"$AUDITOR_NL"*}
+            case "$_ver" in *" "*)
+                _rest=${_ver#* }
+                _ver="${_ver%%" $_rest"} ${_rest%% *}"
+                ;;
+            esac
+            ;;
         wget) _ver=$(wget --version 2>/dev/null | head -n 1) ;;
         python) _ver=$(python3 --version 2>&1) ;;
         *) _ver="" ;;
     esac
-    auditor_emit H "$(auditor_clean "$_host")" "$(auditor_clean "$_os")" "$AUDITOR_TOOL" \
-        "$(auditor_clean "$_ver")"
+    auditor_emit H "$_host" "$_os" "$AUDITOR_TOOL" "$_ver"
 }
 
 # When the auditor gives up on this host (deadline, Ctrl-C) it signals the session: end every
@@ -219,7 +278,7 @@ auditor_main() {
     elif command -v python3 >/dev/null 2>&1; then
         AUDITOR_TOOL=python
     else
-        auditor_emit U "no curl, wget or python3 on PATH ($(auditor_clean "$PATH"))"
+        auditor_emit U "no curl, wget or python3 on PATH ($PATH)"
         return 0
     fi
     auditor_facts

@@ -652,7 +652,7 @@ def test_keys_held_by_an_ssh_agent_log_in(lab: LabInfo, tmp_path: Path) -> None:
 def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
     lab: LabInfo, tmp_path: Path
 ) -> None:
-    from auditor.lab.fleet import HostContext, start_service
+    from auditor.lab.fleet import restart_service
     from auditor.lab.netns import namespace_members
 
     spec = lab.host("blackhole")
@@ -684,7 +684,7 @@ def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
             proc.kill()
             proc.wait()
         # Put the host back as it was for the rest of the session.
-        start_service(HostContext(spec, lab.directory, lab.directory / "hosts" / spec.name))
+        restart_service(lab.directory, spec)
         _wait_for_port(spec.address, 22)
     assert proc.returncode == 1, err  # reject's URL is blocked, whatever else happened
     hosts = report_hosts(tmp_path / "o")
