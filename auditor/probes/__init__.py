@@ -7,6 +7,7 @@ never spliced into source) and a parser that turns the `RawOutput` back into exa
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,3 +35,13 @@ class ProbeResult:
 
     observations: tuple[Observation, ...]
     facts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+# user:password@ in any URL a host prints (curl quotes a proxy URL it cannot parse); greedy
+# up to the authority's last '@', since a password may hold one.
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s'\"]*@")
+
+
+def mask_userinfo(text: str) -> str:
+    """`text` with the credentials of every URL in it replaced by `***`."""
+    return _USERINFO.sub(r"\1***@", text) if "@" in text else text

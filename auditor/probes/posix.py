@@ -11,7 +11,7 @@ from types import MappingProxyType
 from auditor.errors import HostLevelError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings
+from auditor.probes import ProbeResult, ProbeSettings, mask_userinfo
 from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
@@ -53,7 +53,7 @@ def _seconds(value: float) -> str:
 
 def _clean(text: str) -> str:
     text = re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", text)
-    return text.strip()[:_MAX_FIELD]
+    return mask_userinfo(text).strip()[:_MAX_FIELD]
 
 
 def _float(text: str) -> float | None:

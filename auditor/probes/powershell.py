@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings
+from auditor.probes import ProbeResult, ProbeSettings, mask_userinfo
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput
 
 RECORD_MARK = "AUDITOR-PS1"
@@ -168,7 +168,7 @@ def build_powershell_job(targets: Sequence[Target], settings: ProbeSettings) -> 
 def clean_text(text: str, limit: int = MAX_DETAIL) -> str:
     """One line, no control or format characters, at most `limit` characters."""
     chars = [" " if unicodedata.category(ch)[0] == "C" else ch for ch in text[: limit * 4]]
-    line = " ".join("".join(chars).split())
+    line = mask_userinfo(" ".join("".join(chars).split()))
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

@@ -100,6 +100,13 @@ auditor_curl() {
     # curl's own message: the last "curl: (N) text" line, without its "curl: (N) ".
     auditor_last_line "$_out" "curl: ("
     _err=${_last#*) }
+    # curl quotes a proxy URL it cannot parse, password and all: show the masked one.
+    while [ -n "$_raw_proxy" ] && [ "$_raw_proxy" != "$_shown_proxy" ]; do
+        case "$_err" in
+            *"$_raw_proxy"*) _err="${_err%%"$_raw_proxy"*}$_shown_proxy${_err#*"$_raw_proxy"}" ;;
+            *) break ;;
+        esac
+    done
     _issuer=""
     case "$_rc" in
         35|51|53|58|59|60|66|77|80|82|83|90|91)
@@ -190,7 +197,8 @@ auditor_one() {
         _proxy=$(auditor_agent_proxy) || _proxy=""
     fi
     auditor_env_proxy "$_url"
-    _shown_proxy=${_proxy:-$_env_proxy}
+    _raw_proxy=${_proxy:-$_env_proxy}
+    _shown_proxy=$_raw_proxy
     # Show the proxy without any user:password@ part: reports must never carry secrets.
     # Everything up to the authority's last '@' goes, since a password may hold an '@'.
     case "$_shown_proxy" in

@@ -53,6 +53,15 @@ def test_lines_without_this_runs_nonce_are_ignored() -> None:
     assert obs.outcome is Outcome.TIMEOUT
 
 
+def test_credentials_in_any_url_a_tool_prints_are_masked() -> None:
+    err = "Unsupported proxy syntax in 'http://bob:p@ss@proxy.example:3128'"
+    record = f"AUD1 {NONCE}\tT\t0\tcurl\t5\t000\t000\t\t\t\t\t\thttp://bob:p@ss@proxy.example:3128\t\t{err}"
+    out = f"{record}\nAUD1 {NONCE}\tD\t1\n".encode()
+    (obs,) = parse_posix(RawOutput(out, b"", 0), [TARGET], NONCE).observations
+    assert "p@ss" not in obs.detail + obs.proxy and "bob" not in obs.detail + obs.proxy
+    assert "'http://***@proxy.example:3128'" in obs.detail
+
+
 def test_a_missing_record_is_an_error_for_that_target_only() -> None:
     targets = [TARGET, Target(url="https://example.invalid/x", name="second")]
     out = f"AUD1 {NONCE}\tH\th\tos\tcurl\t7\n{CASES[0][0]}\n".encode()

@@ -109,6 +109,18 @@ def test_a_denying_proxy_is_proxy_denied_and_its_password_is_never_shown(
     assert obs.proxy == f"http://***@127.0.0.1:{servers.proxy_port}"
 
 
+def test_a_proxy_password_holding_an_at_sign_is_masked_whole(
+    servers: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("https_proxy", f"http://auditor:s3c@ret-pw@127.0.0.1:{servers.proxy_port}")
+    target = [Target(url=f"https://localhost:{servers.https_port}/status", name="ok")]
+    settings = ProbeSettings(connect_timeout=2, max_time=2)
+    raw = asyncio.run(LocalTransport().run(HOST, build_posix_job(target, settings), 30))
+    assert b"s3c" not in raw.stdout and b"ret-pw" not in raw.stdout
+    (obs,) = parse_posix(raw, target, settings.nonce).observations
+    assert obs.proxy == f"http://***@127.0.0.1:{servers.proxy_port}"
+
+
 @pytest.mark.skipif(shutil.which("wget") is None, reason="wget not installed")
 def test_wget_is_the_fallback_without_curl(
     servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
