@@ -613,9 +613,10 @@ def classify(
     return "error"
 
 
-def target_record(index: int) -> dict[str, Any]:
-    """A target record as probe.ps1's worker starts it, before anything is known."""
-    return {
+def target_record(index: int, url: str, network: Network) -> dict[str, Any]:
+    """A target record as probe.ps1's worker starts it: the proxy the URL goes through is
+    all that is known yet."""
+    rec: dict[str, Any] = {
         "kind": "target",
         "i": index,
         "outcome": "error",
@@ -629,6 +630,12 @@ def target_record(index: int) -> dict[str, Any]:
         "proxy": "",
         "ms": 0,
     }
+    proxy = network.proxy_for(urlsplit(url).hostname or "")
+    if proxy:
+        # [string] of the Uri that GetProxy returns (DefaultWebProxy on 5.1,
+        # HttpClient.DefaultProxy on 7): scheme, host, port and a trailing slash.
+        rec["proxy"] = f"http://{proxy[0]}:{proxy[1]}/"
+    return rec
 
 
 def probe_target(
@@ -641,12 +648,7 @@ def probe_target(
     network: Network,
 ) -> dict[str, Any]:
     """The record probe.ps1's worker returns for one target on Windows PowerShell 5.1."""
-    rec = target_record(index)
-    host = urlsplit(url).hostname or ""
-    proxy = network.proxy_for(host)
-    if proxy:
-        # [string] of the Uri that GetProxy returns: scheme, host, port and a trailing slash.
-        rec["proxy"] = f"http://{proxy[0]}:{proxy[1]}/"
+    rec = target_record(index, url, network)
     start = time.monotonic()
     tls = False
     try:

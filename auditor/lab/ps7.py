@@ -215,11 +215,7 @@ def probe_target(
     network: Network,
 ) -> dict[str, Any]:
     """The record probe.ps1's worker returns for one target on PowerShell 7.4+."""
-    rec = target_record(index)
-    proxy = network.proxy_for(urlsplit(url).hostname or "")
-    if proxy:
-        # [string] of the Uri that HttpClient.DefaultProxy.GetProxy returns.
-        rec["proxy"] = f"http://{proxy[0]}:{proxy[1]}/"
+    rec = target_record(index, url, network)
     start = time.monotonic()
     shape: Exception7 | None = None
     try:
