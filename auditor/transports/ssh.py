@@ -174,7 +174,7 @@ class SSHTransport(Transport):
         self.options = options
         self._known: asyncssh.SSHKnownHosts | None = None
         self._known_loaded = False
-        self._keys: dict[tuple[Path, ...], list[asyncssh.SSHKey]] = {}
+        self._keys: dict[tuple[tuple[Path, ...], bool], list[asyncssh.SSHKey] | None] = {}
         self._jumps: dict[JumpSpec, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self._record_lock = asyncio.Lock()
         self._base: asyncssh.SSHClientConnectionOptions | None = None
@@ -254,22 +254,27 @@ class SSHTransport(Transport):
         )
 
     def _client_keys(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
-        paths = endpoint.key_files
-        if not endpoint.keys_required:
+        """The endpoint's keys, loaded once per run for each distinct set of key files
+        (read from disk per host, they would be per-host work on a fleet of thousands)."""
+        cache_key = (endpoint.key_files, endpoint.keys_required)
+        if cache_key not in self._keys:
+            self._keys[cache_key] = self._load_keys(endpoint.key_files, endpoint.keys_required)
+        return self._keys[cache_key]
+
+    def _load_keys(self, paths: tuple[Path, ...], required: bool) -> list[asyncssh.SSHKey] | None:
+        if not required:
             paths = tuple(p for p in paths if p.exists())
         if not paths:
             return None  # asyncssh's defaults: the agent and ~/.ssh/id_*
-        if paths not in self._keys:
-            passphrase = self.options.passphrase.reveal() if self.options.passphrase else None
-            loaded = []
-            for path in paths:
-                try:
-                    loaded.append(asyncssh.read_private_key(path, passphrase))
-                except (OSError, asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
-                    reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-                    raise InputError(f"cannot load SSH key: {reason}", str(path)) from None
-            self._keys[paths] = loaded
-        return self._keys[paths]
+        passphrase = self.options.passphrase.reveal() if self.options.passphrase else None
+        loaded = []
+        for path in paths:
+            try:
+                loaded.append(asyncssh.read_private_key(path, passphrase))
+            except (OSError, asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+                raise InputError(f"cannot load SSH key: {reason}", str(path)) from None
+        return loaded
 
     def _base_options(self) -> asyncssh.SSHClientConnectionOptions:
         """Options shared by every connection, processed once (that work is per-connection

@@ -77,7 +77,7 @@ class SSHConfigReader:
         config = self._parse(SSHClientConfig, name, user, port)
         return HostConfig(
             hostname=_text(config.get("Hostname")),
-            port=_port(config.get("Port"), self.path),
+            port=_port(config.get("Port")),
             user=_text(config.get("User")),
             identity_files=_paths(config.get("IdentityFile")),
             proxy_jump=_text(config.get("ProxyJump")),
@@ -153,12 +153,9 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _port(value: object, path: Path | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, int) and 0 < value < 65536:
-        return value
-    raise InputError(f"bad Port {value!r} in ssh config", str(path))
+def _port(value: object) -> int | None:
+    # Every Port line was range-checked when the file was first read (`_EveryBlock`).
+    return value if isinstance(value, int) else None
 
 
 def _paths(value: object) -> tuple[Path, ...]:
