@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import logging
 import re
 import time
@@ -70,6 +71,8 @@ _CODEPAGE_UTF8 = 65001
 _NOT_FOUND_CODES = (2, 3)
 
 
+# Every host of a run gets the same job: encode it once, not once per host.
+@functools.lru_cache(maxsize=4)
 def encode_command(script: str, program: str = POWERSHELL) -> tuple[str, tuple[str, ...]]:
     """The program and arguments that run `script` (PowerShell source) on Windows."""
     encoded = base64.b64encode(script.encode("utf-16-le")).decode("ascii")
