@@ -221,28 +221,25 @@ def _start_nothing(ctx: HostContext) -> subprocess.Popen[bytes] | None:
 _STARTERS: dict[str, ServiceStarter] = {"sshd": _start_sshd, "none": _start_nothing}
 
 
-def start_service(ctx: HostContext) -> subprocess.Popen[bytes] | None:
-    """Start the host's management service."""
-    return _STARTERS[ctx.host.service](ctx)
+def _start_recorded(
+    state: _State, directory: Path, host: HostSpec
+) -> subprocess.Popen[bytes] | None:
+    """Start the host's management service and record its PID in the lab's state."""
+    proc = _STARTERS[host.service](HostContext(host, directory, directory / "hosts" / host.name))
+    if proc is not None:
+        found = netns.identify(proc.pid, f"{host.service}:{host.name}")
+        if found is not None:
+            state.add_process(found)
+    return proc
 
 
 def restart_service(directory: Path, host: HostSpec) -> None:
-    """Start a lab host's service again (after a test killed it) and record its new PID in
-    the lab's state in place of the old one, so `down` and status checks find it."""
+    """Start a lab host's service again (after a test killed it), recorded in place of the
+    old one so that `down` and status checks find it."""
     state = _State.load(directory)
     if state is None:
         raise LabError(f"no lab in {directory}")
-    proc = start_service(HostContext(host, directory, directory / "hosts" / host.name))
-    if proc is None:
-        return
-    role = f"{host.service}:{host.name}"
-    found = netns.identify(proc.pid, role)
-    with state._lock:
-        kept = [p for p in state.data["processes"] if p["role"] != role]
-        if found is not None:
-            kept.append({"pid": found.pid, "start": found.start, "role": found.role})
-        state.data["processes"] = kept
-        state.flush()
+    _start_recorded(state, directory, host)
 
 
 def register_service(name: str, starter: ServiceStarter) -> None:
@@ -347,8 +344,11 @@ class _State:
             self.flush()
 
     def add_process(self, proc: Proc) -> None:
+        """Record `proc`, in place of any earlier process in the same role."""
         with self._lock:
-            self.data["processes"].append({"pid": proc.pid, "start": proc.start, "role": proc.role})
+            kept = [p for p in self.data["processes"] if p["role"] != proc.role]
+            kept.append({"pid": proc.pid, "start": proc.start, "role": proc.role})
+            self.data["processes"] = kept
             self.flush()
 
     def processes(self) -> list[Proc]:
@@ -475,11 +475,8 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
         netns.configure_namespace(host.namespace, host.address)
         if host.nft_rules:
             netns.load_nft(host.namespace, render.nft_ruleset(host))
-        proc = start_service(HostContext(host, directory, directory / "hosts" / host.name))
+        proc = _start_recorded(state, directory, host)
         if proc is not None:
-            found = netns.identify(proc.pid, f"{host.service}:{host.name}")
-            if found is not None:
-                state.add_process(found)
             with lock:
                 started[host.name] = proc
 
