@@ -346,6 +346,14 @@ def _processes_in_namespace(namespace: str) -> list[tuple[int, str]]:
     return found
 
 
+def _wait_for_curl(namespace: str, seconds: float = 20) -> None:
+    """Until the probe's curl runs on the host (the audit is mid-probe)."""
+    deadline = time.monotonic() + seconds
+    while not any(comm == "curl" for _, comm in _processes_in_namespace(namespace)):
+        assert time.monotonic() < deadline, "the probe never started"
+        time.sleep(0.1)
+
+
 def test_ctrl_c_ends_the_remote_probe_too(lab: LabInfo, tmp_path: Path) -> None:
     spec = next(s for s in lab.hosts if s.name == "blackhole")
     # Earlier audits' curls on this host end at their own --max-time; start from none.
@@ -366,10 +374,7 @@ def test_ctrl_c_ends_the_remote_probe_too(lab: LabInfo, tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
     )
-    deadline = time.monotonic() + 20
-    while not any(comm == "curl" for _, comm in _processes_in_namespace(spec.namespace)):
-        assert time.monotonic() < deadline, "the probe never started"
-        time.sleep(0.2)
+    _wait_for_curl(spec.namespace)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
@@ -670,10 +675,7 @@ def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 20
-        while not any(comm == "curl" for _, comm in _processes_in_namespace(spec.namespace)):
-            assert time.monotonic() < deadline, "the probe never started"
-            time.sleep(0.1)
+        _wait_for_curl(spec.namespace)
         # The whole of the host's sshd, listener and sessions alike, as a crash would end it.
         for member in namespace_members([spec.namespace]):
             with contextlib.suppress(ProcessLookupError):
