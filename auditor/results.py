@@ -27,6 +27,7 @@ from auditor.models import (
     UnauditedHost,
 )
 from auditor.outcomes import HostOutcome, Outcome
+from auditor.reportdir import ReportDir
 
 SCHEMA_VERSION = 1
 
@@ -176,7 +177,10 @@ class ResultsWriter:
 
     def __init__(self, path: Path, mode: int = 0o600) -> None:
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        # Created afresh relative to the verified directory: an existing entry (a planted
+        # link, a file with a foreign owner or mode) is removed, never written through.
+        with ReportDir.open(path.parent) as directory:
+            fd = directory.create(path.name, mode)
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
 
     def _line(self, record: Mapping[str, Any]) -> None:
