@@ -13,14 +13,24 @@ import click
 
 from auditor import __version__
 from auditor.errors import AuditorError, InputError, LabError
+from auditor.textsafe import for_terminal
 
 FORMATS = ("html", "csv", "json", "junit")
 EXIT_USAGE = 2
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    """Print one error line and exit 2. Every error the tool reports goes through here, and
+    a message may quote any input file (a host name, a targets key, a section header), so it
+    is sanitised: no escape sequence, control, bidi or zero-width character reaches the
+    terminal, and it stays one line."""
+    click.echo(f"error: {for_terminal(message)}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def warn(message: str) -> None:
+    """Print one warning line to stderr, sanitised like an error."""
+    click.echo(f"WARNING: {for_terminal(message)}", err=True)
 
 
 AUDIT_OPTIONS = [
@@ -62,7 +72,9 @@ AUDIT_OPTIONS = [
         "out_dir",
         type=click.Path(path_type=Path),
         metavar="DIR",
-        help="Report directory [default: ./audit-report-<UTC timestamp>/].",
+        help="Report directory, created by the run (an existing one must be yours, not "
+        "writable by others, and empty unless --force) [default: "
+        "./audit-report-<UTC timestamp>-<random>/].",
     ),
     click.option(
         "--format",
@@ -324,7 +336,7 @@ def report_cmd(
 
     try:
         status = render_from_results([results], out_dir, formats or FORMATS, force, report_mode)
-    except InputError as exc:
+    except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
 
@@ -347,7 +359,7 @@ def merge_cmd(
 
     try:
         status = render_from_results(list(results), out_dir, formats or FORMATS, force, report_mode)
-    except InputError as exc:
+    except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
 
