@@ -51,11 +51,6 @@ def for_terminal(text: str, limit: int = 0) -> str:
     return text
 
 
-def for_terminal_lines(text: str) -> str:
-    """Like `for_terminal`, but line breaks are kept (each line cleaned on its own)."""
-    return "\n".join(for_terminal(line) for line in _NEWLINES.sub("\n", text).split("\n"))
-
-
 def for_text(text: str) -> str:
     """`text` for a page or a document: controls other than TAB, LF and CR removed, and bidi
     and zero-width characters removed."""
@@ -87,6 +82,5 @@ __all__ = [
     "INVISIBLE",
     "for_cell",
     "for_terminal",
-    "for_terminal_lines",
     "for_text",
 ]
