@@ -10,26 +10,24 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from enum import Enum
 from pathlib import Path
-from types import MappingProxyType
-from typing import IO, Any, TypeVar
+from types import MappingProxyType, UnionType
+from typing import IO, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
 from auditor.errors import InputError
 from auditor.models import (
     AuditedHost,
-    Connection,
     Host,
     HostResult,
     Observation,
-    Platform,
     Target,
     UnauditedHost,
 )
-from auditor.outcomes import HostOutcome, Outcome
+from auditor.outcomes import HostOutcome
 from auditor.reportdir import ReportDir
 
 SCHEMA_VERSION = 1
@@ -165,6 +163,18 @@ class _Fields:
             raise self._bad(key, value, "an integer or null")
         return value  # type: ignore[return-value]
 
+    def integer(self, key: str) -> int:
+        value = self._get(key, _REQUIRED)
+        if not _is_int(value):
+            raise self._bad(key, value, "an integer")
+        return value  # type: ignore[return-value]
+
+    def int_list(self, key: str) -> tuple[int, ...]:
+        items = self.items(key, [])
+        if not all(_is_int(item) for item in items):
+            raise ValueError(f"{self._where}.{key} is not a list of integers")
+        return tuple(items)
+
     def number(self, key: str, default: object = _REQUIRED) -> float:
         value = self._get(key, default)
         if not _is_number(value):
@@ -237,35 +247,94 @@ def _kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+_Reader = Callable[["_Fields", str], Any]
+
+
+def _optional(read: _Reader) -> _Reader:
+    def read_optional(f: _Fields, key: str) -> Any:
+        return None if f.raw(key) is None else read(f, key)
+
+    return read_optional
+
+
+def _text_mapping(f: _Fields, key: str) -> Mapping[str, str]:
+    return MappingProxyType(f.text_map(key))
+
+
+def _raw(f: _Fields, key: str) -> Any:
+    return f.raw(key)
+
+
+def reader_for(hint: Any) -> _Reader | None:
+    """How a field of type `hint` is read and checked; None for a type with no rule."""
+    simple: dict[Any, _Reader] = {
+        str: _Fields.text,
+        bool: _Fields.flag,
+        float: _Fields.number,
+        int: _Fields.integer,
+        tuple[str, ...]: _Fields.text_list,
+        tuple[int, ...]: _Fields.int_list,
+        Mapping[str, str]: _text_mapping,
+    }
+    if hint in simple:
+        return simple[hint]
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        kind = hint
+        return lambda f, key: f.enum(key, kind)
+    args = set(get_args(hint))
+    if get_origin(hint) in (Union, UnionType) and len(args) == 2 and type(None) in args:
+        inner = reader_for((args - {type(None)}).pop())
+        return None if inner is None else _optional(inner)
+    return None
+
+
+_FieldRule = tuple[str, _Reader, bool]
+_RULES: dict[object, tuple[_FieldRule, ...]] = {}
+
+
+def _rules(cls: Any) -> tuple[_FieldRule, ...]:
+    """(name, reader, required) per field of dataclass `cls`, worked out once per class."""
+    rules = _RULES.get(cls)
+    if rules is None:
+        hints = get_type_hints(cls)
+        rules = _RULES[cls] = tuple(
+            (
+                fld.name,
+                # A field type with no rule is carried as it is, so a new field keeps
+                # round-tripping; tests/security/test_results_fuzz.py insists on a rule.
+                reader_for(hints[fld.name]) or _raw,
+                fld.default is MISSING and fld.default_factory is MISSING,
+            )
+            for fld in fields(cls)
+        )
+    return rules
+
+
+def _build(cls: type[_D], f: _Fields, skip: frozenset[str] = frozenset(), **given: Any) -> _D:
+    """An instance of the frozen dataclass `cls` from `f`, every field type-checked; a field
+    missing from the file takes its default (or is an error when it has none)."""
+    kwargs: dict[str, Any] = dict(given)
+    data = f.data
+    for name, read, required in _rules(cls):
+        if name in kwargs or name in skip:
+            continue
+        if name in data:
+            kwargs[name] = read(f, name)
+        elif required:
+            f.raw(name)  # raises: names the missing field
+    return cls(**kwargs)
+
+
+_D = TypeVar("_D")
+
+
 def _host_from(f: _Fields) -> Host:
-    return Host(
-        name=f.text("name"),
-        address=f.text("address"),
-        connection=f.enum("connection", Connection),
-        platform=f.enum("platform", Platform),
-        port=f.opt_int("port"),
-        user=f.opt_text("user"),
-        groups=f.text_list("groups"),
-    )
+    # `vars` never reaches a results file (it may hold secrets); never read one back either.
+    return _build(Host, f, skip=frozenset({"vars"}))
 
 
 def _observation_from(data: object, where: str) -> Observation:
-    f = _Fields(data, where)
-    return Observation(
-        url=f.text("url"),
-        outcome=f.enum("outcome", Outcome),
-        detail=f.text("detail", ""),
-        http_status=f.opt_int("http_status"),
-        remote_ip=f.text("remote_ip", ""),
-        tool=f.text("tool", ""),
-        tls_issuer=f.text("tls_issuer", ""),
-        proxy=f.text("proxy", ""),
-        exit_code=f.opt_int("exit_code"),
-        time_dns=f.opt_number("time_dns"),
-        time_connect=f.opt_number("time_connect"),
-        time_tls=f.opt_number("time_tls"),
-        time_total=f.opt_number("time_total"),
-    )
+    return _build(Observation, _Fields(data, where))
 
 
 def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -> HostResult:
@@ -304,43 +373,23 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
 
 def _target_from(data: object, where: str) -> Target:
     f = _Fields(data, where)
-    statuses = f.items("expected_status", [200])
-    if not statuses or not all(_is_int(s) for s in statuses):
-        raise ValueError(f"{where}.expected_status is not a list of integers")
-    url = f.text("url")
+    target = _build(Target, f)
+    if not target.expected_status:
+        raise ValueError(f"{where}.expected_status is empty")
     try:
-        urlsplit(url).port  # noqa: B018 - reporters derive host and port from it
+        urlsplit(target.url).port  # noqa: B018 - reporters derive host and port from it
     except ValueError as exc:
         raise ValueError(f"{where}.url is not a URL: {exc}") from None
-    return Target(
-        url=url,
-        name=f.text("name"),
-        category=f.text("category", "custom"),
-        expected_status=tuple(statuses),
-        platform=f.opt_text("platform"),
-        verified=f.flag("verified", True),
-        source=f.text("source", ""),
-    )
+    return target
 
 
 def info_from_dict(data: Mapping[str, Any]) -> RunInfo:
     """Rebuild the run's metadata, checking every field's type (ValueError names the field)."""
     f = _Fields(data, "run")
-    return RunInfo(
-        run_id=f.text("run_id"),
-        started=f.text("started"),
-        finished=f.text("finished", ""),
-        duration=f.number("duration", 0.0),
-        inventory=f.text("inventory", ""),
-        targets=tuple(
-            _target_from(t, f"run.targets[{i}]") for i, t in enumerate(f.items("targets", []))
-        ),
-        tool_version=f.text("tool_version", ""),
-        runners=f.text_list("runners"),
-        options=MappingProxyType(f.text_map("options")),
-        warnings=f.text_list("warnings"),
-        interrupted=f.flag("interrupted", False),
+    targets = tuple(
+        _target_from(t, f"run.targets[{i}]") for i, t in enumerate(f.items("targets", []))
     )
+    return _build(RunInfo, f, targets=targets)
 
 
 class ResultsWriter:
