@@ -6,8 +6,9 @@ Imports of anything heavy happen inside the commands, so `audit --help` stays fa
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 
@@ -31,6 +32,23 @@ def _fail(message: str) -> NoReturn:
 def warn(message: str) -> None:
     """Print one warning line to stderr, sanitised like an error."""
     click.echo(f"WARNING: {for_terminal(message)}", err=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    # A library's warning may quote a host name or a URL from an input file.
+    warn(f"{category.__name__}: {message}")
+
+
+def _route_warnings() -> None:
+    """Python warnings (from libraries too) print through `warn`, sanitised, one line each."""
+    warnings.showwarning = _show_warning
 
 
 AUDIT_OPTIONS = [
@@ -254,6 +272,7 @@ def audit_main(**kw: Any) -> None:
     2 bad input or usage; 3 nothing blocked but some hosts could not be audited;
     130/143 interrupted (reports hold what finished).
     """
+    _route_warnings()
     _run_audit(**kw)
 
 
@@ -261,6 +280,7 @@ def audit_main(**kw: Any) -> None:
 @click.version_option(__version__, prog_name="auditor")
 def main() -> None:
     """Fleet-wide network allow-list auditor."""
+    _route_warnings()
 
 
 main.add_command(audit_main)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import warnings
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,19 @@ def test_the_report_directory_name_in_an_error_is_sanitised(tmp_path: Path) -> N
     out.chmod(0o777)
     proc = audit("-i", str(inv), "--url", "https://x.example/", "-o", str(out))
     _assert_clean_one_line(proc, "writable by group or others")
+
+
+def test_python_warnings_print_sanitised_through_the_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A library warning (urllib3 names the host it talks to) goes through the CLI's printer.
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+    from auditor import cli
+
+    cli._route_warnings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"talking to {HOSTILE}", UserWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert err.startswith("WARNING: UserWarning: talking to a"), ascii(err)
+    assert err.count("\n") == 1 and not UNSAFE.search(err), ascii(err)
