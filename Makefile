@@ -62,7 +62,8 @@ bench: sysdeps venv
 # The property-based tests with 5,000 examples each instead of make test's 200.
 fuzz: venv
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/security/test_fuzz_parsers.py \
-	  tests/inventory tests/reporters/test_reporters_fuzz.py tests/probes/test_powershell.py
+	  tests/inventory tests/reporters/test_reporters_fuzz.py tests/probes/test_powershell.py \
+	  tests/security/test_results_fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

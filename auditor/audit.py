@@ -18,9 +18,9 @@ from types import MappingProxyType
 from typing import Any
 
 from auditor import __version__
-from auditor.errors import InputError
 from auditor.models import Connection, Host, HostResult, Target
 from auditor.probes import ProbeSettings
+from auditor.reportdir import prepare
 from auditor.results import AuditRun, ResultsWriter, RunInfo
 from auditor.scheduler import Probes, Schedule, run_audit
 from auditor.transports.base import Transport
@@ -47,27 +47,16 @@ TransportFactory = Callable[[Connection, AuditConfig], Transport]
 
 
 def prepare_out_dir(path: Path, force: bool, mode: int) -> None:
-    """Create the report directory; refuse to write into one that has reports without --force."""
-    if path.exists():
-        if not path.is_dir():
-            raise InputError("exists and is not a directory", str(path))
-        if any(path.iterdir()) and not force:
-            raise InputError("report directory exists and is not empty (use --force)", str(path))
-    else:
-        try:
-            path.mkdir(parents=True, mode=_dir_mode(mode))
-        except OSError as exc:
-            raise InputError(f"cannot create report directory: {exc.strerror}", str(path)) from None
-
-
-def _dir_mode(file_mode: int) -> int:
-    """A directory is as open as its files: readable files get a listable directory."""
-    return 0o700 | (0o050 if file_mode & 0o040 else 0) | (0o005 if file_mode & 0o004 else 0)
+    """Create the report directory, or accept an existing one only if this user owns it,
+    nobody else can write to it, and it is empty (or `force`); see `auditor.reportdir`."""
+    prepare(path, force, mode).close()
 
 
 def default_out_dir() -> Path:
+    """A fresh name per run: the UTC second plus 32 random bits, so another local user cannot
+    predict it and plant the directory (or a link) before the run makes it."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return Path(f"audit-report-{stamp}")
+    return Path(f"audit-report-{stamp}-{secrets.token_hex(4)}")
 
 
 def default_runner() -> str:

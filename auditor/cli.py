@@ -6,21 +6,49 @@ Imports of anything heavy happen inside the commands, so `audit --help` stays fa
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 import click
 
 from auditor import __version__
 from auditor.errors import AuditorError, InputError, LabError
+from auditor.textsafe import for_terminal
 
 FORMATS = ("html", "csv", "json", "junit")
 EXIT_USAGE = 2
 
 
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    """Print one error line and exit 2. Every error the tool reports goes through here, and
+    a message may quote any input file (a host name, a targets key, a section header), so it
+    is sanitised: no escape sequence, control, bidi or zero-width character reaches the
+    terminal, and it stays one line."""
+    click.echo(f"error: {for_terminal(message)}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def warn(message: str) -> None:
+    """Print one warning line to stderr, sanitised like an error."""
+    click.echo(f"WARNING: {for_terminal(message)}", err=True)
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    # A library's warning may quote a host name or a URL from an input file.
+    warn(f"{category.__name__}: {message}")
+
+
+def _route_warnings() -> None:
+    """Python warnings (from libraries too) print through `warn`, sanitised, one line each."""
+    warnings.showwarning = _show_warning
 
 
 AUDIT_OPTIONS = [
@@ -62,7 +90,9 @@ AUDIT_OPTIONS = [
         "out_dir",
         type=click.Path(path_type=Path),
         metavar="DIR",
-        help="Report directory [default: ./audit-report-<UTC timestamp>/].",
+        help="Report directory, created by the run (an existing one must be yours, not "
+        "writable by others, and empty unless --force) [default: "
+        "./audit-report-<UTC timestamp>-<random>/].",
     ),
     click.option(
         "--format",
@@ -242,6 +272,7 @@ def audit_main(**kw: Any) -> None:
     2 bad input or usage; 3 nothing blocked but some hosts could not be audited;
     130/143 interrupted (reports hold what finished).
     """
+    _route_warnings()
     _run_audit(**kw)
 
 
@@ -249,6 +280,7 @@ def audit_main(**kw: Any) -> None:
 @click.version_option(__version__, prog_name="auditor")
 def main() -> None:
     """Fleet-wide network allow-list auditor."""
+    _route_warnings()
 
 
 main.add_command(audit_main)
@@ -324,7 +356,7 @@ def report_cmd(
 
     try:
         status = render_from_results([results], out_dir, formats or FORMATS, force, report_mode)
-    except InputError as exc:
+    except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
 
@@ -347,7 +379,7 @@ def merge_cmd(
 
     try:
         status = render_from_results(list(results), out_dir, formats or FORMATS, force, report_mode)
-    except InputError as exc:
+    except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
 

@@ -8,25 +8,27 @@ so no inventory secret can reach it.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
-from types import MappingProxyType
-from typing import IO, Any
+from types import MappingProxyType, UnionType
+from typing import IO, Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from urllib.parse import urlsplit
 
 from auditor.errors import InputError
 from auditor.models import (
     AuditedHost,
-    Connection,
     Host,
     HostResult,
     Observation,
-    Platform,
     Target,
     UnauditedHost,
 )
-from auditor.outcomes import HostOutcome, Outcome
+from auditor.outcomes import HostOutcome
+from auditor.reportdir import ReportDir
 
 SCHEMA_VERSION = 1
 
@@ -110,61 +112,284 @@ def info_to_dict(info: RunInfo) -> dict[str, Any]:
     return data
 
 
+_REQUIRED = object()
+_E = TypeVar("_E", bound=Enum)
+
+
+class _Fields:
+    """Typed access to one JSON object of a results file; a missing key or a value of the
+    wrong type raises ValueError naming the field, never a TypeError deep in a reporter."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise ValueError(f"{where} is {_kind(data)}, not an object")
+        self.data: dict[str, Any] = data
+        self._where = where
+
+    def raw(self, key: str) -> object:
+        return self._get(key, _REQUIRED)
+
+    def _get(self, key: str, default: object) -> object:
+        if key in self.data:
+            return self.data[key]
+        if default is _REQUIRED:
+            raise ValueError(f"{self._where} has no {key!r}")
+        return default
+
+    def _bad(self, key: str, value: object, want: str) -> ValueError:
+        return ValueError(f"{self._where}.{key} is {_kind(value)}, not {want}")
+
+    def text(self, key: str, default: object = _REQUIRED) -> str:
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise self._bad(key, value, "a string")
+        return value
+
+    def opt_text(self, key: str) -> str | None:
+        value = self._get(key, None)
+        if value is not None and not isinstance(value, str):
+            raise self._bad(key, value, "a string or null")
+        return value
+
+    def flag(self, key: str, default: object = _REQUIRED) -> bool:
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self._bad(key, value, "true or false")
+        return value
+
+    def opt_int(self, key: str) -> int | None:
+        value = self._get(key, None)
+        if value is not None and not _is_int(value):
+            raise self._bad(key, value, "an integer or null")
+        return value  # type: ignore[return-value]
+
+    def integer(self, key: str) -> int:
+        value = self._get(key, _REQUIRED)
+        if not _is_int(value):
+            raise self._bad(key, value, "an integer")
+        return value  # type: ignore[return-value]
+
+    def int_list(self, key: str) -> tuple[int, ...]:
+        items = self.items(key, [])
+        if not all(_is_int(item) for item in items):
+            raise ValueError(f"{self._where}.{key} is not a list of integers")
+        return tuple(items)
+
+    def number(self, key: str, default: object = _REQUIRED) -> float:
+        value = self._get(key, default)
+        if not _is_number(value):
+            raise self._bad(key, value, "a number")
+        return float(value)  # type: ignore[arg-type]
+
+    def opt_number(self, key: str) -> float | None:
+        value = self._get(key, None)
+        if value is not None and not _is_number(value):
+            raise self._bad(key, value, "a number or null")
+        return None if value is None else float(value)  # type: ignore[arg-type]
+
+    def items(self, key: str, default: object = _REQUIRED) -> list[Any]:
+        value = self._get(key, default)
+        if not isinstance(value, list):
+            raise self._bad(key, value, "a list")
+        return value
+
+    def text_list(self, key: str) -> tuple[str, ...]:
+        items = self.items(key, [])
+        if not all(isinstance(item, str) for item in items):
+            raise ValueError(f"{self._where}.{key} is not a list of strings")
+        return tuple(items)
+
+    def text_map(self, key: str) -> dict[str, str]:
+        value = self._get(key, {})
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise self._bad(key, value, "an object of strings")
+        return dict(value)
+
+    def enum(self, key: str, kind: type[_E]) -> _E:
+        value = self.text(key)
+        try:
+            return kind(value)
+        except ValueError:
+            raise ValueError(
+                f"{self._where}.{key} {_show(value)} is not a known {kind.__name__}"
+            ) from None
+
+    def child(self, key: str) -> _Fields:
+        return _Fields(self._get(key, _REQUIRED), f"{self._where}.{key}")
+
+
+_INT_LIMIT = 2**63
+"""Integers beyond this are not a status, an exit code or a port; refused rather than carried
+into reports (Python also refuses to turn very long ones into text or floats)."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and abs(value) < _INT_LIMIT
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return _is_int(value)
+
+
+def _show(value: str) -> str:
+    """A value quoted for an error message, cut short (it may be anything from any file)."""
+    return repr(value[:40] + "…" if len(value) > 40 else value)
+
+
+def _kind(value: object) -> str:
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    if value is None:
+        return "null"
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return "a number"
+    return names.get(type(value), type(value).__name__)
+
+
+_Reader = Callable[["_Fields", str], Any]
+
+
+def _optional(read: _Reader) -> _Reader:
+    def read_optional(f: _Fields, key: str) -> Any:
+        return None if f.raw(key) is None else read(f, key)
+
+    return read_optional
+
+
+def _text_mapping(f: _Fields, key: str) -> Mapping[str, str]:
+    return MappingProxyType(f.text_map(key))
+
+
+def _raw(f: _Fields, key: str) -> Any:
+    return f.raw(key)
+
+
+def reader_for(hint: Any) -> _Reader | None:
+    """How a field of type `hint` is read and checked; None for a type with no rule."""
+    simple: dict[Any, _Reader] = {
+        str: _Fields.text,
+        bool: _Fields.flag,
+        float: _Fields.number,
+        int: _Fields.integer,
+        tuple[str, ...]: _Fields.text_list,
+        tuple[int, ...]: _Fields.int_list,
+        Mapping[str, str]: _text_mapping,
+    }
+    if hint in simple:
+        return simple[hint]
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        kind = hint
+        return lambda f, key: f.enum(key, kind)
+    args = set(get_args(hint))
+    if get_origin(hint) in (Union, UnionType) and len(args) == 2 and type(None) in args:
+        inner = reader_for((args - {type(None)}).pop())
+        return None if inner is None else _optional(inner)
+    return None
+
+
+_FieldRule = tuple[str, _Reader, bool]
+_RULES: dict[object, tuple[_FieldRule, ...]] = {}
+
+
+def _rules(cls: Any) -> tuple[_FieldRule, ...]:
+    """(name, reader, required) per field of dataclass `cls`, worked out once per class."""
+    rules = _RULES.get(cls)
+    if rules is None:
+        hints = get_type_hints(cls)
+        rules = _RULES[cls] = tuple(
+            (
+                fld.name,
+                # A field type with no rule is carried as it is, so a new field keeps
+                # round-tripping; tests/security/test_results_fuzz.py insists on a rule.
+                reader_for(hints[fld.name]) or _raw,
+                fld.default is MISSING and fld.default_factory is MISSING,
+            )
+            for fld in fields(cls)
+        )
+    return rules
+
+
+def _build(cls: type[_D], f: _Fields, skip: frozenset[str] = frozenset(), **given: Any) -> _D:
+    """An instance of the frozen dataclass `cls` from `f`, every field type-checked; a field
+    missing from the file takes its default (or is an error when it has none)."""
+    kwargs: dict[str, Any] = dict(given)
+    data = f.data
+    for name, read, required in _rules(cls):
+        if name in kwargs or name in skip:
+            continue
+        if name in data:
+            kwargs[name] = read(f, name)
+        elif required:
+            f.raw(name)  # raises: names the missing field
+    return cls(**kwargs)
+
+
+_D = TypeVar("_D")
+
+
+def _host_from(f: _Fields) -> Host:
+    # `vars` never reaches a results file (it may hold secrets); never read one back either.
+    return _build(Host, f, skip=frozenset({"vars"}))
+
+
+def _observation_from(data: object, where: str) -> Observation:
+    return _build(Observation, _Fields(data, where))
+
+
 def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -> HostResult:
-    """Rebuild one host's result; `target_count` checks an audited host has one observation
-    per target (aggregates index observations by target position)."""
-    h = data["host"]
-    host = Host(
-        name=str(h["name"]),
-        address=str(h["address"]),
-        connection=Connection(h["connection"]),
-        platform=Platform(h["platform"]),
-        port=h.get("port"),
-        user=h.get("user"),
-        groups=tuple(h.get("groups", ())),
-    )
-    if data["audited"]:
+    """Rebuild one host's result, checking every field's type (ValueError names the field);
+    `target_count` checks an audited host has one observation per target (aggregates index
+    observations by target position)."""
+    f = _Fields(data, "host record")
+    host = _host_from(f.child("host"))
+    duration = f.number("duration", 0.0)
+    runner = f.text("runner", "")
+    if f.flag("audited"):
         observations = tuple(
-            Observation(**{**o, "outcome": Outcome(o["outcome"])}) for o in data["observations"]
+            _observation_from(o, f"observations[{i}]")
+            for i, o in enumerate(f.items("observations"))
         )
         if target_count is not None and len(observations) != target_count:
             raise ValueError(
-                f"host {host.name} has {len(observations)} observations for {target_count} targets"
+                f"host {_show(host.name)} has {len(observations)} observations "
+                f"for {target_count} targets"
             )
         return AuditedHost(
             host=host,
             observations=observations,
-            duration=float(data.get("duration", 0.0)),
-            facts=MappingProxyType(dict(data.get("facts", {}))),
-            runner=str(data.get("runner", "")),
+            duration=duration,
+            facts=MappingProxyType(f.text_map("facts")),
+            runner=runner,
         )
     return UnauditedHost(
         host=host,
-        outcome=HostOutcome(data["host_outcome"]),
-        detail=str(data.get("detail", "")),
-        duration=float(data.get("duration", 0.0)),
-        runner=str(data.get("runner", "")),
+        outcome=f.enum("host_outcome", HostOutcome),
+        detail=f.text("detail", ""),
+        duration=duration,
+        runner=runner,
     )
+
+
+def _target_from(data: object, where: str) -> Target:
+    f = _Fields(data, where)
+    target = _build(Target, f)
+    if not target.expected_status:
+        raise ValueError(f"{where}.expected_status is empty")
+    try:
+        urlsplit(target.url).port  # noqa: B018 - reporters derive host and port from it
+    except ValueError as exc:
+        raise ValueError(f"{where}.url is not a URL: {exc}") from None
+    return target
 
 
 def info_from_dict(data: Mapping[str, Any]) -> RunInfo:
+    """Rebuild the run's metadata, checking every field's type (ValueError names the field)."""
+    f = _Fields(data, "run")
     targets = tuple(
-        Target(**{**t, "expected_status": tuple(t.get("expected_status", (200,)))})
-        for t in data.get("targets", ())
+        _target_from(t, f"run.targets[{i}]") for i, t in enumerate(f.items("targets", []))
     )
-    return RunInfo(
-        run_id=str(data["run_id"]),
-        started=str(data["started"]),
-        finished=str(data.get("finished", "")),
-        duration=float(data.get("duration", 0.0)),
-        inventory=str(data.get("inventory", "")),
-        targets=targets,
-        tool_version=str(data.get("tool_version", "")),
-        runners=tuple(data.get("runners", ())),
-        options=MappingProxyType(dict(data.get("options", {}))),
-        warnings=tuple(data.get("warnings", ())),
-        interrupted=bool(data.get("interrupted", False)),
-    )
+    return _build(RunInfo, f, targets=targets)
 
 
 class ResultsWriter:
@@ -176,7 +401,10 @@ class ResultsWriter:
 
     def __init__(self, path: Path, mode: int = 0o600) -> None:
         self.path = path
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        # Created afresh relative to the verified directory: an existing entry (a planted
+        # link, a file with a foreign owner or mode) is removed, never written through.
+        with ReportDir.open(path.parent) as directory:
+            fd = directory.create(path.name, mode)
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
 
     def _line(self, record: Mapping[str, Any]) -> None:
@@ -197,7 +425,8 @@ class ResultsWriter:
 
 
 def read_results(path: Path) -> AuditRun:
-    """Load a results.jsonl file; raises InputError naming the file and line on bad content."""
+    """Load a results.jsonl file; raises InputError naming the file and line on bad content
+    (bad JSON, a missing field or a field of the wrong type, records out of order)."""
     info: RunInfo | None = None
     results: list[HostResult] = []
     try:
@@ -206,16 +435,8 @@ def read_results(path: Path) -> AuditRun:
                 if not line.strip():
                     continue
                 try:
-                    record = json.loads(line)
-                    kind = record.get("type")
-                    if kind in ("run", "end"):
-                        info = info_from_dict(record["run"])
-                    elif kind == "host":
-                        count = len(info.targets) if info is not None else None
-                        results.append(result_from_dict(record, count))
-                    else:
-                        raise ValueError(f"unknown record type {kind!r}")
-                except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                    info = _read_record(json.loads(line), info, results)
+                except (ValueError, RecursionError) as exc:
                     raise InputError(f"not a results record: {exc}", str(path), lineno) from None
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", str(path)) from None
@@ -224,3 +445,29 @@ def read_results(path: Path) -> AuditRun:
     if info is None:
         raise InputError("no run record: not a results file", str(path))
     return AuditRun(info=info, results=tuple(results))
+
+
+def _read_record(record: object, info: RunInfo | None, results: list[HostResult]) -> RunInfo:
+    """Apply one parsed line; returns the run's metadata as known after it."""
+    f = _Fields(record, "record")
+    kind = f.text("type")
+    if kind == "run":
+        if info is not None:
+            raise ValueError("a second run record")
+        version = f.raw("schema_version")
+        if not _is_int(version):
+            raise ValueError(f"schema_version is {_kind(version)}, not an integer")
+        if version != SCHEMA_VERSION:
+            raise ValueError(f"schema_version {version} is not {SCHEMA_VERSION} (newer tool?)")
+        return info_from_dict(f.child("run").data)
+    if info is None:
+        raise ValueError(f"a {_show(kind)} record before the run record")
+    if kind == "host":
+        results.append(result_from_dict(f.data, len(info.targets)))
+        return info
+    if kind == "end":
+        final = info_from_dict(f.child("run").data)
+        if final.targets != info.targets:
+            raise ValueError("the end record lists other targets than the run record")
+        return final
+    raise ValueError(f"unknown record type {_show(kind)}")

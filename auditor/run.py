@@ -167,6 +167,7 @@ def make_transport(connection: Connection, config: AuditConfig) -> Transport:
 
 def run_from_options(opts: Mapping[str, Any]) -> int:
     """Run an audit from CLI options; returns the exit status."""
+    from auditor.cli import warn
     from auditor.reporters import write_reports
     from auditor.reporters.terminal import Progress, render_summary
 
@@ -179,7 +180,7 @@ def run_from_options(opts: Mapping[str, Any]) -> int:
     )
     quiet = bool(opts.get("quiet"))
     for warning in config.warnings:
-        _echo(f"WARNING: {warning}")
+        warn(warning)
     progress = Progress(total=len(config.hosts))
     if quiet:
         progress.enabled = False

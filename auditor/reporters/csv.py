@@ -3,15 +3,16 @@
 A host that was not audited still gets one row per URL: its reason in `host_outcome`, the
 target verdict (`outcome`) left empty, so nobody mistakes it for a blocked host.
 
-Every text cell is sanitised: control characters other than TAB and newline are dropped,
-and a cell that a spreadsheet would read as a formula (it starts with ``= + - @``, TAB or
-CR, possibly after leading whitespace) gets a leading apostrophe, as OWASP recommends.
+Every text cell is sanitised (`auditor.textsafe.for_cell`): control, bidi and zero-width
+characters other than TAB and newline are dropped, and a cell that a spreadsheet would read
+as a formula (it starts with ``= + - @``, TAB or CR, possibly after spaces and invisible
+characters such as U+FEFF or U+2060) gets a leading apostrophe, as OWASP recommends. A cell
+with a ``,`` ``;`` TAB, quote or line break is quoted: spreadsheets set to a ``;`` or TAB
+separator then still read one cell.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
 
@@ -19,6 +20,7 @@ from auditor.models import AuditedHost, HostResult, Observation, Target, Unaudit
 from auditor.outcomes import Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.results import AuditRun
+from auditor.textsafe import for_cell
 
 COLUMNS: tuple[str, ...] = (
     "host",
@@ -47,24 +49,23 @@ COLUMNS: tuple[str, ...] = (
 )
 """The column order. New columns are only ever appended."""
 
-# C0 controls except TAB and LF, DEL, C1 controls, lone surrogates, and the Unicode
-# bidirectional overrides that can make a cell display something other than it holds.
-_CONTROL = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069]"
-)
-_NEWLINES = re.compile("\r\n?")
-# Characters that make a spreadsheet evaluate a cell; the full-width forms are read the same
-# way by some spreadsheet applications.
-_FORMULA_START = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+_NEEDS_QUOTES = re.compile('[",;\t\r\n]')
 
 
 def cell(value: str) -> str:
     """One text cell, sanitised and formula-neutralised."""
-    if not value.isprintable():
-        value = _CONTROL.sub("", _NEWLINES.sub("\n", value))
-    if value and (value[0] in _FORMULA_START or value.lstrip()[:1] in _FORMULA_START):
-        return "'" + value
+    return for_cell(value)
+
+
+def _field(value: str) -> str:
+    """One field of a record, RFC 4180 quoted when it holds a separator of any locale."""
+    if _NEEDS_QUOTES.search(value):
+        return '"' + value.replace('"', '""') + '"'
     return value
+
+
+def _record(fields: list[str] | tuple[str, ...]) -> str:
+    return ",".join(map(_field, fields)) + "\r\n"
 
 
 def _number(value: float | None) -> str:
@@ -165,8 +166,4 @@ class CsvReporter(Reporter):
     filename = "report.csv"
 
     def render(self, run: AuditRun) -> str:
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_MINIMAL)
-        writer.writerow(COLUMNS)
-        writer.writerows(rows(run))
-        return buffer.getvalue()
+        return "".join([_record(COLUMNS), *map(_record, rows(run))])

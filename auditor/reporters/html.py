@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cache
@@ -43,6 +42,7 @@ from auditor.outcomes import HostOutcome, Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.reporters.terminal import format_readiness
 from auditor.results import AuditRun
+from auditor.textsafe import for_text
 
 TEMPLATE = "report.html.j2"
 NOSCRIPT_ROWS = 500
@@ -93,17 +93,11 @@ HOST_OUTCOME_MEANINGS: dict[HostOutcome, str] = {
     HostOutcome.ERROR: "unexpected error",
 }
 
-# C0 controls except TAB/LF/CR, DEL, C1 controls and lone surrogates: never useful in a
-# page and some are not even allowed in HTML. Bidirectional overrides could make a host
-# name display as something else, so they go too.
-_CONTROL = re.compile(
-    "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]"
-)
-
 
 def clean(text: str) -> str:
-    """Host-supplied text with characters that have no business in a page removed."""
-    return text if text.isprintable() else _CONTROL.sub("", text)
+    """Host-supplied text with characters that have no business in a page removed: controls,
+    and the bidi and zero-width characters that could make a host name display as another."""
+    return for_text(text)
 
 
 def _finalize(value: Any) -> Any:

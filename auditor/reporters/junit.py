@@ -5,7 +5,8 @@ failure type. A host that could not be audited also FAILS (type = its host-level
 e.g. ``unreachable``): a CI gate must never go green because hosts silently dropped out.
 
 Hostile text (host names, probe details) cannot break the document: characters XML 1.0
-forbids are removed and the rest is escaped.
+forbids are removed, so are bidi and zero-width characters (a CI page shows them to people),
+and the rest is escaped.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from auditor.models import AuditedHost, HostResult, Observation, Target
 from auditor.outcomes import Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.results import AuditRun
+from auditor.textsafe import for_text
 
 # Everything outside the XML 1.0 Char production (and lone surrogates).
 _XML_FORBIDDEN = re.compile("[^\x09\x0a\x0d\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -37,12 +39,12 @@ _ATTR_ESCAPES = str.maketrans(
 
 def xml_text(value: str) -> str:
     """`value` as XML character data."""
-    return _XML_FORBIDDEN.sub("", value).translate(_TEXT_ESCAPES).replace("\r", "&#13;")
+    return _XML_FORBIDDEN.sub("", for_text(value)).translate(_TEXT_ESCAPES).replace("\r", "&#13;")
 
 
 def xml_attr(value: str) -> str:
     """`value` as the content of a double-quoted XML attribute."""
-    return _XML_FORBIDDEN.sub("", value).translate(_ATTR_ESCAPES)
+    return _XML_FORBIDDEN.sub("", for_text(value)).translate(_ATTR_ESCAPES)
 
 
 def _seconds(value: float | None) -> str:

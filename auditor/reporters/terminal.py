@@ -1,14 +1,14 @@
 """What the terminal shows: a compact end-of-run summary and a live progress line.
 
-Everything a host (or an inventory) supplies is sanitised before it reaches the terminal:
-ANSI escape sequences and control characters are removed, so a hostile host name or probe
+Everything a host (or an inventory) supplies is sanitised before it reaches the terminal
+(`auditor.textsafe.for_terminal`): ANSI escape sequences, control characters and the bidi
+and zero-width characters are removed, so a hostile host name or probe
 message cannot move the cursor, retitle the window or hide lines.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import sys
 import threading
 import time
@@ -20,31 +20,10 @@ from auditor.aggregate import fully_ready, host_outcome_counts, summarize_target
 from auditor.models import AuditedHost, HostResult, UnauditedHost
 from auditor.outcomes import Outcome, host_hint
 from auditor.results import AuditRun
+from auditor.textsafe import for_terminal
 
-# ESC/CSI sequences (7-bit and 8-bit forms), OSC/DCS/APC/PM/SOS strings up to their
-# terminator, then any remaining control character (C0 incl. TAB/LF, DEL, C1), lone
-# surrogates and the Unicode bidirectional controls that can reorder a line.
-_ANSI = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[ -/]*[@-~]"
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)?"
-    r"|\x1b[ -/]*[0-~]?"
-)
-_CONTROL = re.compile(
-    "[\x00-\x1f\x7f-\x9f\ud800-\udfff\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]"
-)
-
-
-def sanitize(text: str, limit: int = 0) -> str:
-    """`text` safe to print: no escape sequences or control characters, one line.
-
-    Control characters become spaces; with `limit`, the result is cut to that many
-    characters with an ellipsis.
-    """
-    if not text.isprintable():
-        text = _CONTROL.sub(" ", _ANSI.sub("", text))
-    if limit and len(text) > limit:
-        text = text[: max(limit - 1, 0)] + "…"
-    return text
+sanitize = for_terminal
+"""`text` safe to print (see `auditor.textsafe.for_terminal`)."""
 
 
 def format_readiness(percent: float | None) -> str:

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections import Counter
 
 from auditor.models import AuditedHost, UnauditedHost
 from auditor.outcomes import Outcome, host_hint
 from auditor.reporters.csv import COLUMNS, CsvReporter, cell
-from tests.reporters.fleet import FORMULA_NAME, HOSTILE_NAME, TARGETS, sample_run
+from auditor.results import AuditRun, RunInfo
+from tests.reporters.fleet import (
+    FORMULA_NAME,
+    HOSTILE_NAME,
+    TARGETS,
+    all_reachable,
+    blocked_on_first,
+    host,
+    sample_run,
+)
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\uff1d", "\uff0b", "\uff0d", "\uff20")
 
@@ -138,3 +148,56 @@ def test_cell_rules() -> None:
     assert cell("plain\x1b[31m") == "plain[31m"
     assert cell("line1\r\nline2") == "line1\nline2"
     assert cell("") == ""
+
+
+INVISIBLE_PREFIXES = [
+    "\u200b",
+    "\u200c",
+    "\u200d",
+    "\ufeff",
+    "\u180e",
+    "\u061c",
+    "\u034f",
+    "\u2060",
+]
+
+
+def _run_with_details(details: list[str]) -> AuditRun:
+    hosts = tuple(
+        blocked_on_first(host(f"h{i}"), Outcome.HTTP_ERROR, detail)
+        for i, detail in enumerate(details)
+    )
+    return AuditRun(RunInfo(run_id="r", started="s", targets=TARGETS), hosts)
+
+
+def test_formulas_behind_invisible_characters_are_neutralised() -> None:
+    details = [f'{p}=HYPERLINK("http://evil.example.com")' for p in INVISIBLE_PREFIXES]
+    details += [" \u2060 \ufeff+1-1", "\u3000@SUM(1)", "\u034f\uff1d1", "\u200b\u200b-2"]
+    rows = parse(CsvReporter().render(_run_with_details(details)))
+    shown = [r["detail"] for r in rows if r["target"] == TARGETS[0].name]
+    assert len(shown) == len(details)
+    for value in shown:
+        assert value.startswith("'"), value
+        first = [c for c in value[1:] if not c.isspace() and c not in INVISIBLE_PREFIXES][:1]
+        assert first and first[0] in FORMULA_STARTS, value
+
+
+def test_bidi_and_zero_width_characters_are_removed_from_cells() -> None:
+    detail = "a\u202eb\u2066c\u2069d\u200be\u200ff\u061cg"
+    rows = parse(CsvReporter().render(_run_with_details([detail])))
+    assert rows[0]["detail"] == "abcdefg"
+
+
+def test_cells_with_semicolons_are_quoted() -> None:
+    run = AuditRun(
+        RunInfo(run_id="r", started="s", targets=TARGETS),
+        (all_reachable(host("web;01", groups=("a", "b"))),),
+    )
+    text = CsvReporter().render(run)
+    line = text.split("\r\n")[1]
+    assert line.startswith('"web;01",')
+    assert ',"a;b",' in line
+    # A reader that guesses ";" as the separator finds it only inside quoted cells.
+    assert all(";" not in part for part in re.sub(r'"[^"]*"', "", text).split(","))
+    rows = parse(text)
+    assert rows[0]["host"] == "web;01" and rows[0]["groups"] == "a;b"

@@ -20,6 +20,7 @@ from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import JunitReporter
 from auditor.reporters.terminal import render_summary
 from auditor.results import AuditRun, RunInfo
+from auditor.textsafe import for_text
 from tests.reporters.fleet import TARGETS, host, observe
 from tests.reporters.test_reporters_html import TEMPLATE_TAGS, parse
 
@@ -46,7 +47,17 @@ SNIPPETS = [
     "<img onerror=x>",
     "\u2028",
     "\ufeff",
+    "\u200b",
+    "\u2060",
+    "\u034f",
+    "\u180e",
+    "\u061c",
+    "\u202e",
+    "\u2067",
+    ";",
 ]
+BIDI_AND_ZERO_WIDTH = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+INVISIBLE = "\u200b\u200c\u200d\ufeff\u180e\u061c\u034f\u2060"
 hostile = st.lists(
     st.one_of(
         st.text(alphabet=st.characters(exclude_categories=()), max_size=4),
@@ -90,17 +101,24 @@ def strict(name: str) -> Any:
 def test_fuzz_reports_stay_well_formed(name: str, detail: str, extra: str) -> None:
     run = make_run(name, detail, extra)
 
-    rows = list(csv.reader(io.StringIO(CsvReporter().render(run), newline=""), strict=True))
+    text = CsvReporter().render(run)
+    rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     assert len(rows) == 1 + 2 * len(TARGETS)
+    # ";" (the separator of many locales) appears only inside quoted cells.
+    assert ";" not in re.sub(r'"[^"]*"', "", text)
     for row in rows[1:]:
         for value in row:
+            visible = [c for c in value if not (c.isspace() or c in INVISIBLE)][:1]
+            assert visible not in (["="], ["+"], ["-"], ["@"]), value
             assert value.lstrip()[:1] not in ("=", "+", "-", "@"), value
             assert value[:1] not in ("\t", "\r"), value
             assert not [c for c in value if (ord(c) < 32 and c not in "\t\n") or c == "\x7f"]
+            assert not BIDI_AND_ZERO_WIDTH.search(value), value
 
     root = ET.fromstring(JunitReporter().render(run).encode("utf-8"))
     first = root.findall("testsuite")[0].findall("testcase")[0]
-    assert first.get("name") == XML_FORBIDDEN.sub("", name)
+    assert first.get("name") == XML_FORBIDDEN.sub("", for_text(name))
+    assert not BIDI_AND_ZERO_WIDTH.search(first.get("name") or "")
 
     doc = json.loads(JsonReporter().render(run), parse_constant=strict)
     assert len(doc["hosts"]) == 2
@@ -108,12 +126,14 @@ def test_fuzz_reports_stay_well_formed(name: str, detail: str, extra: str) -> No
     for color in (False, True):
         text = re.sub(r"\x1b\[[0-9;]*m", "", render_summary(run, color=color))
         assert not [c for c in text if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) < 0xA0]
+        assert not BIDI_AND_ZERO_WIDTH.search(text)
 
     page = parse(HtmlReporter().render(run))
     assert len(page.scripts) == 2
     data = page.scripts[0][1]
     assert "<" not in data
     assert len(json.loads(data)["a"]) == 1
+    assert not BIDI_AND_ZERO_WIDTH.search(json.dumps(json.loads(data), ensure_ascii=False))
     for tag, attrs in page.tags:
         assert tag in TEMPLATE_TAGS
         assert not any(a.lower().startswith("on") for a in attrs)

@@ -27,6 +27,7 @@ from tests.reporters.fleet import (
     HOSTILE_NAME,
     TARGETS,
     all_reachable,
+    blocked_on_first,
     host,
     sample_run,
 )
@@ -372,3 +373,32 @@ def test_script_paginates(tmp_path: Path) -> None:
     assert clamped["status"] == second["status"]
     assert small["status"] == "1–50 of 120 · page 1 of 3"
     assert last["status"] == "101–120 of 120 · page 3 of 3"
+
+
+BIDI_AND_ZERO_WIDTH = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_bidi_and_zero_width_characters_never_reach_the_page() -> None:
+    # "exe.txt" written right-to-left, a zero-width space in a host name, an isolate in a
+    # detail: each could make the page show something other than what the host sent.
+    tricky = "invoice\u202etxt.exe\u202c web\u200b01 \u2067x\u2069 \u061c\u200e\u200f"
+    run = AuditRun(
+        RunInfo(
+            run_id="r",
+            started="s",
+            targets=TARGETS,
+            inventory=tricky,
+            warnings=(tricky,),
+        ),
+        (
+            all_reachable(host(tricky, groups=(tricky,))),
+            blocked_on_first(host("b"), Outcome.TLS_FAILURE, tricky, tls_issuer=tricky),
+        ),
+    )
+    document = HtmlReporter().render(run)
+    assert not BIDI_AND_ZERO_WIDTH.search(document)
+    page = parse(document)
+    decoded = json.dumps(embedded(page), ensure_ascii=False)
+    assert not BIDI_AND_ZERO_WIDTH.search(decoded)
+    assert "invoicetxt.exe web01 x" in decoded
+    assert "invoicetxt.exe web01 x" in "".join(page.text)

@@ -9,7 +9,7 @@ from auditor.models import AuditedHost
 from auditor.outcomes import Outcome
 from auditor.reporters.terminal import Progress, format_readiness, render_summary, sanitize
 from auditor.results import AuditRun, RunInfo
-from tests.reporters.fleet import TARGETS, all_reachable, host, sample_run
+from tests.reporters.fleet import TARGETS, all_reachable, blocked_on_first, host, sample_run
 
 OUR_SGR = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -154,3 +154,18 @@ def test_progress_is_throttled_and_counts() -> None:
     assert "0.2 s" in last
     progress.close()  # idempotent
     assert stream.getvalue() == out
+
+
+def test_bidi_and_zero_width_characters_are_blanked() -> None:
+    for char in (
+        "\u061c\u200b\u200c\u200d\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+    ):
+        assert sanitize(f"a{char}b") == "a b", hex(ord(char))
+    run = AuditRun(
+        RunInfo(run_id="r", started="s", targets=TARGETS, warnings=("w\u202eevil",)),
+        (blocked_on_first(host("web\u200b01\u2067"), Outcome.TIMEOUT, "d\u200fx"),),
+    )
+    for color in (False, True):
+        text = render_summary(run, color=color)
+        assert not re.search("[\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069]", text)
+        assert "w evil" in text and "web 01 " in text and "d x" in text

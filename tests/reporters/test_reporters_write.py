@@ -13,7 +13,7 @@ from auditor.errors import InputError
 from auditor.reporters import REPORTERS, write_reports
 from auditor.reporters.base import Reporter
 from auditor.reporters.csv import CsvReporter
-from auditor.results import AuditRun
+from auditor.results import AuditRun, ResultsWriter
 from tests.reporters.fleet import sample_run
 
 
@@ -83,7 +83,9 @@ def test_render_failure_leaves_directory_untouched(
 
 
 def test_write_failure_cleans_up_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail_replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+    def fail_replace(
+        src: str | os.PathLike[str], dst: str | os.PathLike[str], **dir_fds: int | None
+    ) -> None:
         raise OSError("disk on fire")
 
     monkeypatch.setattr(os, "replace", fail_replace)
@@ -103,3 +105,33 @@ def test_surrogates_never_break_writing(tmp_path: Path) -> None:
     finally:
         del REPORTERS["broken-test"]
     assert path.read_bytes() == b"x?y\n"
+
+
+def test_a_directory_another_user_owns_is_refused_before_rendering(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give the directory away")
+    os.chown(tmp_path, 65534, 65534)
+    with pytest.raises(InputError, match="owned by uid 65534"):
+        write_reports(sample_run(), tmp_path, ["csv"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_group_writable_directory_is_refused(tmp_path: Path) -> None:
+    tmp_path.chmod(0o770)
+    with pytest.raises(InputError, match="writable by group or others"):
+        write_reports(sample_run(), tmp_path, ["csv"])
+    assert os.listdir(tmp_path) == []
+
+
+def test_results_writer_replaces_a_planted_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "out").mkdir(mode=0o700)
+    planted = tmp_path / "out" / "results.jsonl"
+    planted.symlink_to(victim)
+    writer = ResultsWriter(planted, 0o600)
+    writer.start(sample_run().info)
+    writer.close()
+    assert victim.read_text() == "keep me"
+    assert not planted.is_symlink()
+    assert json.loads(planted.read_text(encoding="utf-8"))["type"] == "run"
