@@ -326,6 +326,8 @@ auditor_main() {
                 ;;
         esac
     done
+    # The host's own proxy settings first, before the agent's proxy may replace them.
+    auditor_proxies
     if [ "$AUDITOR_AGENT_PROXY" = 1 ]; then
         # The agent's proxy goes to every tool through the environment, never argv.
         if _p=$(auditor_agent_proxy); then
@@ -345,7 +347,6 @@ auditor_main() {
         auditor_emit U "no curl, wget or python3 on PATH ($PATH)"
         return 0
     fi
-    auditor_proxies
     auditor_facts
     # A watchdog: once the auditor has gone (deadline, Ctrl-C, lost connection) the session's
     # output is closed, the next write fails, and every curl of this probe is ended at once
