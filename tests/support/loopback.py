@@ -281,9 +281,10 @@ class Crowd:
 
 
 @contextmanager
-def crowd_server(gather: int) -> Iterator[Crowd]:
-    """Each request is answered once `gather` requests are open together (or after 5 s),
-    so a client that opens more at once would be seen doing so."""
+def crowd_server(release_at: int, hold: float) -> Iterator[Crowd]:
+    """Each request is held until `release_at` requests are open together, or for `hold`
+    seconds: a client that keeps fewer open waits out the hold, one that opens more at once
+    is seen doing so (`peak`)."""
     lock = threading.Condition()
     state = {"open": 0}
     peak = [0]
@@ -294,7 +295,7 @@ def crowd_server(gather: int) -> Iterator[Crowd]:
                 state["open"] += 1
                 peak[0] = max(peak[0], state["open"])
                 lock.notify_all()
-                lock.wait_for(lambda: state["open"] >= gather, timeout=5)
+                lock.wait_for(lambda: state["open"] >= release_at, timeout=hold)
             try:
                 self.send_response(200)
                 self.send_header("Content-Length", "0")
