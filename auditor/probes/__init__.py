@@ -49,6 +49,15 @@ def mask_userinfo(text: str) -> str:
     return _USERINFO.sub(r"\1***@", text) if "@" in text else text
 
 
+def escape_controls(text: str) -> str:
+    """`text` with every non-printable character shown as an escape (`\\x01`, `\\u202e`):
+    visible, and unable to drive a terminal or break a line."""
+    return "".join(
+        ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+        for ch in text
+    )
+
+
 # A scheme followed by at least one slash or backslash ("http://", and the typos "http:/" and
 # "http:\\"): without one, "user:password@host" would pass its user name for a scheme.
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[/\\]+")

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from auditor.errors import HostLevelError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings, Scrubber, mask_userinfo
+from auditor.probes import ProbeResult, ProbeSettings, Scrubber, escape_controls, mask_userinfo
 from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
@@ -63,10 +63,7 @@ def _issuer(field: str, scrub: Scrubber) -> str:
     text = field
     if re.fullmatch(r"(?:[0-9a-f]{2})*", field):
         text = bytes.fromhex(field).decode("utf-8", errors="replace").strip()
-    shown = "".join(
-        ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
-        for ch in scrub(text)
-    )
+    shown = escape_controls(scrub(text))
     return mask_userinfo(shown)[:_MAX_FIELD]
 
 

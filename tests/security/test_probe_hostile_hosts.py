@@ -301,9 +301,7 @@ def test_forty_targets_never_run_more_than_eight_transfers_at_once() -> None:
     """The server holds every request until a ninth is open (or 2 s): 40 transfers started
     at once are seen as 9 or more; a probe that caps at 8 waits out each hold."""
     with crowd_server(release_at=9, hold=2.0) as crowd:
-        targets = [
-            Target(url=f"http://127.0.0.1:{crowd.port}/{i}", name=str(i)) for i in range(40)
-        ]
+        targets = [Target(url=f"http://127.0.0.1:{crowd.port}/{i}", name=str(i)) for i in range(40)]
         _, result = _probe(targets, ProbeSettings(connect_timeout=5, max_time=20))
     assert [o.outcome for o in result.observations] == [Outcome.REACHABLE] * 40
     # At most 8 at once, and truly in parallel (all eight of a wave overlap in the hold).
