@@ -119,14 +119,17 @@ auditor_hex() {
 # (OpenSSL escapes its control characters); older ones only in verbose text, where the leaf's
 # subject comes first and may hold line breaks: only the last issuer line is the real one.
 auditor_curl_issuer() {
+    _issuer=""
     if [ "$AUDITOR_CERTS" = 1 ]; then
-        curl -q -s -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+        _issuer=$(curl -q -s -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
             --max-time "$AUDITOR_MT" -w '%{certs}' -- "$1" 2>/dev/null \
-            | sed -n -e '/^Issuer:/{' -e 's/^Issuer://p' -e 'q' -e '}' | auditor_hex
-    else
-        curl -q -sS -v -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+            | sed -n -e '/^Issuer:/{' -e 's/^Issuer://p' -e 'q' -e '}' | auditor_hex)
+    fi
+    # A TLS library without certificate details leaves the field empty: verbose text then.
+    if [ -z "$_issuer" ]; then
+        _issuer=$(curl -q -sS -v -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
             --max-time "$AUDITOR_MT" -- "$1" 2>&1 \
-            | sed -n 's/^\*[[:space:]]*issuer:[[:space:]]*//p' | tail -n 1 | auditor_hex
+            | sed -n 's/^\*[[:space:]]*issuer:[[:space:]]*//p' | tail -n 1 | auditor_hex)
     fi
 }
 
@@ -149,7 +152,7 @@ auditor_curl() {
     case "$_rc" in
         35|51|53|58|59|60|66|77|80|82|83|90|91)
             # Verification failed before curl could show the chain: look once more.
-            _issuer=$(auditor_curl_issuer "$_url")
+            auditor_curl_issuer "$_url"
             ;;
     esac
     _old_ifs=$IFS
@@ -170,6 +173,15 @@ auditor_wget() {
     _out=$(LC_ALL=C wget --no-config -S -O /dev/null --tries=1 --max-redirect=0 \
         --timeout="$AUDITOR_MT" -- "$_url" 2>&1)
     _rc=$?
+    case "$_rc:$_out" in
+        2:*--no-config*)
+            # A wget older than the option reads its startup files; a command given with -e
+            # runs after them, so certificate checking is on whatever they say.
+            _out=$(LC_ALL=C wget -e check_certificate=on -S -O /dev/null --tries=1 \
+                --max-redirect=0 --timeout="$AUDITOR_MT" -- "$_url" 2>&1)
+            _rc=$?
+            ;;
+    esac
     # -S prints each response's lines indented by two spaces, after a line of wget's own.
     # The status is the first line of the last such block: a header of the response that
     # looks like a status line must not pass for one.

@@ -294,6 +294,39 @@ def test_config_files_and_python_overrides_cannot_make_an_untrusted_ca_reachable
     assert obs.outcome is Outcome.TLS_FAILURE, obs.detail
 
 
+OLD_WGET = """#!/bin/sh
+# The real wget, as one older than --no-config answers that option.
+for arg in "$@"; do
+    if [ "$arg" = --no-config ]; then
+        echo "wget: unrecognized option '--no-config'" >&2
+        exit 2
+    fi
+done
+exec {wget} "$@"
+"""
+
+
+@pytest.mark.skipif(shutil.which("wget") is None, reason="wget not installed")
+def test_a_wget_without_no_config_still_ignores_the_users_wgetrc(
+    servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = shutil.which("wget")
+    bin_dir = Path(_only(tmp_path, "wget"))
+    (bin_dir / "wget").unlink()
+    (bin_dir / "wget").write_text(OLD_WGET.format(wget=real))
+    (bin_dir / "wget").chmod(0o755)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".wgetrc").write_text("check_certificate = off\n")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    target = [Target(url=f"https://localhost:{servers.untrusted_port}/", name="intercepted")]
+    _, result = _probe(target)
+    (obs,) = result.observations
+    assert obs.tool == "wget"
+    assert obs.outcome is Outcome.TLS_FAILURE, obs.detail
+
+
 # --- item 14: bounded parallelism on the host -------------------------------------------
 
 
