@@ -119,8 +119,9 @@ class Scrubber:
             return text
         raw = text.encode("utf-8", errors="surrogateescape")
         hidden = bytearray(len(raw))
-        for plus_space in (False, True):
-            decoded, spans = _decoded_view(raw, plus_space)
+        views = [(raw, [(i, i + 1) for i in range(len(raw))])]
+        views += [_decoded_view(raw, plus_space) for plus_space in (False, True)]
+        for decoded, spans in views:
             for secret in self.secrets:
                 needle = secret.encode("utf-8", errors="surrogateescape")
                 start = decoded.find(needle)

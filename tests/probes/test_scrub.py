@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import base64
+import re
+from urllib.parse import quote, quote_plus
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from auditor.errors import HostLevelError
 from auditor.models import Target
 from auditor.outcomes import Outcome
 from auditor.probes import Scrubber, escape_controls, proxy_secrets
@@ -98,3 +103,38 @@ def test_the_posix_parser_shows_a_hex_issuer_with_its_controls_escaped() -> None
     assert obs.outcome is Outcome.TLS_FAILURE
     assert obs.tls_issuer == "CN=Evil\\x01CA\\x1b[31m; O=Contoso"
     assert obs.detail.endswith("(issuer: CN=Evil\\x01CA\\x1b[31m; O=Contoso)")
+
+
+_SECRET_CHARS = st.characters(codec="utf-8", exclude_characters="*", exclude_categories=("Cs",))
+
+
+@given(
+    password=st.text(_SECRET_CHARS, min_size=4, max_size=24),
+    before=st.text(max_size=40),
+    after=st.text(max_size=40),
+    form=st.sampled_from(["raw", "upper", "lower", "plus"]),
+)
+def test_a_password_never_survives_scrubbing_in_any_encoding(
+    password: str, before: str, after: str, form: str
+) -> None:
+    setting = f"http://user:{quote(password, safe='')}@proxy:3128"
+    encoded = {
+        "raw": password,
+        "upper": quote(password, safe=""),
+        "lower": re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), quote(password, safe="")),
+        "plus": quote_plus(password, safe=""),
+    }[form]
+    masked = Scrubber.for_settings([setting])(before + encoded + after)
+    assert password not in masked
+    assert encoded not in masked
+
+
+@given(stdout=st.binary(max_size=2000), setting=st.text(max_size=80))
+def test_the_posix_parser_survives_any_output_with_any_proxy_setting(
+    stdout: bytes, setting: str
+) -> None:
+    head = f"AUD1 {NONCE}\tP\thttps_proxy\t{setting}\n".encode(errors="surrogateescape")
+    try:
+        parse_posix(RawOutput(head + stdout, b"", 0), [TARGET], NONCE)
+    except HostLevelError:
+        pass
