@@ -7,11 +7,13 @@ never spliced into source) and a parser that turns the `RawOutput` back into exa
 
 from __future__ import annotations
 
+import base64
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from urllib.parse import unquote
 
 from auditor.models import Observation
 
@@ -45,3 +47,122 @@ _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://)[^/\s'\"]*@")
 def mask_userinfo(text: str) -> str:
     """`text` with the credentials of every URL in it replaced by `***`."""
     return _USERINFO.sub(r"\1***@", text) if "@" in text else text
+
+
+def escape_controls(text: str) -> str:
+    """`text` with every non-printable character shown as an escape (`\\x01`, `\\u202e`):
+    visible, and unable to drive a terminal or break a line."""
+    return "".join(
+        ch if ch.isprintable() else f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}"
+        for ch in text
+    )
+
+
+# A scheme followed by at least one slash or backslash ("http://", and the typos "http:/" and
+# "http:\\"): without one, "user:password@host" would pass its user name for a scheme.
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[/\\]+")
+# A password's pieces between URL delimiters: a tool that misparses the setting may print
+# any one of them alone ("http://u:Pw0rd/x@h" can be cut at the "/").
+_DELIMITERS = re.compile(r"[/\\?#@:;]")
+# Shorter pieces would mask ordinary words everywhere; what they leak is two or three
+# characters of a password that is masked whole wherever it appears whole.
+_MIN_PIECE = 4
+MASK = "***"
+
+
+def proxy_secrets(setting: str) -> frozenset[str]:
+    """The secrets in one proxy setting as a host holds it (URL, typo or scheme-less).
+
+    Everything before the setting's last '@' (after any scheme) is credentials: the
+    password is what follows the first ':' there, or the whole user part when there is no
+    ':' (a token). Returned: the password as written, percent-decoded, its longer pieces, and
+    the Basic credentials a tool would send. Empty when the setting holds no '@'.
+    """
+    setting = setting.strip()
+    if "@" not in setting:
+        return frozenset()
+    userinfo = _SCHEME.sub("", setting.rpartition("@")[0], count=1)
+    user, colon, password = userinfo.partition(":")
+    secret = password if colon else user
+    if not secret:
+        return frozenset()
+    found = {secret, unquote(secret)}
+    for value in list(found):
+        found.update(p for p in _DELIMITERS.split(value) if len(p) >= _MIN_PIECE)
+    if colon:
+        basic = f"{unquote(user)}:{unquote(password)}".encode()
+        found.add(base64.b64encode(basic).decode("ascii"))
+    return frozenset(s for s in found if s)
+
+
+@dataclass(frozen=True)
+class Scrubber:
+    """Removes known secrets, raw or URL-encoded, from text a host sent back."""
+
+    secrets: frozenset[str] = frozenset()
+
+    @classmethod
+    def for_settings(cls, settings: Iterable[str]) -> Scrubber:
+        found: set[str] = set()
+        for setting in settings:
+            found |= proxy_secrets(setting)
+        return cls(frozenset(found))
+
+    def __call__(self, text: str) -> str:
+        """`text` with every occurrence of every secret replaced by `***`.
+
+        Occurrences are looked for in the text as it is and in its percent-decoded views
+        ('+' read literally and as a space), so `%2F`, `%2f` and a mix of encoded and plain
+        characters are all found; the mask covers the encoded span in the original.
+        """
+        if not self.secrets or not text:
+            return text
+        raw = text.encode("utf-8", errors="surrogateescape")
+        hidden = bytearray(len(raw))
+        views = [(raw, [(i, i + 1) for i in range(len(raw))])]
+        views += [_decoded_view(raw, plus_space) for plus_space in (False, True)]
+        for decoded, spans in views:
+            for secret in self.secrets:
+                needle = secret.encode("utf-8", errors="surrogateescape")
+                start = decoded.find(needle)
+                while start >= 0:
+                    first, last = spans[start][0], spans[start + len(needle) - 1][1]
+                    hidden[first:last] = b"\x01" * (last - first)
+                    start = decoded.find(needle, start + 1)
+        if not any(hidden):
+            return text
+        out = bytearray()
+        i = 0
+        while i < len(raw):
+            if hidden[i]:
+                while i < len(raw) and hidden[i]:
+                    i += 1
+                out += MASK.encode()
+            else:
+                out.append(raw[i])
+                i += 1
+        return out.decode("utf-8", errors="replace")
+
+
+def _decoded_view(raw: bytes, plus_space: bool) -> tuple[bytes, list[tuple[int, int]]]:
+    """`raw` percent-decoded once, with the span in `raw` of every decoded byte."""
+    out = bytearray()
+    spans: list[tuple[int, int]] = []
+    i = 0
+    hexdigits = b"0123456789abcdefABCDEF"
+    while i < len(raw):
+        byte = raw[i]
+        if (
+            byte == 0x25
+            and i + 2 < len(raw)
+            and raw[i + 1] in hexdigits
+            and raw[i + 2] in hexdigits
+        ):
+            out.append(int(raw[i + 1 : i + 3], 16))
+            spans.append((i, i + 3))
+            i += 3
+            continue
+        out.append(0x20 if plus_space and byte == 0x2B else byte)
+        spans.append((i, i + 1))
+        i += 1
+    return bytes(out), spans

@@ -11,10 +11,11 @@ from types import MappingProxyType
 from auditor.errors import HostLevelError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings, mask_userinfo
+from auditor.probes import ProbeResult, ProbeSettings, Scrubber, escape_controls, mask_userinfo
 from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
+_NO_SECRETS = Scrubber()
 _MAX_FIELD = 400
 
 
@@ -51,9 +52,33 @@ def _seconds(value: float) -> str:
     return f"{max(value, 0.1):.3f}".rstrip("0").rstrip(".")
 
 
-def _clean(text: str) -> str:
-    text = re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", text)
+def _clean(text: str, scrub: Scrubber) -> str:
+    text = re.sub(r"[\x00-\x1f\x7f-\x9f]", " ", scrub(text))
     return mask_userinfo(text).strip()[:_MAX_FIELD]
+
+
+def _issuer(field: str, scrub: Scrubber) -> str:
+    """The issuer the probe sent as hex (any byte a certificate holds), shown with every
+    control character escaped. A field that is not hex is taken as text."""
+    text = field
+    if re.fullmatch(r"(?:[0-9a-f]{2})*", field):
+        text = bytes.fromhex(field).decode("utf-8", errors="replace").strip()
+    shown = escape_controls(scrub(text))
+    return mask_userinfo(shown)[:_MAX_FIELD]
+
+
+# Proxy settings a host reports, in the order they are shown among its facts.
+_PROXY_NAMES = (
+    "agent",
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+)
 
 
 def _float(text: str) -> float | None:
@@ -75,23 +100,33 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
     Raises HostLevelError when the host had no HTTP client or printed no record at all.
     """
     prefix = f"AUD1 {nonce}\t"
+    lines = [
+        line[len(prefix) :].split("\t")
+        for line in raw.stdout.decode("utf-8", errors="replace").splitlines()
+        if line.startswith(prefix)
+    ]
+    # The host's proxy settings come first: every secret in them is removed from every
+    # field below, whatever form a tool printed it in.
+    proxies: dict[str, str] = {}
+    for fields in lines:
+        if fields[0] == "P" and len(fields) == 3 and fields[1] in _PROXY_NAMES:
+            proxies.setdefault(fields[1], fields[2])
+    shown_proxies = [f[12] for f in lines if f[0] == "T" and len(f) == 14]
+    scrub = Scrubber.for_settings([*proxies.values(), *shown_proxies])
     records: dict[int, list[str]] = {}
     facts: dict[str, str] = {}
     done = False
-    for line in raw.stdout.decode("utf-8", errors="replace").splitlines():
-        if not line.startswith(prefix):
-            continue
-        fields = line[len(prefix) :].split("\t")
+    for fields in lines:
         kind = fields[0]
         if kind == "U":
-            reason = _clean(" ".join(fields[1:])) or "no HTTP client on the host"
+            reason = _clean(" ".join(fields[1:]), scrub) or "no HTTP client on the host"
             raise HostLevelError(HostOutcome.PROBE_UNAVAILABLE, reason)
         if kind == "H" and len(fields) >= 5:
             facts = {
-                "hostname": _clean(fields[1]),
-                "os": _clean(fields[2]),
-                "tool": _clean(fields[3]),
-                "tool_version": _clean(fields[4]),
+                "hostname": _clean(fields[1], scrub),
+                "os": _clean(fields[2], scrub),
+                "tool": _clean(fields[3], scrub),
+                "tool_version": _clean(fields[4], scrub),
             }
         elif kind == "T" and len(fields) == 14:
             index = _int(fields[1])
@@ -101,13 +136,18 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
             done = True
     if not records and not facts:
         status = raw.exit_status
-        stderr = _clean(raw.stderr.decode("utf-8", errors="replace"))
+        stderr = _clean(raw.stderr.decode("utf-8", errors="replace"), scrub)
         if status == 127 or "not found" in stderr:
             raise HostLevelError(HostOutcome.PROBE_UNAVAILABLE, f"cannot run {COMMAND}: {stderr}")
         raise HostLevelError(
             HostOutcome.ERROR,
             f"probe printed no records (exit status {status}){': ' + stderr if stderr else ''}",
         )
+    if proxies:
+        shown = (
+            f"{name}={_clean(proxies[name], scrub)}" for name in _PROXY_NAMES if name in proxies
+        )
+        facts["proxy_settings"] = _clean(" ".join(shown), scrub)
     observations = []
     for index, target in enumerate(targets):
         record = records.get(index)
@@ -121,15 +161,21 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
                 )
             )
         else:
-            observations.append(observation_from_fields(target, record))
+            observations.append(observation_from_fields(target, record, scrub))
     return ProbeResult(observations=tuple(observations), facts=MappingProxyType(facts))
 
 
-def observation_from_fields(target: Target, fields: Sequence[str]) -> Observation:
-    """Fields after the index: tool exit http connect ip dns conn tls total proxy issuer err."""
-    tool, exit_s, http_s, connect_s, ip, dns, conn, tls, total, proxy, issuer, err = (
-        _clean(f) for f in fields
+def observation_from_fields(
+    target: Target, fields: Sequence[str], scrub: Scrubber = _NO_SECRETS
+) -> Observation:
+    """Fields after the index: tool exit http connect ip dns conn tls total proxy issuer err.
+
+    `scrub` removes the secrets the host's proxy settings hold from every field.
+    """
+    tool, exit_s, http_s, connect_s, ip, dns, conn, tls, total, proxy, _, err = (
+        _clean(f, scrub) for f in fields
     )
+    issuer = _issuer(fields[10], scrub)
     exit_code = _int(exit_s)
     http = _int(http_s) or None
     connect = _int(connect_s) or None

@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings, mask_userinfo
+from auditor.probes import ProbeResult, ProbeSettings, Scrubber, escape_controls, mask_userinfo
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput
 
 RECORD_MARK = "AUDITOR-PS1"
@@ -311,10 +311,27 @@ def _observation(target: Target, rec: Mapping[str, Any] | None, missing: str) ->
         detail=_detail(outcome, rec, status, target),
         http_status=status,
         tool=TOOL,
-        tls_issuer=clean_text(_field(rec, "issuer"), 300),
+        tls_issuer=_issuer(rec),
         proxy=clean_text(_field(rec, "proxy"), 300),
         time_total=None if ms is None or ms < 0 else ms / 1000.0,
     )
+
+
+def _issuer(rec: Mapping[str, Any]) -> str:
+    """The certificate issuer with its control characters escaped, not dropped: a name that
+    holds them is itself a finding."""
+    value = rec.get("issuer")
+    if not isinstance(value, str):
+        return ""
+    return clean_text(escape_controls(value[: _MAX_FIELD * 4]), 300)
+
+
+def _scrubbed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with every secret of the proxies they name removed from every text."""
+    scrub = Scrubber.for_settings(r["proxy"] for r in records if isinstance(r.get("proxy"), str))
+    if not scrub.secrets:
+        return records
+    return [{k: scrub(v) if isinstance(v, str) else v for k, v in r.items()} for r in records]
 
 
 def parse_powershell(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeResult:
@@ -326,7 +343,7 @@ def parse_powershell(raw: RawOutput, targets: Sequence[Target], nonce: str) -> P
     """
     if not _NONCE_RE.fullmatch(nonce):
         raise ValueError("probe nonce must be 1-64 ASCII letters or digits")
-    records = _records(raw.stdout, nonce)
+    records = _scrubbed(_records(raw.stdout, nonce))
     if not records:
         raise _no_records(raw)
     facts: dict[str, str] = {}

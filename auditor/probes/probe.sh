@@ -10,14 +10,35 @@
 # host of a fleet: text is handled with the shell's own expansions wherever POSIX allows.
 #
 # Records:  H hostname os tool tool_version   (host facts)
+#           P name value                      (a proxy setting of the host: env variable or agent)
 #           T idx tool exit http connect_code remote_ip t_dns t_connect t_tls t_total proxy issuer error
 #           U reason                          (no usable HTTP client: probe unavailable)
 #           D count                           (done; its absence means the output was cut)
+# The issuer field is hex of the bytes the tool named (a certificate may hold any byte); the
+# parser decodes it and shows control characters escaped. P records carry the proxy settings
+# as they are, credentials included: the parser takes the secrets from them, removes every
+# form of them from everything this host sent, and reports the settings masked.
+#
+# Child tools never see a secret or the record marker in their argv: a proxy reaches them
+# only through their environment, which other local users cannot read.
+
+# A variable the host's environment already exported stays exported when assigned, and so
+# would reach every child tool (the marker among them): forget them all first; a plain
+# assignment afterwards is never exported.
+unset AUDITOR_NONCE AUDITOR_CT AUDITOR_MT AUDITOR_AGENT_PROXY AUDITOR_TAB AUDITOR_SEP \
+    AUDITOR_NL AUDITOR_Q400 AUDITOR_TOOL AUDITOR_PY AUDITOR_CERTS AUDITOR_PARALLEL \
+    _line _f _rest _o _last _file _p _env_proxy _idx _url _out _rc _w _err _issuer \
+    _old_ifs _t0 _status _elapsed _shown_proxy _host _os _l _ver _v _maj _min _count \
+    _targets _watchdog _running _n _oldest _entry _name _value
 
 AUDITOR_NONCE=""
 AUDITOR_CT=5
 AUDITOR_MT=10
 AUDITOR_AGENT_PROXY=0
+# At most this many transfers at once on one host: a long target list must not start a
+# process per URL at the same moment (the PowerShell probe caps its runspaces at 10).
+AUDITOR_PARALLEL=8
+AUDITOR_CERTS=0
 AUDITOR_TAB=$(printf '\t')
 AUDITOR_SEP=$(printf '\001')
 AUDITOR_NL='
@@ -35,6 +56,13 @@ auditor_emit() {
     _line="AUD1 $AUDITOR_NONCE$AUDITOR_SEP$1"
     shift
     for _f in "$@"; do
+        # The separator inside a field would split it in two: it becomes a space.
+        while :; do
+            case "$_f" in
+                *"$AUDITOR_SEP"*) _f="${_f%%"$AUDITOR_SEP"*} ${_f#*"$AUDITOR_SEP"}" ;;
+                *) break ;;
+            esac
+        done
         if [ ${#_f} -gt 400 ]; then
             # shellcheck disable=SC2295 # the 400 '?' are meant as a pattern
             _rest=${_f#$AUDITOR_Q400}
@@ -73,7 +101,7 @@ auditor_agent_proxy() {
     return 1
 }
 
-# The proxy curl will use for URL $1, from the environment (for the report), in _env_proxy.
+# The proxy the tools will use for URL $1, from the environment (for the report), in _env_proxy.
 auditor_env_proxy() {
     case "$1" in
         https:*) _env_proxy=${https_proxy:-${HTTPS_PROXY:-${all_proxy:-${ALL_PROXY:-}}}} ;;
@@ -81,17 +109,37 @@ auditor_env_proxy() {
     esac
 }
 
+# Hex of stdin's bytes, on one line: no byte a server chose can break a record.
+auditor_hex() {
+    od -An -v -tx1 | tr -d ' \n'
+}
+
+# The issuer of the certificate URL $1 presents, looked at without verifying (an interception
+# product names itself there), as hex. curl 7.88 and later name it in a structured field
+# (OpenSSL escapes its control characters); older ones only in verbose text, where the leaf's
+# subject comes first and may hold line breaks: only the last issuer line is the real one.
+auditor_curl_issuer() {
+    _issuer=""
+    if [ "$AUDITOR_CERTS" = 1 ]; then
+        _issuer=$(curl -q -s -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+            --max-time "$AUDITOR_MT" -w '%{certs}' -- "$1" 2>/dev/null \
+            | sed -n -e '/^Issuer:/{' -e 's/^Issuer://p' -e 'q' -e '}' | auditor_hex)
+    fi
+    # A TLS library without certificate details leaves the field empty: verbose text then.
+    if [ -z "$_issuer" ]; then
+        _issuer=$(curl -q -sS -v -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+            --max-time "$AUDITOR_MT" -- "$1" 2>&1 \
+            | sed -n 's/^\*[[:space:]]*issuer:[[:space:]]*//p' | tail -n 1 | auditor_hex)
+    fi
+}
+
 auditor_curl() {
     _idx=$1
     _url=$2
-    _proxy=$3
-    if [ -n "$_proxy" ]; then
-        set -- --proxy "$_proxy"
-    else
-        set --
-    fi
-    _out=$(curl -sS -v -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
-        --max-time "$AUDITOR_MT" "$@" \
+    # -q first: the login user's ~/.curlrc (an "insecure" line is common behind TLS
+    # inspection) must not decide the verdict.
+    _out=$(curl -q -sS -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+        --max-time "$AUDITOR_MT" \
         -w '\nAUDW %{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}\n' \
         -- "$_url" 2>&1)
     _rc=$?
@@ -100,21 +148,11 @@ auditor_curl() {
     # curl's own message: the last "curl: (N) text" line, without its "curl: (N) ".
     auditor_last_line "$_out" "curl: ("
     _err=${_last#*) }
-    # curl quotes a proxy URL it cannot parse, password and all: show the masked one.
-    while [ -n "$_raw_proxy" ] && [ "$_raw_proxy" != "$_shown_proxy" ]; do
-        case "$_err" in
-            *"$_raw_proxy"*) _err="${_err%%"$_raw_proxy"*}$_shown_proxy${_err#*"$_raw_proxy"}" ;;
-            *) break ;;
-        esac
-    done
     _issuer=""
     case "$_rc" in
         35|51|53|58|59|60|66|77|80|82|83|90|91)
-            # Verification failed before curl could show the chain; look once more without
-            # verifying, only to name the issuer (an interception product names itself there).
-            _issuer=$(curl -sS -v -k -I -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
-                --max-time "$AUDITOR_MT" "$@" -- "$_url" 2>&1 \
-                | sed -n 's/^\*[[:space:]]*issuer:[[:space:]]*//p' | head -n 1)
+            # Verification failed before curl could show the chain: look once more.
+            auditor_curl_issuer "$_url"
             ;;
     esac
     _old_ifs=$IFS
@@ -129,22 +167,40 @@ auditor_curl() {
 auditor_wget() {
     _idx=$1
     _url=$2
-    _proxy=$3
     _t0=$(date +%s)
-    if [ -n "$_proxy" ]; then
-        _out=$(https_proxy=$_proxy http_proxy=$_proxy wget -S -O /dev/null --tries=1 \
-            --max-redirect=0 --timeout="$AUDITOR_MT" -- "$_url" 2>&1)
-    else
-        _out=$(wget -S -O /dev/null --tries=1 --max-redirect=0 --timeout="$AUDITOR_MT" \
-            -- "$_url" 2>&1)
-    fi
+    # --no-config: neither /etc/wgetrc nor ~/.wgetrc (check_certificate = off) may decide
+    # the verdict. LC_ALL=C: the messages below are matched in English.
+    _out=$(LC_ALL=C wget --no-config -S -O /dev/null --tries=1 --max-redirect=0 \
+        --timeout="$AUDITOR_MT" -- "$_url" 2>&1)
     _rc=$?
-    _status=$(printf '%s\n' "$_out" | sed -n 's/^[[:space:]]*HTTP\/[0-9.]* \([0-9][0-9][0-9]\).*/\1/p' \
-        | tail -n 1)
+    case "$_rc:$_out" in
+        2:*--no-config*)
+            # A wget older than the option reads its startup files; a command given with -e
+            # runs after them, so certificate checking is on whatever they say.
+            _out=$(LC_ALL=C wget -e check_certificate=on -S -O /dev/null --tries=1 \
+                --max-redirect=0 --timeout="$AUDITOR_MT" -- "$_url" 2>&1)
+            _rc=$?
+            ;;
+    esac
+    # -S prints each response's lines indented by two spaces, after a line of wget's own.
+    # The status is the first line of the last such block: a header of the response that
+    # looks like a status line must not pass for one.
+    _status=$(printf '%s\n' "$_out" | awk '
+        /^  / { if (!inblock) { first = $0; inblock = 1 }; next }
+        { inblock = 0 }
+        END { print first }')
+    case "$_status" in
+        "  HTTP/"*)
+            _status=${_status#*HTTP/}
+            _status=${_status#* }
+            _status=${_status%%[!0-9]*}
+            ;;
+        *) _status="" ;;
+    esac
     _err=$(printf '%s\n' "$_out" | grep -i -e 'failed' -e 'error' -e 'unable' -e 'not trusted' \
         -e 'timed out' | tail -n 2 | tr '\n' ' ')
     _issuer=$(printf '%s\n' "$_out" | sed -n "s/.*issued by [\`']\{0,1\}\([^']*\)'*.*/\1/p" \
-        | head -n 1)
+        | head -n 1 | auditor_hex)
     # wget reports no timings; whole seconds are enough to tell a stall from a quick failure.
     _elapsed=$(($(date +%s) - _t0))
     auditor_emit T "$_idx" wget "$_rc" "${_status:-000}" 000 "" "" "" "" "$_elapsed" \
@@ -152,11 +208,17 @@ auditor_wget() {
 }
 
 # python3 fallback: prints the curl-equivalent exit code so one classifier serves all tools.
+# It runs isolated (-I: no PYTHON* variables, no user site; -S: no sitecustomize), so nothing
+# on the host can swap the verifying TLS context for one that accepts any certificate. The
+# proxy comes from the environment, as for curl and wget. SSL_CERT_FILE / SSL_CERT_DIR still
+# choose the CA store (they name trusted CAs; they cannot switch verification off).
 AUDITOR_PY='
 import socket, ssl, sys, time, urllib.error, urllib.request
-url, ct, mt, proxy = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-handlers = [urllib.request.ProxyHandler({"http": proxy, "https": proxy})] if proxy else []
-opener = urllib.request.build_opener(*handlers)
+url, ct, mt = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+context = ssl.create_default_context()
+context.check_hostname = True
+context.verify_mode = ssl.CERT_REQUIRED
+opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
 start = time.monotonic(); code, status, err = 0, "000", ""
 try:
     with opener.open(urllib.request.Request(url, method="GET"), timeout=mt) as r:
@@ -178,8 +240,7 @@ print(code, status, "%.6f" % (time.monotonic() - start), err.replace("\t", " ").
 auditor_python() {
     _idx=$1
     _url=$2
-    _proxy=$3
-    _out=$(python3 -c "$AUDITOR_PY" "$_url" "$AUDITOR_CT" "$AUDITOR_MT" "$_proxy" 2>&1 | tail -n 1)
+    _out=$(python3 -I -S -c "$AUDITOR_PY" "$_url" "$AUDITOR_CT" "$AUDITOR_MT" 2>&1 | tail -n 1)
     _old_ifs=$IFS
     IFS=$AUDITOR_TAB
     # shellcheck disable=SC2086 # splitting on tabs is intended
@@ -190,34 +251,19 @@ auditor_python() {
 }
 
 auditor_one() {
-    _idx=$1
-    _url=$2
-    _proxy=""
-    if [ "$AUDITOR_AGENT_PROXY" = 1 ]; then
-        _proxy=$(auditor_agent_proxy) || _proxy=""
-    fi
-    auditor_env_proxy "$_url"
-    _raw_proxy=${_proxy:-$_env_proxy}
-    _shown_proxy=$_raw_proxy
-    # Show the proxy without any user:password@ part: reports must never carry secrets.
-    # Everything up to the authority's last '@' goes, since a password may hold an '@'.
-    case "$_shown_proxy" in
-        *@*)
-            _scheme=""
-            _after=$_shown_proxy
-            case "$_shown_proxy" in *//*)
-                _scheme=${_shown_proxy%%//*}//
-                _after=${_shown_proxy#*//}
-                ;;
-            esac
-            _authority=${_after%%/*}
-            case "$_authority" in *@*)
-                _shown_proxy="$_scheme***@${_authority##*@}${_after#"$_authority"}"
-                ;;
-            esac
-            ;;
-    esac
-    "auditor_$AUDITOR_TOOL" "$_idx" "$_url" "$_proxy"
+    # The proxy the tool will use, as set: the parser masks its credentials.
+    auditor_env_proxy "$2"
+    _shown_proxy=$_env_proxy
+    "auditor_$AUDITOR_TOOL" "$1" "$2"
+}
+
+# Report every proxy setting of the host (variables the tools legitimately use).
+auditor_proxies() {
+    for _name in http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY \
+        no_proxy NO_PROXY; do
+        eval "_value=\${$_name:-}"
+        [ -z "$_value" ] || auditor_emit P "$_name" "$_value"
+    done
 }
 
 auditor_facts() {
@@ -244,6 +290,19 @@ auditor_facts() {
                 _rest=${_ver#* }
                 _ver="${_ver%%" $_rest"} ${_rest%% *}"
                 ;;
+            esac
+            # curl 7.88 and later name a certificate's issuer in a structured field.
+            _v=${_ver#curl }
+            _maj=${_v%%.*}
+            _min=${_v#*.}
+            _min=${_min%%.*}
+            case "$_maj.$_min" in
+                *[!0-9.]* | .* | *.) ;;
+                *)
+                    if [ "$_maj" -gt 7 ] || { [ "$_maj" -eq 7 ] && [ "$_min" -ge 88 ]; }; then
+                        AUDITOR_CERTS=1
+                    fi
+                    ;;
             esac
             ;;
         wget) _ver=$(wget --version 2>/dev/null | head -n 1) ;;
@@ -279,6 +338,17 @@ auditor_main() {
                 ;;
         esac
     done
+    # The host's own proxy settings first, before the agent's proxy may replace them.
+    auditor_proxies
+    if [ "$AUDITOR_AGENT_PROXY" = 1 ]; then
+        # The agent's proxy goes to every tool through the environment, never argv.
+        if _p=$(auditor_agent_proxy); then
+            auditor_emit P agent "$_p"
+            https_proxy=$_p
+            http_proxy=$_p
+            export https_proxy http_proxy
+        fi
+    fi
     if command -v curl >/dev/null 2>&1; then
         AUDITOR_TOOL=curl
     elif command -v wget >/dev/null 2>&1; then
@@ -302,19 +372,29 @@ auditor_main() {
         done
     ) &
     _watchdog=$!
-    # Every URL at once: the host's wall time is the slowest URL, not the sum.
-    _pids=""
+    # Up to AUDITOR_PARALLEL URLs at once: the host's wall time is about the slowest URL of
+    # each wave, not the sum. POSIX sh cannot wait for "any" child, so a full set waits for
+    # its oldest member, which started first and so is the likeliest to end first.
+    _running=""
+    _n=0
     _rest=$_targets
     while [ -n "$_rest" ]; do
         _entry=${_rest%%
 *}
         _rest=${_rest#*
 }
+        if [ "$_n" -ge "$AUDITOR_PARALLEL" ]; then
+            _oldest=${_running%% *}
+            _running=${_running#* }
+            wait "$_oldest"
+            _n=$((_n - 1))
+        fi
         auditor_one "${_entry%% *}" "${_entry#* }" &
-        _pids="$_pids $!"
+        _running="$_running$! "
+        _n=$((_n + 1))
     done
     # shellcheck disable=SC2086 # one PID per word
-    wait $_pids
+    wait $_running
     kill "$_watchdog" 2>/dev/null
     auditor_emit D "$_count"
 }

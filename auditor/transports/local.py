@@ -7,6 +7,7 @@ import contextlib
 import os
 import shlex
 import signal
+from collections.abc import Mapping
 
 from auditor.errors import HostLevelError
 from auditor.models import Host
@@ -29,6 +30,36 @@ async def read_bounded(stream: asyncio.StreamReader | None, limit: int) -> tuple
     return bytes(kept), truncated
 
 
+# What the probe may see of the auditor's environment: where its tools are, the user's home
+# and language, the proxy settings and the CA-store locations its tools legitimately use
+# (the latter name trusted CAs; none of them can switch verification off). Everything else,
+# the auditor's own secrets (AUDITOR_*) first, stays behind.
+_KEPT = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "LANG",
+        "LANGUAGE",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "no_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "NO_PROXY",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "CURL_CA_BUNDLE",
+    }
+)
+
+
+def probe_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The minimal environment the local probe starts with, taken from `environ`."""
+    return {k: v for k, v in environ.items() if k in _KEPT or k.startswith("LC_")}
+
+
 class LocalTransport(Transport):
     """Runs the job's command as a child process in its own process group."""
 
@@ -42,6 +73,7 @@ class LocalTransport(Transport):
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                env=probe_environment(os.environ),
             )
         except OSError as exc:
             raise HostLevelError(

@@ -432,3 +432,18 @@ def test_fuzz_parser_never_raises_anything_but_host_level_error(
     for obs, target in zip(result.observations, TARGETS, strict=True):
         assert obs.url == target.url and isinstance(obs.outcome, Outcome)
         assert "\n" not in obs.detail and len(obs.detail) <= 400
+
+
+def test_the_password_of_a_reported_proxy_is_masked_in_every_field() -> None:
+    proxy = "http://auditor:Pw0rd/x9@proxy.corp:3128/"
+    msg = "The proxy tunnel request to proxy 'http://auditor:Pw0rd%2Fx9@proxy.corp:3128/' failed"
+    out = record(target_rec(0, "proxy_denied", status=407, proxy=proxy, msg=msg, inner="Pw0rd"))
+    result = parse(out)
+    assert "Pw0rd" not in repr(result) and "x9" not in repr(result)
+    assert result.observations[0].proxy == "http://***@proxy.corp:3128/"
+
+
+def test_an_issuer_with_control_characters_is_shown_escaped() -> None:
+    out = record(target_rec(2, "tls_failure", issuer="CN=Evil\x01CA\x1b[31m, O=Contoso"))
+    obs = parse(out).observations[2]
+    assert obs.tls_issuer == "CN=Evil\\x01CA\\x1b[31m, O=Contoso"

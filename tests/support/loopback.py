@@ -180,3 +180,150 @@ def loopback_servers(directory: Path) -> Iterator[Loopback]:
         for server in servers:
             server.shutdown()
             server.server_close()
+
+
+@contextmanager
+def _serving(server: socketserver.BaseServer) -> Iterator[int]:
+    """Serve `server` on a thread; yield its port; shut it down afterwards."""
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield int(server.server_address[1])  # type: ignore[index]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextmanager
+def tls_server(crt: Path, key: Path) -> Iterator[int]:
+    """An HTTPS server on 127.0.0.1 presenting `crt`; yields its port."""
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(crt, key)
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+    with _serving(srv) as port:
+        yield port
+
+
+@dataclass
+class AuthProxy:
+    """A CONNECT proxy that wants Basic credentials. A request with the right ones is held
+    until `release` is set (`holding` is set meanwhile), then tunnelled to `upstream`."""
+
+    port: int
+    holding: threading.Event
+    release: threading.Event
+    authorized: list[str]
+
+
+@contextmanager
+def auth_proxy(user: str, password: str, upstream: int) -> Iterator[AuthProxy]:
+    import base64
+
+    expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+    holding, release = threading.Event(), threading.Event()
+    authorized: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_CONNECT(self) -> None:
+            if self.headers.get("Proxy-Authorization") != expected:
+                self.send_response(407)
+                self.send_header("Proxy-Authenticate", 'Basic realm="loopback"')
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            authorized.append(self.path)
+            holding.set()
+            release.wait(30)
+            with socket.create_connection(("127.0.0.1", upstream), timeout=10) as up:
+                self.send_response(200, "Connection established")
+                self.end_headers()
+                self.wfile.flush()
+                _relay(self.connection, up)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    try:
+        with _serving(srv) as port:
+            yield AuthProxy(port, holding, release, authorized)
+    finally:
+        release.set()
+
+
+def _relay(a: socket.socket, b: socket.socket) -> None:
+    """Copy bytes both ways until either side closes."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(a, selectors.EVENT_READ, b)
+    sel.register(b, selectors.EVENT_READ, a)
+    try:
+        while True:
+            for key, _ in sel.select(timeout=10):
+                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if not data:
+                    return
+                key.data.sendall(data)
+    except OSError:
+        return
+    finally:
+        sel.close()
+
+
+@dataclass
+class Crowd:
+    """An HTTP server that counts the connections open at once (`peak`)."""
+
+    port: int
+    peak: list[int]
+
+
+@contextmanager
+def crowd_server(release_at: int, hold: float) -> Iterator[Crowd]:
+    """Each request is held until `release_at` requests are open together, or for `hold`
+    seconds: a client that keeps fewer open waits out the hold, one that opens more at once
+    is seen doing so (`peak`)."""
+    lock = threading.Condition()
+    state = {"open": 0}
+    peak = [0]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            with lock:
+                state["open"] += 1
+                peak[0] = max(peak[0], state["open"])
+                lock.notify_all()
+                lock.wait_for(lambda: state["open"] >= release_at, timeout=hold)
+            try:
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            finally:
+                with lock:
+                    state["open"] -= 1
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    with _serving(srv) as port:
+        yield Crowd(port, peak)
+
+
+@contextmanager
+def raw_http_server(response: bytes) -> Iterator[int]:
+    """Answers every request with `response`, byte for byte, then closes."""
+
+    class Handler(socketserver.StreamRequestHandler):
+        def handle(self) -> None:
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            self.wfile.write(response)
+
+    srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+    srv.daemon_threads = True
+    with _serving(srv) as port:
+        yield port
