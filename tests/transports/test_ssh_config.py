@@ -140,7 +140,15 @@ def test_match_exec_is_refused_before_anything_runs(tmp_path: Path) -> None:
 
 def test_no_config_means_the_inventory_alone(tmp_path: Path) -> None:
     reader = SSHConfigReader(None)
-    assert reader.lookup("anything").hostname is None
+    # What `ssh -F none` gives: the name as given (lowercased, as ssh does), port 22.
+    found = reader.lookup("Anything")
+    assert (found.hostname, found.port, found.user, found.identity_files) == (
+        "anything",
+        22,
+        None,
+        (),
+    )
+    assert found.default_identities and found.proxy_jump is None
 
 
 def test_a_broken_or_unreadable_config_is_an_input_error_naming_it(tmp_path: Path) -> None:

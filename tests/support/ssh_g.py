@@ -1,0 +1,168 @@
+"""OpenSSH's own client as the oracle for ssh config resolution.
+
+`ssh -G -F CONFIG [-l USER] [-p PORT] [-J JUMP] HOST` prints the configuration ssh would use,
+connecting nowhere. It prints IdentityFile lines as written; ssh expands their tokens only
+when it loads the keys, so `expanded_identity_files` runs the real client with a local
+`ProxyCommand=true` (a process that exits at once: no connection is ever made) and reads the
+paths it reports with `-v`.
+
+Both ssh and the auditor run in a fresh network namespace with no interface up when the
+machine allows it (root and `unshare`), so that a CanonicalizeHostname look-up fails at once
+instead of asking a name server: the two see the same, empty, network.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.support.cli import BIN
+
+DEFAULT_IDENTITY_FILES = (
+    "~/.ssh/id_rsa",
+    "~/.ssh/id_ecdsa",
+    "~/.ssh/id_ecdsa_sk",
+    "~/.ssh/id_ed25519",
+    "~/.ssh/id_ed25519_sk",
+    "~/.ssh/id_xmss",
+    "~/.ssh/id_dsa",
+)
+"""What `ssh -G` lists when no IdentityFile applies (OpenSSH 9.x)."""
+
+_IDENTITY = re.compile(r"^debug1: identity file (.*) type -?\d+$")
+
+
+@functools.cache
+def can_isolate() -> bool:
+    """Whether commands can run in a new, empty network namespace."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        return False
+    return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
+
+
+def isolated(argv: Sequence[str]) -> list[str]:
+    """`argv` in a new network namespace (no interface up) when possible."""
+    return ["unshare", "-n", *argv] if can_isolate() else list(argv)
+
+
+@dataclass(frozen=True)
+class SshG:
+    """What `ssh -G` said: its exit status, its error text and its options (lowercase
+    keyword -> values, in order)."""
+
+    returncode: int
+    stderr: str
+    options: dict[str, list[str]]
+
+    def one(self, keyword: str) -> str | None:
+        values = self.options.get(keyword)
+        return values[0] if values else None
+
+
+def _client_args(config: Path, user: str | None, port: int | None, jump: str | None) -> list[str]:
+    args = ["-F", str(config)]
+    if user is not None:
+        args += ["-l", user]
+    if port is not None:
+        args += ["-p", str(port)]
+    if jump is not None:
+        args += ["-J", jump]
+    return args
+
+
+def ssh_g(
+    config: Path,
+    host: str,
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    jump: str | None = None,
+) -> SshG:
+    proc = subprocess.run(
+        isolated(["ssh", "-G", *_client_args(config, user, port, jump), "--", host]),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    options: dict[str, list[str]] = {}
+    for line in proc.stdout.splitlines():
+        keyword, _, value = line.partition(" ")
+        options.setdefault(keyword, []).append(value)
+    return SshG(proc.returncode, proc.stderr, options)
+
+
+def expanded_identity_files(
+    config: Path, host: str, *, user: str | None = None, port: int | None = None
+) -> list[str]:
+    """The key files ssh itself tries for `host`, with every token expanded by ssh.
+
+    Only for hosts without a ProxyJump, and whose canonicalisation fails (as every
+    canonicalisation does in the isolated namespace): the command-line ProxyCommand that
+    stops ssh early takes the place of a ProxyJump and turns canonicalisation off, but
+    ssh still reads the config a second time."""
+    proc = subprocess.run(
+        isolated(
+            [
+                "ssh",
+                "-v",
+                *_client_args(config, user, port, None),
+                "-o",
+                "ProxyCommand=true",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "GlobalKnownHostsFile=/dev/null",
+                "--",
+                host,
+                "true",
+            ]
+        ),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    files: list[str] = []
+    for line in proc.stderr.splitlines():
+        found = _IDENTITY.match(line)
+        if found is None:
+            continue
+        path = found.group(1)
+        # ssh also looks for a certificate beside each key: not a key file of its own.
+        if files and path == files[-1] + "-cert":
+            continue
+        files.append(path)
+    assert "identity file" in proc.stderr, proc.stderr
+    return files
+
+
+def auditor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed `auditor` command, isolated like `ssh_g`."""
+    return subprocess.run(
+        isolated([str(BIN / "auditor"), *args]),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def ssh_jump_text(user: str | None, host: str, port: int | None) -> str:
+    """A hop as `ssh -G` prints it in `proxyjump`."""
+    numeric = ":" in host or all(ch in "0123456789." for ch in host)
+    text = f"[{host}]" if numeric else host
+    if user:
+        text = f"{user}@{text}"
+    return f"{text}:{port}" if port else text

@@ -1,0 +1,416 @@
+"""ssh config resolution compared with OpenSSH itself: for every case of a corpus of small
+ssh_config files, `auditor inventory --resolve --json` and `ssh -G` (with the same `-F`, and
+the inventory's user, port and jump host as `-l`, `-p` and `-J`) must agree on hostname,
+port, user, identity files, ProxyJump and ProxyCommand.
+
+Each case names the OpenSSH rule it exercises. Host and Match see `ansible_host`, as ssh
+does when Ansible runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.ssh_g import (
+    DEFAULT_IDENTITY_FILES,
+    auditor,
+    can_isolate,
+    expanded_identity_files,
+    ssh_g,
+    ssh_jump_text,
+)
+
+pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One host of the case's inventory: `ansible_host`, user, port and `-J` jump host."""
+
+    address: str
+    user: str | None = None
+    port: int | None = None
+    jump: str | None = None
+    expect_error: bool = False
+    """The case expects ssh (and so the auditor) to refuse this host."""
+
+
+@dataclass(frozen=True)
+class Case:
+    config: str
+    lookups: tuple[Lookup, ...]
+    files: dict[str, str] = field(default_factory=dict)
+    """Other files of the case (for Include), by name; `{dir}` is the case's directory."""
+    canonical: bool = False
+    """The config canonicalises names (the run must be isolated from any name server)."""
+
+
+CASES: dict[str, Case] = {
+    "match-final-rereads-the-config-with-the-hostname": Case(
+        """\
+Host web
+    HostName 10.0.0.5
+Match final host 10.0.0.5
+    User finaluser
+    Port 2201
+Match !final
+    IdentityFile /keys/first-pass-only
+Host 10.0.0.5
+    IdentityFile /keys/by-address
+""",
+        (Lookup("web"), Lookup("other")),
+    ),
+    "match-canonical-after-canonicalisation-that-falls-back": Case(
+        """\
+CanonicalizeHostname yes
+CanonicalDomains lab.invalid
+Host db
+    Port 2202
+Match canonical host db
+    User canon
+Match !canonical
+    IdentityFile /keys/%h-first
+""",
+        # "DB" misses `Host db` in the first pass (Host is case-sensitive); the second pass
+        # matches the lowercased name.
+        (Lookup("db"), Lookup("DB"), Lookup("elsewhere")),
+        canonical=True,
+    ),
+    "canonicalisation-failure-without-fallback-is-an-error": Case(
+        """\
+CanonicalizeHostname yes
+CanonicalDomains lab.invalid
+CanonicalizeFallbackLocal no
+Host *.example
+    User dotted
+""",
+        # One dot is within CanonicalizeMaxDots (1): tried and failed. Two dots are not.
+        (Lookup("db", expect_error=True), Lookup("a.b.example")),
+        canonical=True,
+    ),
+    "addresses-are-canonicalised-and-names-lowercased": Case(
+        """\
+Host MiXeD
+    HostName UPPER.Example
+Host 127.1
+    User shortform
+""",
+        (Lookup("127.1"), Lookup("MiXeD"), Lookup("mixed")),
+    ),
+    "include-glob-reads-files-sorted": Case(
+        """\
+Include {dir}/conf.d/*.conf
+Host *
+    User fallback
+""",
+        (Lookup("app"), Lookup("other")),
+        files={
+            # Written z, b, a: directory order is not sorted order.
+            "conf.d/z.conf": "Host app\n    User from-z\n    Port 2299\n",
+            "conf.d/b.conf": "Host app\n    User from-b\n",
+            "conf.d/a.conf": "Host app\n    Port 2211\nMatch all\n    User leaked\n",
+        },
+    ),
+    "include-in-an-inactive-block-never-matches": Case(
+        """\
+Host nothing-matches-this
+    Include {dir}/inner.conf
+Host app
+    Port 2212
+""",
+        (Lookup("app"),),
+        files={"inner.conf": "Host *\n    User inner\n"},
+    ),
+    "tokens-in-an-included-identityfile-use-the-final-hostname": Case(
+        """\
+Include {dir}/keys.conf
+Host app
+    HostName 10.0.0.9
+    Port 2203
+    User deploy
+    HostKeyAlias app-alias
+""",
+        (Lookup("app"), Lookup("app", user="inv", port=2204), Lookup("plain")),
+        files={
+            "keys.conf": (
+                "IdentityFile ~/.ssh/%h_%p_%r_%n_%k_%u_%%_%d\nIdentityFile /keys/%C-%L-%l-%i\n"
+            )
+        },
+    ),
+    "proxycommand-and-proxyjump-first-obtained-wins": Case(
+        """\
+Host direct
+    ProxyCommand none
+Host piped
+    ProxyCommand nc %h %p
+    ProxyJump jumper
+Host nojump
+    ProxyJump none
+    ProxyCommand nc %h %p
+Host *
+    ProxyJump ops@bastion:2022
+""",
+        (
+            Lookup("direct"),
+            Lookup("piped"),
+            Lookup("nojump"),
+            Lookup("other"),
+            Lookup("piped", jump="gw:2222"),
+            Lookup("other", jump="none"),
+        ),
+    ),
+    "trailing-comments-are-not-values-or-patterns": Case(
+        """\
+Host alpha # beta gamma
+    Port 2240 # note
+    User "quoted user" # note
+Host beta
+    Port 2241
+""",
+        (Lookup("alpha"), Lookup("beta"), Lookup("gamma")),
+    ),
+    "match-host-and-originalhost-ignore-case": Case(
+        """\
+Host named
+    HostName Web1.Example.Test
+Match originalhost NAM*
+    Port 2250
+Match host WEB1.EXAMPLE.*
+    User matched
+""",
+        (Lookup("named"), Lookup("NAMED")),
+    ),
+    "host-patterns-are-separated-by-spaces-not-commas": Case(
+        """\
+Host alpha,beta
+    User comma
+Host gamma delta
+    User space
+""",
+        (Lookup("alpha"), Lookup("beta"), Lookup("gamma"), Lookup("delta")),
+    ),
+    "identityfile-none-and-duplicates": Case(
+        """\
+Host nokeys
+    IdentityFile none
+Host twice
+    IdentityFile /keys/one
+    IdentityFile /keys/one
+    IdentityFile /keys/two
+Host *
+    IdentityFile /keys/one
+""",
+        (Lookup("nokeys"), Lookup("twice"), Lookup("other")),
+    ),
+    "a-proxyjump-to-itself-is-a-loop": Case(
+        """\
+Host loop
+    ProxyJump loop
+Host notloop
+    ProxyJump notloop:2200
+""",
+        (Lookup("loop", expect_error=True), Lookup("notloop"), Lookup("loop", port=2200)),
+    ),
+    "inventory-user-port-and-jump-win-over-the-config": Case(
+        """\
+Match user inv
+    Port 2260
+Host box
+    HostName 192.0.2.7
+    User carol
+    Port 2200
+    ProxyJump cfg-jump
+""",
+        (
+            Lookup("box"),
+            Lookup("box", user="inv"),
+            Lookup("box", port=2222, jump="cli@gw:2022"),
+            Lookup("box", jump="[2001:db8::1]:22"),
+        ),
+    ),
+}
+
+
+def _write_case(case: Case, root: Path) -> tuple[Path, Path]:
+    for name, text in case.files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text.replace("{dir}", str(root)))
+    config = root / "ssh_config"
+    config.write_text(case.config.replace("{dir}", str(root)))
+    lines = []
+    for i, lookup in enumerate(case.lookups):
+        line = f"h{i} ansible_host={lookup.address!r}"
+        if lookup.user is not None:
+            line += f" ansible_user={lookup.user!r}"
+        if lookup.port is not None:
+            line += f" ansible_port={lookup.port}"
+        if lookup.jump is not None:
+            line += f" ansible_ssh_common_args='-J {lookup.jump}'"
+        lines.append(line)
+    inventory = root / "inventory.ini"
+    inventory.write_text("\n".join(lines) + "\n")
+    return config, inventory
+
+
+def compare_with_ssh_g(
+    config: Path, lookup: Lookup, ours: dict[str, Any], *, expand_keys: bool
+) -> None:
+    """Assert that the auditor's resolution of one host is what `ssh -G` prints."""
+    theirs = ssh_g(config, lookup.address, user=lookup.user, port=lookup.port, jump=lookup.jump)
+    where = f"{lookup}: ssh -G said {theirs.options} {theirs.stderr!r}; auditor said {ours}"
+    if theirs.returncode != 0:
+        assert lookup.expect_error, where
+        assert ours["error"], where
+        return
+    assert not lookup.expect_error, where
+    if theirs.one("proxycommand") is not None:
+        # ssh would run a ProxyCommand; the auditor runs none, so the host is an error.
+        assert ours["error"] is not None and "ProxyCommand" in ours["error"], where
+        return
+    assert ours["error"] is None, where
+    assert ours["transport"] == "ssh", where
+    assert ours["address"] == theirs.one("hostname"), where
+    assert ours["port"] == int(theirs.one("port") or 0), where
+    assert ours["user"] == theirs.one("user"), where
+    listed = theirs.options.get("identityfile", [])
+    if tuple(listed) == DEFAULT_IDENTITY_FILES:
+        expected: list[str] = []
+    elif not [f for f in listed if f.lower() != "none"]:
+        expected = []
+    elif expand_keys:
+        expected = expanded_identity_files(
+            config, lookup.address, user=lookup.user, port=lookup.port
+        )
+    else:
+        expected = [f for f in listed if f.lower() != "none"]
+        assert not any(c in f for f in expected for c in "%$~"), "use expand_keys"
+    assert ours["identity_files"] == expected, where
+    jump = theirs.one("proxyjump")
+    if jump is None:
+        assert ours["jump"] is None, where
+    else:
+        assert ours["jump"] is not None, where
+        # The auditor connects through the first hop of a chain.
+        assert ssh_jump_text(**ours["jump"]) == jump.split(",")[0], where
+
+
+def resolve_json(inventory: Path, config: Path, *args: str) -> dict[str, dict[str, Any]]:
+    proc = auditor(
+        "inventory", "-i", str(inventory), "--ssh-config", str(config), "--resolve", "--json", *args
+    )
+    assert proc.returncode == 0, proc.stderr
+    hosts: dict[str, dict[str, Any]] = json.loads(proc.stdout)["hosts"]
+    return hosts
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_auditor_resolves_each_host_as_ssh_g_does(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    if case.canonical and not can_isolate():
+        pytest.skip("canonicalisation would ask a name server: needs root and unshare")
+    config, inventory = _write_case(case, tmp_path)
+    resolved = resolve_json(inventory, config)
+    texts = [case.config, *case.files.values()]
+    expand = any("%" in text or "~" in text for text in texts)
+    for i, lookup in enumerate(case.lookups):
+        compare_with_ssh_g(config, lookup, resolved[f"h{i}"], expand_keys=expand)
+
+
+@pytest.mark.parametrize(
+    ("config", "what"),
+    [
+        ("Host a\n    ProxyJump root@:0\n", "ProxyJump"),
+        ("Host a\n    Port 99999\n", "port"),
+        ("Host a\n    NoSuchOption yes\n", "NoSuchOption"),
+        ("Match host\n", "Match"),
+        ('Host a\n    User "unterminated\n', "quotes"),
+    ],
+)
+def test_a_config_ssh_refuses_is_a_one_line_input_error(
+    config: str, what: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "ssh_config"
+    path.write_text(config)
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("a\n")
+    theirs = ssh_g(path, "a")
+    assert theirs.returncode != 0
+    proc = auditor("inventory", "-i", str(inventory), "--ssh-config", str(path), "--resolve")
+    assert proc.returncode == 2, proc.stderr
+    line = proc.stderr.strip()
+    assert len(line.splitlines()) == 1 and "Traceback" not in line, line
+    assert f"{path}:" in line and what.lower() in line.lower(), line
+
+
+def test_ignoreunknown_names_keywords_ssh_then_skips(tmp_path: Path) -> None:
+    path = tmp_path / "ssh_config"
+    path.write_text("IgnoreUnknown Use*\nUseKeychain yes\nHost a\n    Port 2270\n")
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("a\n")
+    assert ssh_g(path, "a").one("port") == "2270"
+    resolved = resolve_json(inventory, path)
+    assert resolved["a"]["port"] == 2270
+
+
+@pytest.mark.parametrize("value", ["root@:0", "@gw", "gw:99999", "gw:x", "a,,b"])
+def test_a_malformed_jump_host_flag_is_an_input_error_naming_it(value: str, tmp_path: Path) -> None:
+    path = tmp_path / "ssh_config"
+    path.write_text("")
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("a\n")
+    assert ssh_g(path, "a", jump=value).returncode != 0  # ssh refuses it too
+    proc = auditor(
+        "inventory",
+        "-i",
+        str(inventory),
+        "--ssh-config",
+        str(path),
+        "--jump-host",
+        value,
+        "--resolve",
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().startswith("error: --jump-host:"), proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_malformed_inventory_jump_host_is_an_input_error_naming_the_host(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ssh_config"
+    path.write_text("")
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("web1 ansible_ssh_common_args='-o ProxyJump=root@:0'\n")
+    proc = auditor("inventory", "-i", str(inventory), "--ssh-config", str(path), "--resolve")
+    assert proc.returncode == 2, proc.stderr
+    assert "ansible_ssh_common_args of host web1" in proc.stderr, proc.stderr
+
+
+def test_match_exec_is_refused_and_never_run(tmp_path: Path) -> None:
+    canary = tmp_path / "canary"
+    path = tmp_path / "ssh_config"
+    path.write_text(f'Host *\n    User x\nMatch exec "touch {canary}"\n    Port 2\n')
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("a\n")
+    proc = auditor("inventory", "-i", str(inventory), "--ssh-config", str(path), "--resolve")
+    assert proc.returncode == 2
+    assert f"{path}:3:" in proc.stderr and "Match exec" in proc.stderr
+    assert not canary.exists()
+
+
+def test_the_isolation_really_has_no_network() -> None:
+    # The canonicalisation cases rely on this: no name server can be asked.
+    if not can_isolate():
+        pytest.skip("needs root and unshare")
+    proc = subprocess.run(
+        ["unshare", "-n", "ip", "-o", "link", "show", "up"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout
