@@ -21,6 +21,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.support.cli import BIN
 
@@ -166,3 +167,57 @@ def ssh_jump_text(user: str | None, host: str, port: int | None) -> str:
     if user:
         text = f"{user}@{text}"
     return f"{text}:{port}" if port else text
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """One host of the case's inventory: `ansible_host`, user, port and `-J` jump host."""
+
+    address: str
+    user: str | None = None
+    port: int | None = None
+    jump: str | None = None
+    expect_error: bool = False
+    """The case expects ssh (and so the auditor) to refuse this host."""
+
+
+def compare_with_ssh_g(
+    config: Path, lookup: Lookup, ours: dict[str, Any], *, expand_keys: bool
+) -> None:
+    """Assert that the auditor's resolution of one host is what `ssh -G` prints."""
+    theirs = ssh_g(config, lookup.address, user=lookup.user, port=lookup.port, jump=lookup.jump)
+    where = f"{lookup}: ssh -G said {theirs.options} {theirs.stderr!r}; auditor said {ours}"
+    if theirs.returncode != 0:
+        assert lookup.expect_error, where
+        assert ours["error"], where
+        return
+    assert not lookup.expect_error, where
+    if theirs.one("proxycommand") is not None:
+        # ssh would run a ProxyCommand; the auditor runs none, so the host is an error.
+        assert ours["error"] is not None and "ProxyCommand" in ours["error"], where
+        return
+    assert ours["error"] is None, where
+    assert ours["transport"] == "ssh", where
+    assert ours["address"] == theirs.one("hostname"), where
+    assert ours["port"] == int(theirs.one("port") or 0), where
+    assert ours["user"] == theirs.one("user"), where
+    listed = theirs.options.get("identityfile", [])
+    if tuple(listed) == DEFAULT_IDENTITY_FILES:
+        expected: list[str] = []
+    elif not [f for f in listed if f.lower() != "none"]:
+        expected = []
+    elif expand_keys:
+        expected = expanded_identity_files(
+            config, lookup.address, user=lookup.user, port=lookup.port
+        )
+    else:
+        expected = [f for f in listed if f.lower() != "none"]
+        assert not any(c in f for f in expected for c in "%$~"), "use expand_keys"
+    assert ours["identity_files"] == expected, where
+    jump = theirs.one("proxyjump")
+    if jump is None:
+        assert ours["jump"] is None, where
+    else:
+        assert ours["jump"] is not None, where
+        # The auditor connects through the first hop of a chain.
+        assert ssh_jump_text(**ours["jump"]) == jump.split(",")[0], where
