@@ -18,7 +18,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Sequence
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,16 @@ def can_isolate() -> bool:
     return subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode == 0
 
 
-def isolated(argv: Sequence[str]) -> list[str]:
-    """`argv` in a new network namespace (no interface up) when possible."""
+DNS_NAMESPACE = Path(__file__).with_name("dns_namespace.py")
+
+
+def isolated(argv: Sequence[str], records: Mapping[str, str] | None = None) -> list[str]:
+    """`argv` in a new network namespace (no interface up) when possible; with `records`,
+    with a name server of its own that knows those names (`dns_namespace`)."""
+    if records:
+        assert can_isolate(), "a private name server needs root and unshare"
+        given = [f"--record={name}={address}" for name, address in records.items()]
+        return ["unshare", "-n", "-m", sys.executable, str(DNS_NAMESPACE), *given, "--", *argv]
     return ["unshare", "-n", *argv] if can_isolate() else list(argv)
 
 
@@ -84,9 +93,10 @@ def ssh_g(
     user: str | None = None,
     port: int | None = None,
     jump: str | None = None,
+    records: Mapping[str, str] | None = None,
 ) -> SshG:
     proc = subprocess.run(
-        isolated(["ssh", "-G", *_client_args(config, user, port, jump), "--", host]),
+        isolated(["ssh", "-G", *_client_args(config, user, port, jump), "--", host], records),
         capture_output=True,
         text=True,
         timeout=60,
@@ -100,20 +110,26 @@ def ssh_g(
 
 
 def expanded_identity_files(
-    config: Path, host: str, *, user: str | None = None, port: int | None = None
+    config: Path,
+    host: str,
+    *,
+    user: str | None = None,
+    port: int | None = None,
+    records: Mapping[str, str] | None = None,
 ) -> list[str]:
     """The key files ssh itself tries for `host`, with every token expanded by ssh.
 
-    Only for hosts without a ProxyJump, and whose canonicalisation fails (as every
-    canonicalisation does in the isolated namespace): the command-line ProxyCommand that
-    stops ssh early takes the place of a ProxyJump and turns canonicalisation off, but
-    ssh still reads the config a second time."""
+    Only for hosts without a ProxyJump: the command-line ProxyCommand that stops ssh early
+    takes its place. With `records` (a config that canonicalises names),
+    `CanonicalizeHostname=always` keeps canonicalisation on despite that ProxyCommand."""
+    always = ["-o", "CanonicalizeHostname=always"] if records else []
     proc = subprocess.run(
         isolated(
             [
                 "ssh",
                 "-v",
                 *_client_args(config, user, port, None),
+                *always,
                 "-o",
                 "ProxyCommand=true",
                 "-o",
@@ -127,7 +143,8 @@ def expanded_identity_files(
                 "--",
                 host,
                 "true",
-            ]
+            ],
+            records,
         ),
         capture_output=True,
         text=True,
@@ -148,10 +165,12 @@ def expanded_identity_files(
     return files
 
 
-def auditor(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def auditor(
+    *args: str, env: dict[str, str] | None = None, records: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The installed `auditor` command, isolated like `ssh_g`."""
     return subprocess.run(
-        isolated([str(BIN / "auditor"), *args]),
+        isolated([str(BIN / "auditor"), *args], records),
         capture_output=True,
         text=True,
         timeout=120,
@@ -182,10 +201,22 @@ class Lookup:
 
 
 def compare_with_ssh_g(
-    config: Path, lookup: Lookup, ours: dict[str, Any], *, expand_keys: bool
+    config: Path,
+    lookup: Lookup,
+    ours: dict[str, Any],
+    *,
+    expand_keys: bool,
+    records: Mapping[str, str] | None = None,
 ) -> None:
     """Assert that the auditor's resolution of one host is what `ssh -G` prints."""
-    theirs = ssh_g(config, lookup.address, user=lookup.user, port=lookup.port, jump=lookup.jump)
+    theirs = ssh_g(
+        config,
+        lookup.address,
+        user=lookup.user,
+        port=lookup.port,
+        jump=lookup.jump,
+        records=records,
+    )
     where = f"{lookup}: ssh -G said {theirs.options} {theirs.stderr!r}; auditor said {ours}"
     if theirs.returncode != 0:
         assert lookup.expect_error, where
@@ -208,7 +239,7 @@ def compare_with_ssh_g(
         expected = []
     elif expand_keys:
         expected = expanded_identity_files(
-            config, lookup.address, user=lookup.user, port=lookup.port
+            config, lookup.address, user=lookup.user, port=lookup.port, records=records
         )
     else:
         expected = [f for f in listed if f.lower() != "none"]

@@ -31,6 +31,8 @@ class Case:
     """Other files of the case (for Include), by name; `{dir}` is the case's directory."""
     canonical: bool = False
     """The config canonicalises names (the run must be isolated from any name server)."""
+    records: dict[str, str] = field(default_factory=dict)
+    """Names a private name server resolves (canonical cases only)."""
 
 
 CASES: dict[str, Case] = {
@@ -63,6 +65,25 @@ Match !canonical
         # matches the lowercased name.
         (Lookup("db"), Lookup("DB"), Lookup("elsewhere")),
         canonical=True,
+    ),
+    "blocks-matching-the-canonical-name-apply": Case(
+        """\
+CanonicalizeHostname yes
+CanonicalDomains nothere.test lab.test
+Host db.lab.test
+    User canonical-user
+Match canonical host *.lab.test
+    Port 2290
+Match canonical originalhost db
+    IdentityFile /keys/%h-%n
+Host db
+    IdentityFile /keys/first-pass
+Host *.*.*
+    User too-many-dots
+""",
+        (Lookup("db"), Lookup("DB"), Lookup("app.lab.test"), Lookup("nowhere")),
+        canonical=True,
+        records={"db.lab.test": "10.9.8.7", "app.lab.test": "10.9.8.8"},
     ),
     "canonicalisation-failure-without-fallback-is-an-error": Case(
         """\
@@ -241,9 +262,19 @@ def _write_case(case: Case, root: Path) -> tuple[Path, Path]:
     return config, inventory
 
 
-def resolve_json(inventory: Path, config: Path, *args: str) -> dict[str, dict[str, Any]]:
+def resolve_json(
+    inventory: Path, config: Path, *args: str, records: dict[str, str] | None = None
+) -> dict[str, dict[str, Any]]:
     proc = auditor(
-        "inventory", "-i", str(inventory), "--ssh-config", str(config), "--resolve", "--json", *args
+        "inventory",
+        "-i",
+        str(inventory),
+        "--ssh-config",
+        str(config),
+        "--resolve",
+        "--json",
+        *args,
+        records=records,
     )
     assert proc.returncode == 0, proc.stderr
     hosts: dict[str, dict[str, Any]] = json.loads(proc.stdout)["hosts"]
@@ -256,11 +287,13 @@ def test_the_auditor_resolves_each_host_as_ssh_g_does(name: str, tmp_path: Path)
     if case.canonical and not can_isolate():
         pytest.skip("canonicalisation would ask a name server: needs root and unshare")
     config, inventory = _write_case(case, tmp_path)
-    resolved = resolve_json(inventory, config)
+    resolved = resolve_json(inventory, config, records=case.records)
     texts = [case.config, *case.files.values()]
     expand = any("%" in text or "~" in text for text in texts)
     for i, lookup in enumerate(case.lookups):
-        compare_with_ssh_g(config, lookup, resolved[f"h{i}"], expand_keys=expand)
+        compare_with_ssh_g(
+            config, lookup, resolved[f"h{i}"], expand_keys=expand, records=case.records
+        )
 
 
 @pytest.mark.parametrize(
