@@ -22,7 +22,9 @@ What OpenSSH does, and so what this does:
   lowercased, and with `CanonicalizeHostname` the name is canonicalised; the config is then
   read a second time (`Match canonical`/`Match final`), matching the new name.
 - `ProxyCommand` and `ProxyJump`: whichever is obtained first wins (`ProxyCommand none`
-  before a `ProxyJump` means "connect directly").
+  before a `ProxyJump` means "connect directly"; `ProxyJump none` only stops later
+  ProxyJumps). These are OpenSSH 10.3's rules, which Debian's 9.2 build carries, as do its
+  checks of host and user names given on the command line (here: by the inventory).
 - `IdentityFile` tokens (`%h %p %r %u %d %k %n %C %L %l %i %%`, `${VAR}`, `~`) are expanded
   with the final values, as `ssh` does when it loads the keys; duplicates are kept once;
   `IdentityFile none` means no key files at all.
@@ -472,7 +474,7 @@ class _Parser:
 def _check_perm(fd: int, source: str) -> None:
     info = os.fstat(fd)
     if (info.st_uid not in (0, os.getuid())) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise InputError("bad ssh config: bad owner or permissions", source)
+        raise InputError("bad ssh config: bad owner or permissions (writable by others)", source)
 
 
 _MATCH_NO_ARG = ("all", "canonical", "final")
@@ -646,6 +648,9 @@ class SSHConfigReader:
         if path is not None:
             if not os.access(path, os.R_OK):
                 raise InputError("cannot read the ssh config file", str(path))
+            # Like ssh, refuse a default ~/.ssh/config that others could have written (a
+            # file named with -F, here --ssh-config, is the user's explicit choice).
+            check_permissions = check_permissions or path == default_config_path()
             self._nodes = _Parser(self._me.home).read(path, 0, check_permissions)
 
     def lookup(

@@ -386,3 +386,20 @@ def test_the_isolation_really_has_no_network() -> None:
         ["unshare", "-n", "ip", "-o", "link", "show", "up"], capture_output=True, text=True
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout
+
+
+def test_an_included_file_others_can_write_is_refused_as_ssh_refuses_it(tmp_path: Path) -> None:
+    included = tmp_path / "extra.conf"
+    included.write_text("Host a\n    User from-include\n")
+    included.chmod(0o666)
+    path = tmp_path / "ssh_config"
+    path.write_text(f"Include {included}\n")
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("a\n")
+    theirs = ssh_g(path, "a")
+    assert theirs.returncode != 0 and "permissions" in theirs.stderr
+    proc = auditor("inventory", "-i", str(inventory), "--ssh-config", str(path), "--resolve")
+    assert proc.returncode == 2, proc.stderr
+    assert f"{included}: bad ssh config: bad owner or permissions" in proc.stderr
+    included.chmod(0o644)
+    assert resolve_json(inventory, path)["a"]["user"] == "from-include"
