@@ -36,6 +36,7 @@ expanded into it, and the auditor runs no local commands on a host's behalf.
 
 from __future__ import annotations
 
+import functools
 import getpass
 import glob
 import hashlib
@@ -528,8 +529,16 @@ def _check_match(line: _Line) -> None:
 
 def _match_pattern(text: str, pattern: str) -> bool:
     """OpenSSH's `match_pattern`: `*` and `?` wildcards, case-sensitive."""
+    if "*" not in pattern and "?" not in pattern:
+        return text == pattern
+    return _pattern_regex(pattern).fullmatch(text) is not None
+
+
+@functools.lru_cache(maxsize=4096)
+def _pattern_regex(pattern: str) -> re.Pattern[str]:
+    # Compiled once per pattern: a config is matched against every host of a fleet.
     regex = "".join(".*" if ch == "*" else "." if ch == "?" else re.escape(ch) for ch in pattern)
-    return re.fullmatch(regex, text, re.DOTALL) is not None
+    return re.compile(regex, re.DOTALL)
 
 
 def _match_pattern_list(text: str, patterns: str, *, lower: bool) -> bool:
