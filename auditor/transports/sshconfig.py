@@ -370,8 +370,7 @@ def _parse_ssh_uri(text: str) -> JumpSpec | None:
 
 
 class _Parser:
-    def __init__(self, home: Path) -> None:
-        self.home = home
+    def __init__(self) -> None:
         self.ignore_unknown: list[str] = []
 
     def read(self, path: Path, depth: int, check_perm: bool) -> tuple[_Node, ...]:
@@ -461,8 +460,8 @@ class _Parser:
             if not arg:
                 raise _error(line.source, line.number, "keyword include empty argument")
             pattern = arg if arg.startswith(("/", "~")) else f"~/.ssh/{arg}"
-            if pattern.startswith("~"):
-                pattern = _tilde(pattern, self.home)
+            # ssh leaves `~` to glob(3)'s GLOB_TILDE, which (like expanduser) prefers $HOME.
+            pattern = os.path.expanduser(pattern)
             # glob(3) returns its matches sorted (byte order in the C collation ssh uses).
             for name in sorted(glob.glob(pattern)):
                 path = Path(name)
@@ -660,7 +659,7 @@ class SSHConfigReader:
             # Like ssh, refuse a default ~/.ssh/config that others could have written (a
             # file named with -F, here --ssh-config, is the user's explicit choice).
             check_permissions = check_permissions or path == default_config_path()
-            self._nodes = _Parser(self._me.home).read(path, 0, check_permissions)
+            self._nodes = _Parser().read(path, 0, check_permissions)
 
     def lookup(
         self,

@@ -94,6 +94,7 @@ def ssh_g(
     port: int | None = None,
     jump: str | None = None,
     records: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> SshG:
     proc = subprocess.run(
         isolated(["ssh", "-G", *_client_args(config, user, port, jump), "--", host], records),
@@ -101,6 +102,7 @@ def ssh_g(
         text=True,
         timeout=60,
         stdin=subprocess.DEVNULL,
+        env=None if env is None else dict(env),
     )
     options: dict[str, list[str]] = {}
     for line in proc.stdout.splitlines():

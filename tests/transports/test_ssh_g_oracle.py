@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.cli import environ
 from tests.support.ssh_g import Lookup, auditor, can_isolate, compare_with_ssh_g, ssh_g
 
 pytestmark = pytest.mark.skipif(shutil.which("ssh") is None, reason="needs the OpenSSH client")
@@ -403,3 +404,20 @@ def test_an_included_file_others_can_write_is_refused_as_ssh_refuses_it(tmp_path
     assert f"{included}: bad ssh config: bad owner or permissions" in proc.stderr
     included.chmod(0o644)
     assert resolve_json(inventory, path)["a"]["user"] == "from-include"
+
+
+def test_a_relative_include_is_read_from_the_users_ssh_directory(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh" / "conf.d").mkdir(parents=True)
+    (home / ".ssh" / "conf.d" / "web.conf").write_text("Host web\n    Port 2280\n")
+    path = tmp_path / "ssh_config"
+    path.write_text("Include conf.d/*.conf\n")
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text("web\n")
+    env = environ(HOME=str(home))
+    assert ssh_g(path, "web", env=env).one("port") == "2280"
+    proc = auditor(
+        "inventory", "-i", str(inventory), "--ssh-config", str(path), "--resolve", "--json", env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["hosts"]["web"]["port"] == 2280
