@@ -99,7 +99,9 @@ def default_config_path() -> Path | None:
 # --- parsing ---------------------------------------------------------------------------------
 
 # Every keyword OpenSSH 9.x's client accepts (readconf.c's table, plus the GSSAPI key-exchange
-# options of the Debian/Ubuntu builds). Only those in `_USED` change what the auditor does.
+# and old keep-alive options of the Debian/Ubuntu builds); an unknown keyword is an error, as
+# in ssh. Few of them change what the auditor does: HostName, Port, User, IdentityFile,
+# HostKeyAlias, ProxyJump, ProxyCommand and the Canonicalize* family.
 _KEYWORDS = frozenset(
     """
     protocol cipher fallbacktorsh globalknownhostsfile2 rhostsauthentication
@@ -107,7 +109,8 @@ _KEYWORDS = frozenset(
     kerberosauthentication kerberostgtpassing rsaauthentication rhostsrsaauthentication
     compressionlevel gssapiauthentication gssapidelegatecredentials gssapikeyexchange
     gssapiclientidentity gssapiserveridentity gssapirenewalforcesrekey gssapitrustdns
-    gssapikexalgorithms pkcs11provider smartcarddevice forwardagent forwardx11
+    gssapikexalgorithms protocolkeepalives setuptimeout useblacklistedkeys pkcs11provider
+    smartcarddevice forwardagent forwardx11
     forwardx11trusted forwardx11timeout exitonforwardfailure xauthlocation gatewayports
     passwordauthentication kbdinteractiveauthentication kbdinteractivedevices
     challengeresponseauthentication skeyauthentication tisauthentication

@@ -421,3 +421,15 @@ def test_a_relative_include_is_read_from_the_users_ssh_directory(tmp_path: Path)
     )
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["hosts"]["web"]["port"] == 2280
+
+
+def test_every_keyword_the_auditor_accepts_is_one_ssh_accepts(tmp_path: Path) -> None:
+    from auditor.transports.sshconfig import _KEYWORDS
+
+    path = tmp_path / "ssh_config"
+    path.write_text("".join(f"{k} x\n" for k in sorted(_KEYWORDS - {"host", "match", "include"})))
+    theirs = ssh_g(path, "a")
+    assert theirs.returncode != 0  # "x" is no value for most of them; ssh says so per line
+    assert "Bad configuration option" not in theirs.stderr, theirs.stderr
+    path.write_text("NoSuchKeyword x\n")
+    assert "Bad configuration option" in ssh_g(path, "a").stderr
