@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from auditor.errors import HostLevelError
 from auditor.models import Connection, Host
 from auditor.secret import Secret, secret_from_env, secret_from_file
-from auditor.transports.endpoint import JumpSpec, resolve_endpoint
+from auditor.transports.endpoint import EndpointDefaults, JumpSpec, resolve_endpoint
 from auditor.transports.sshconfig import (
     DEFAULT_PORT,
     SSHConfigReader,
@@ -70,7 +70,7 @@ def resolve_hosts(hosts: Sequence[Host], opts: Mapping[str, Any]) -> tuple[Resol
     return tuple(out)
 
 
-def _ssh(host: Host, options: Any, reader: SSHConfigReader) -> ResolvedHost:
+def _ssh(host: Host, options: EndpointDefaults, reader: SSHConfigReader) -> ResolvedHost:
     try:
         endpoint = resolve_endpoint(host, options, reader)
     except HostLevelError as exc:

@@ -24,6 +24,7 @@ from auditor.transports.sshconfig import DEFAULT_PORT, JumpSpec, SSHConfigReader
 
 __all__ = [
     "Endpoint",
+    "EndpointDefaults",
     "JumpSpec",
     "jump_from_common_args",
     "jump_setting",
