@@ -317,6 +317,33 @@ def targets_cmd(platforms: tuple[str, ...], as_json: bool) -> None:
     )
 
 
+CONNECTION_OPTIONS = frozenset(
+    {
+        "user",
+        "ssh_keys",
+        "jump_host",
+        "ssh_config",
+        "ask_pass",
+        "password_file",
+        "winrm_user",
+        "winrm_transport",
+        "winrm_powershell",
+        "winrm_allow_basic_http",
+        "winrm_ca_bundle",
+    }
+)
+"""The options of `audit` that decide how a host is connected to (for `inventory --resolve`)."""
+
+
+def connection_options(func: Any) -> Any:
+    """Give `func` the options of `audit` named in CONNECTION_OPTIONS, defined once there."""
+    for option in reversed(AUDIT_OPTIONS):
+        params: list[click.Parameter] = getattr(option(lambda: None), "__click_params__", [])
+        if params and params[0].name in CONNECTION_OPTIONS:
+            func = option(func)
+    return func
+
+
 @main.command("inventory")
 @click.option("-i", "--inventory", "inventory", required=True, metavar="FILE")
 @click.option("-l", "--limit", metavar="PATTERN")
@@ -324,7 +351,22 @@ def targets_cmd(platforms: tuple[str, ...], as_json: bool) -> None:
     "--list", "as_list", is_flag=True, help="JSON as `ansible-inventory --list` (the default)."
 )
 @click.option("--graph", is_flag=True, help="The group tree.")
-def inventory_cmd(inventory: str, limit: str | None, as_list: bool, graph: bool) -> None:
+@click.option(
+    "--resolve",
+    is_flag=True,
+    help="Each host's effective connection (like `ssh -G`), without contacting anything.",
+)
+@click.option("--json", "as_json", is_flag=True, help="With --resolve: print JSON.")
+@connection_options
+def inventory_cmd(
+    inventory: str,
+    limit: str | None,
+    as_list: bool,
+    graph: bool,
+    resolve: bool,
+    as_json: bool,
+    **connection: Any,
+) -> None:
     """Show an inventory as the auditor resolves it (same shape as ansible-inventory)."""
     import json
 
@@ -334,6 +376,12 @@ def inventory_cmd(inventory: str, limit: str | None, as_list: bool, graph: bool)
         inv = load_inventory(inventory)
         if limit:
             inv = inv.limit(limit)
+        if resolve:
+            from auditor.resolve import render_text, resolve_hosts, to_json
+
+            resolved = resolve_hosts(tuple(inv.hosts), connection)
+            click.echo(to_json(resolved) if as_json else render_text(resolved))
+            return
     except InputError as exc:
         _fail(str(exc))
     if graph and not as_list:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
 from auditor.secret import Secret, inventory_secret
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
+from auditor.transports.endpoint import Endpoint, JumpSpec, resolve_endpoint
 from auditor.transports.sshconfig import SSHConfigReader, default_config_path
 
 PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
@@ -70,79 +70,6 @@ def ssh_options_from(opts: Mapping[str, Any]) -> SSHOptions:
         passphrase=Secret(passphrase) if passphrase else None,
         connect_timeout=float(opts.get("connect_timeout", 10.0)),
     )
-
-
-@dataclass(frozen=True)
-class JumpSpec:
-    user: str | None
-    host: str
-    port: int | None
-
-
-def parse_jump(spec: str) -> JumpSpec:
-    """`[user@]host[:port]`; only the first hop of a comma-separated chain is supported."""
-    first = spec.split(",")[0].strip()
-    if first.startswith("ssh://"):
-        first = first[len("ssh://") :]
-    user, _, hostport = first.rpartition("@")
-    host, port = hostport, None
-    if hostport.startswith("["):
-        host, _, rest = hostport[1:].partition("]")
-        if rest.startswith(":"):
-            port = _port(rest[1:], spec)
-    elif hostport.count(":") == 1:
-        host, _, p = hostport.partition(":")
-        port = _port(p, spec)
-    if not host or any(c.isspace() for c in host):
-        raise InputError(f"bad jump host {spec!r}")
-    return JumpSpec(user or None, host, port)
-
-
-def _port(text: str, spec: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise InputError(f"bad port in jump host {spec!r}")
-    return int(text)
-
-
-def jump_from_common_args(args: str) -> str | None:
-    """The ProxyJump hop in `ansible_ssh_common_args` (`-J x` or `-o ProxyJump=x`)."""
-    try:
-        words = shlex.split(args)
-    except ValueError:
-        raise InputError(f"cannot parse ansible_ssh_common_args {args!r}") from None
-    for i, word in enumerate(words):
-        if word == "-J" and i + 1 < len(words):
-            return words[i + 1]
-        if word.startswith("-J") and len(word) > 2:
-            return word[2:]
-        option = None
-        if word == "-o" and i + 1 < len(words):
-            option = words[i + 1]
-        elif word.startswith("-o") and len(word) > 2:
-            option = word[2:]
-        if option:
-            key, _, value = option.replace("=", " ", 1).partition(" ")
-            if key.lower() == "proxyjump":
-                return value.strip()
-            if key.lower() == "proxycommand":
-                raise InputError(
-                    "ProxyCommand in ansible_ssh_common_args is not supported; use ProxyJump"
-                )
-    return None
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """Where and as whom to connect for one host, after the inventory, the command line and
-    the ssh config have each had their say (in that order, as with `ansible` and `ssh`)."""
-
-    address: str
-    port: int
-    user: str | None
-    key_files: tuple[Path, ...]
-    keys_required: bool
-    """False for IdentityFile lines of the ssh config: like `ssh`, skip the missing ones."""
-    jump: JumpSpec | None
 
 
 class _HostKeyCheck(asyncssh.SSHClient):
@@ -224,34 +151,7 @@ class SSHTransport(Transport):
 
     def endpoint(self, host: Host, *, follow_jump: bool = True) -> Endpoint:
         """Resolve address, port, user, keys and jump host for `host`."""
-        user = host.user or self.options.user
-        config = self._config.lookup(host.address, user, host.port)
-        var = host.vars.get("ansible_ssh_private_key_file") or host.vars.get(
-            "ansible_private_key_file"
-        )
-        keys: tuple[Path, ...] = (Path(str(var)).expanduser(),) if var else self.options.keys
-        required = bool(keys)
-        if not keys:
-            keys = config.identity_files
-        jump: JumpSpec | None = None
-        if follow_jump:
-            hop = self._jump_hop(host) or config.proxy_jump
-            if hop and hop.lower() != "none":
-                jump = parse_jump(hop)
-            elif config.proxy_command:
-                raise HostLevelError(
-                    HostOutcome.ERROR,
-                    f"the ssh config gives {host.address} a ProxyCommand, which the auditor "
-                    "does not run; use ProxyJump",
-                )
-        return Endpoint(
-            address=config.hostname or host.address,
-            port=host.port or config.port or 22,
-            user=user or config.user,
-            key_files=keys,
-            keys_required=required,
-            jump=jump,
-        )
+        return resolve_endpoint(host, self.options, self._config, follow_jump=follow_jump)
 
     def _client_keys(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
         """The endpoint's keys, loaded once per run for each distinct set of key files
@@ -297,12 +197,6 @@ class SSHTransport(Transport):
                 kwargs["username"] = self.options.user
             self._base = asyncssh.SSHClientConnectionOptions(**kwargs)
         return self._base
-
-    def _jump_hop(self, host: Host) -> str | None:
-        """The ProxyJump given by the inventory or the command line, if any."""
-        args = host.vars.get("ansible_ssh_common_args") or host.vars.get("ansible_ssh_extra_args")
-        hop = jump_from_common_args(str(args)) if args else None
-        return hop or self.options.jump_host
 
     async def _jump(self, spec: JumpSpec, timeout: float) -> asyncssh.SSHClientConnection:
         """One shared connection per jump host, opened on first use."""

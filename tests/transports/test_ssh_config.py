@@ -140,7 +140,15 @@ def test_match_exec_is_refused_before_anything_runs(tmp_path: Path) -> None:
 
 def test_no_config_means_the_inventory_alone(tmp_path: Path) -> None:
     reader = SSHConfigReader(None)
-    assert reader.lookup("anything").hostname is None
+    # What `ssh -F none` gives: the name as given (lowercased, as ssh does), port 22.
+    found = reader.lookup("Anything")
+    assert (found.hostname, found.port, found.user, found.identity_files) == (
+        "anything",
+        22,
+        None,
+        (),
+    )
+    assert found.default_identities and found.proxy_jump is None
 
 
 def test_a_broken_or_unreadable_config_is_an_input_error_naming_it(tmp_path: Path) -> None:
@@ -249,3 +257,40 @@ def test_a_broken_config_exits_2_with_a_one_line_message(tmp_path: Path) -> None
     assert proc.returncode == 2
     assert str(config) in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_proxyjump_loop_is_a_host_level_error(tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host loop\n    ProxyJump loop\n")
+    transport = SSHTransport(SSHOptions(ssh_config=config))
+    with pytest.raises(HostLevelError) as caught:
+        transport.endpoint(_host("loop"))
+    assert caught.value.outcome is HostOutcome.ERROR and "loop" in caught.value.detail
+    # Another port is another destination: not a loop.
+    assert transport.endpoint(_host("loop", ansible_port="2200")).jump == JumpSpec(
+        None, "loop", None
+    )
+
+
+@pytest.mark.parametrize("value", ["root@:0", "gw:0", "@gw", "a;b", "gw,"])
+def test_a_malformed_jump_host_is_an_input_error_naming_the_setting(value: str) -> None:
+    transport = SSHTransport(SSHOptions(jump_host=value))
+    with pytest.raises(InputError) as caught:
+        transport.endpoint(_host("web1"))
+    assert caught.value.source == "--jump-host"
+    inventory = _host("web2", ansible_ssh_common_args=f"-o ProxyJump={value}")
+    with pytest.raises(InputError) as caught:
+        SSHTransport(SSHOptions()).endpoint(inventory)
+    assert caught.value.source == "ansible_ssh_common_args of host web2"
+
+
+def test_identityfile_none_names_no_key_files_and_turns_the_defaults_off(tmp_path: Path) -> None:
+    config = tmp_path / "ssh_config"
+    config.write_text("Host bare\n    IdentityFile none\nHost both\n    IdentityFile /keys/a\n")
+    transport = SSHTransport(SSHOptions(ssh_config=config))
+    bare = transport.endpoint(_host("bare"))
+    assert (bare.key_files, bare.default_keys) == ((), False)
+    named = transport.endpoint(_host("both"))
+    assert (named.key_files, named.default_keys) == ((Path("/keys/a"),), False)
+    other = transport.endpoint(_host("other"))
+    assert (other.key_files, other.default_keys) == ((), True)
