@@ -75,6 +75,7 @@ def result_to_dict(result: HostResult) -> dict[str, Any]:
         "audited": result.audited,
         "duration": round(result.duration, 3),
         "runner": result.runner,
+        "warnings": list(result.warnings),
     }
     if isinstance(result, AuditedHost):
         base["host_outcome"] = None
@@ -137,6 +138,7 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
             duration=float(data.get("duration", 0.0)),
             facts=MappingProxyType(dict(data.get("facts", {}))),
             runner=str(data.get("runner", "")),
+            warnings=_warnings(data),
         )
     return UnauditedHost(
         host=host,
@@ -144,7 +146,16 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
         detail=str(data.get("detail", "")),
         duration=float(data.get("duration", 0.0)),
         runner=str(data.get("runner", "")),
+        warnings=_warnings(data),
     )
+
+
+def _warnings(data: Mapping[str, Any]) -> tuple[str, ...]:
+    # Results files written before per-host warnings existed have none.
+    found = data.get("warnings", ())
+    if not isinstance(found, list | tuple) or not all(isinstance(w, str) for w in found):
+        raise ValueError("warnings must be a list of strings")
+    return tuple(found)
 
 
 def info_from_dict(data: Mapping[str, Any]) -> RunInfo:
