@@ -383,3 +383,42 @@ def test_a_mixed_inventory_is_refused_as_a_whole_before_any_host(
     inventory = _ssh_host(listener) + _winrm_host(listener, ansible_winrm_transport="telnet")
     _refused(tmp_path, inventory, "--known-hosts", str(known), env=environ(**WINRM_ENV))
     assert not _contacted(listener)
+
+
+def test_an_ssh_config_identity_file_that_is_a_fifo_stops_the_run_a_missing_one_is_skipped(
+    tmp_path: Path, listener: socket.socket, known: Path
+) -> None:
+    fifo = tmp_path / "id_fifo"
+    os.mkfifo(fifo)
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host *\n    IdentityFile {tmp_path / 'id_missing'}\n    IdentityFile {fifo}\n"
+    )
+    line = _refused(
+        tmp_path, _ssh_host(listener), "--known-hosts", str(known), "--ssh-config", str(config)
+    )
+    assert f"host web1: IdentityFile of {config} {fifo}: a FIFO" in line, line
+    assert not _contacted(listener)
+    # Only the missing one: skipped, as ssh skips it, and the run goes on to connect.
+    config.write_text(f"Host *\n    IdentityFile {tmp_path / 'id_missing'}\n")
+    inventory = tmp_path / "ok.ini"
+    inventory.write_text(_ssh_host(listener))
+    proc = audit(
+        "-i",
+        str(inventory),
+        "--known-hosts",
+        str(known),
+        "--ssh-config",
+        str(config),
+        "--url",
+        URL,
+        "-o",
+        str(tmp_path / "ok"),
+        "--connect-timeout",
+        "1",
+        "--timeout",
+        "5",
+        timeout=60,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert _contacted(listener)
