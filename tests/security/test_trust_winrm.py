@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,5 +85,10 @@ def test_basic_without_certificate_validation_needs_the_flag_and_is_flagged_per_
     assert rows["win1"]["warnings"] == CERT_VALIDATION_WARNING
     assert rows["win2"]["warnings"] == ""
     assert CERT_VALIDATION_WARNING in (out / "report.html").read_text()
+    cases = {
+        case.get("name"): case for case in ET.parse(out / "junit.xml").getroot().iter("testcase")
+    }
+    assert cases["win1"].findtext("system-err") == f"WARNING: {CERT_VALIDATION_WARNING}"
+    assert cases["win2"].find("system-err") is None
     for path in out.iterdir():
         assert PASSWORD not in path.read_text(errors="replace"), path
