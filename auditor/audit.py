@@ -23,7 +23,7 @@ from auditor.probes import ProbeSettings
 from auditor.reportdir import prepare
 from auditor.results import AuditRun, ResultsWriter, RunInfo
 from auditor.scheduler import Probes, Schedule, run_audit
-from auditor.transports.base import Transport
+from auditor.transports.base import SettingsSource, Transport
 
 
 @dataclass(frozen=True)
@@ -41,9 +41,36 @@ class AuditConfig:
     transport_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     options_shown: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()
+    host_lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    """The inventory line of each host, for naming a host's bad setting."""
 
 
 TransportFactory = Callable[[Connection, AuditConfig], Transport]
+Transports = Mapping[Connection, Transport]
+
+
+def prepare_transports(config: AuditConfig, make_transport: TransportFactory) -> Transports:
+    """One prepared transport per connection kind of the run's hosts.
+
+    Every setting is checked and loaded here, before any host is contacted and before the
+    report directory exists: a bad one raises InputError and nothing has happened yet."""
+    source = SettingsSource(config.inventory, config.host_lines)
+    transports: dict[Connection, Transport] = {}
+    for connection in dict.fromkeys(h.connection for h in config.hosts):
+        transport = make_transport(connection, config)
+        transport.prepare([h for h in config.hosts if h.connection is connection], source)
+        transports[connection] = transport
+    return MappingProxyType(transports)
+
+
+def host_warnings(transports: Transports, hosts: Sequence[Host]) -> Mapping[str, tuple[str, ...]]:
+    """Per host, the trust its transport was told to weaken (empty for most hosts)."""
+    found = {}
+    for host in hosts:
+        warnings = transports[host.connection].host_warnings(host)
+        if warnings:
+            found[host.name] = warnings
+    return MappingProxyType(found)
 
 
 def prepare_out_dir(path: Path, force: bool, mode: int) -> None:
@@ -65,13 +92,16 @@ def default_runner() -> str:
 
 def execute(
     config: AuditConfig,
-    make_transport: TransportFactory,
+    transports: Transports,
     on_result: Callable[[HostResult], None] | None = None,
 ) -> tuple[AuditRun, int | None]:
-    """Run the audit; returns the run and the signal number that interrupted it, if any.
+    """Run the audit with `transports` (from `prepare_transports`); returns the run and the
+    signal number that interrupted it, if any.
 
-    Results stream to `results.jsonl` in the report directory as each host finishes.
+    Results stream to `results.jsonl` in the report directory as each host finishes, each
+    with the warnings its transport gave for it.
     """
+    warned = host_warnings(transports, config.hosts)
     started = datetime.now(UTC)
     info = RunInfo(
         run_id=secrets.token_hex(8),
@@ -86,14 +116,19 @@ def execute(
     writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode)
     writer.start(info)
 
+    def with_warnings(result: HostResult) -> HostResult:
+        warnings = warned.get(result.host.name)
+        return replace(result, warnings=warnings) if warnings else result
+
     def record(result: HostResult) -> None:
+        result = with_warnings(result)
         writer.host(result)
         if on_result is not None:
             on_result(result)
 
     t0 = time.monotonic()
     try:
-        results, signum = asyncio.run(_run(config, make_transport, record))
+        results, signum = asyncio.run(_run(config, transports, record))
         final = replace(
             info,
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -103,12 +138,12 @@ def execute(
         writer.end(final)
     finally:
         writer.close()
-    return AuditRun(info=final, results=tuple(results)), signum
+    return AuditRun(info=final, results=tuple(with_warnings(r) for r in results)), signum
 
 
 async def _run(
     config: AuditConfig,
-    make_transport: TransportFactory,
+    transports: Transports,
     record: Callable[[HostResult], None],
 ) -> tuple[list[HostResult], int | None]:
     loop = asyncio.get_running_loop()
@@ -124,9 +159,6 @@ async def _run(
             loop.add_signal_handler(signum, on_signal, signum)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
-    transports = {
-        conn: make_transport(conn, config) for conn in {h.connection for h in config.hosts}
-    }
     probes = Probes(config.targets, config.probe)
     try:
         results = await run_audit(
@@ -161,6 +193,8 @@ __all__ = [
     "default_runner",
     "execute",
     "exit_code_for_signal",
+    "host_warnings",
     "prepare_out_dir",
+    "prepare_transports",
     "shard",
 ]

@@ -180,6 +180,13 @@ AUDIT_OPTIONS = [
         help="Trust unknown host keys on first use and record them.",
     ),
     click.option(
+        "--password-on-new-keys",
+        is_flag=True,
+        help="With --accept-new-host-keys: also send the password to a host whose key is "
+        "seen for the first time (by default it gets key authentication only, and the "
+        "password once its key is recorded).",
+    ),
+    click.option(
         "--no-host-key-check",
         is_flag=True,
         help="DANGEROUS: accept any host key (flagged in the report).",
@@ -223,6 +230,13 @@ AUDIT_OPTIONS = [
         "--winrm-allow-basic-http",
         is_flag=True,
         help="Allow Basic auth over plain HTTP (sends the password in clear).",
+    ),
+    click.option(
+        "--winrm-allow-insecure",
+        is_flag=True,
+        help="DANGEROUS: allow Basic or NTLM to hosts whose inventory turns TLS certificate "
+        "validation off (ansible_winrm_server_cert_validation=ignore); flagged per host in "
+        "the report.",
     ),
     click.option(
         "--winrm-ca-bundle",

@@ -163,6 +163,8 @@ class AuditedHost:
     duration: float = 0.0
     facts: Mapping[str, str] = field(default_factory=_empty, compare=False)
     runner: str = ""
+    warnings: tuple[str, ...] = ()
+    """Trust weakened for this host on the user's say-so (e.g. TLS validation off)."""
 
     @property
     def audited(self) -> bool:
@@ -178,6 +180,8 @@ class UnauditedHost:
     detail: str = ""
     duration: float = 0.0
     runner: str = ""
+    warnings: tuple[str, ...] = ()
+    """Trust weakened for this host on the user's say-so (e.g. TLS validation off)."""
 
     @property
     def audited(self) -> bool:

@@ -77,6 +77,7 @@ def result_to_dict(result: HostResult) -> dict[str, Any]:
         "audited": result.audited,
         "duration": round(result.duration, 3),
         "runner": result.runner,
+        "warnings": list(result.warnings),
     }
     if isinstance(result, AuditedHost):
         base["host_outcome"] = None
@@ -345,6 +346,8 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
     host = _host_from(f.child("host"))
     duration = f.number("duration", 0.0)
     runner = f.text("runner", "")
+    # Results files written before per-host warnings existed have none.
+    warnings = f.text_list("warnings")
     if f.flag("audited"):
         observations = tuple(
             _observation_from(o, f"observations[{i}]")
@@ -361,6 +364,7 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
             duration=duration,
             facts=MappingProxyType(f.text_map("facts")),
             runner=runner,
+            warnings=warnings,
         )
     return UnauditedHost(
         host=host,
@@ -368,6 +372,7 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
         detail=f.text("detail", ""),
         duration=duration,
         runner=runner,
+        warnings=warnings,
     )
 
 

@@ -16,7 +16,9 @@ from auditor.audit import (
     default_runner,
     execute,
     exit_code_for_signal,
+    host_warnings,
     prepare_out_dir,
+    prepare_transports,
     shard,
 )
 from auditor.errors import InputError
@@ -146,6 +148,9 @@ def build_config(opts: Mapping[str, Any]) -> AuditConfig:
         ),
         options_shown=MappingProxyType(shown),
         warnings=warnings,
+        host_lines=MappingProxyType(
+            {h.name: line for h in hosts if (line := inventory.host_line(h.name)) is not None}
+        ),
     )
 
 
@@ -173,11 +178,17 @@ def run_from_options(opts: Mapping[str, Any]) -> int:
 
     config = build_config(opts)
     passwords = _passwords(opts, config.hosts)
-    prepare_out_dir(config.out_dir, bool(opts.get("force")), config.report_mode)
     config = replace(
         config,
         transport_options=MappingProxyType({**config.transport_options, "passwords": passwords}),
     )
+    # Every setting is checked before any host is contacted and before the report directory
+    # exists: a bad one stops the run here, with nothing to clean up.
+    transports = prepare_transports(config, make_transport)
+    warned = host_warnings(transports, config.hosts)
+    if warned:
+        config = replace(config, warnings=(*config.warnings, *_host_warning_lines(warned)))
+    prepare_out_dir(config.out_dir, bool(opts.get("force")), config.report_mode)
     quiet = bool(opts.get("quiet"))
     for warning in config.warnings:
         warn(warning)
@@ -185,7 +196,7 @@ def run_from_options(opts: Mapping[str, Any]) -> int:
     if quiet:
         progress.enabled = False
     try:
-        run, signum = execute(config, make_transport, on_result=progress.update)
+        run, signum = execute(config, transports, on_result=progress.update)
     finally:
         progress.close()
     write_reports(run, config.out_dir, config.formats, config.report_mode)
@@ -195,6 +206,16 @@ def run_from_options(opts: Mapping[str, Any]) -> int:
     if signum is not None:
         return exit_code_for_signal(signum)
     return exit_status(run)
+
+
+def _host_warning_lines(warned: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Run-level lines (terminal, report headers) for per-host warnings: one per warning,
+    naming its hosts."""
+    hosts: dict[str, list[str]] = {}
+    for name, warnings in warned.items():
+        for warning in warnings:
+            hosts.setdefault(warning, []).append(name)
+    return tuple(f"{warning}: {', '.join(names)}" for warning, names in hosts.items())
 
 
 def merge_runs(runs: Sequence[AuditRun]) -> AuditRun:

@@ -36,17 +36,26 @@ def secret_from_env(name: str) -> Secret | None:
     return Secret(value) if value else None
 
 
-def secret_from_file(path: Path) -> Secret:
-    """Read a secret from a file that only its owner can read (like ssh does for keys)."""
+def secret_from_file(path: Path, setting: str = "--password-file") -> Secret:
+    """Read a secret from a regular file that only its owner can read (like ssh does for
+    keys): UTF-8 text without its final newline, bounded in size; a FIFO or device is
+    refused."""
+    from auditor.material import SECRET_LIMIT, MaterialError, read_material
+
     try:
-        info = path.stat()
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise InputError(
-                "secret file must not be readable by group or others (chmod 600)", str(path)
-            )
-        return Secret(path.read_text(encoding="utf-8").rstrip("\r\n"))
-    except OSError as exc:
-        raise InputError(f"cannot read secret file: {exc.strerror}", str(path)) from None
+        material = read_material(path, SECRET_LIMIT)
+    except MaterialError as exc:
+        raise InputError(f"{setting}: cannot read secret file: {exc.reason}", str(path)) from None
+    if material.mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(
+            f"{setting}: secret file must not be readable by group or others (chmod 600)",
+            str(path),
+        )
+    try:
+        text = material.data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{setting}: secret file is not UTF-8 text", str(path)) from None
+    return Secret(text.rstrip("\r\n"))
 
 
 def inventory_secret(host: str, hostvars: Mapping[str, Any], *names: str) -> Secret | None:

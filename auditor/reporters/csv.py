@@ -46,6 +46,7 @@ COLUMNS: tuple[str, ...] = (
     "runner",
     "target",
     "exit_code",
+    "warnings",
 )
 """The column order. New columns are only ever appended."""
 
@@ -78,6 +79,11 @@ def _int(value: int | None) -> str:
     return "" if value is None else str(int(value))
 
 
+def _warnings(result: HostResult) -> str:
+    """Trust weakened for this host on the user's say-so, e.g. TLS validation off."""
+    return cell("; ".join(result.warnings))
+
+
 def _row(result: HostResult, target: Target, observation: Observation | None) -> list[str]:
     host = result.host
     common = [
@@ -108,6 +114,7 @@ def _row(result: HostResult, target: Target, observation: Observation | None) ->
             cell(result.runner),
             cell(target.name),
             "",
+            _warnings(result),
         ]
     if observation is None:  # an audited host without a verdict for this URL
         return [
@@ -123,6 +130,7 @@ def _row(result: HostResult, target: Target, observation: Observation | None) ->
             cell(result.runner),
             cell(target.name),
             "",
+            _warnings(result),
         ]
     o = observation
     return [
@@ -145,6 +153,7 @@ def _row(result: HostResult, target: Target, observation: Observation | None) ->
         cell(result.runner),
         cell(target.name),
         _int(o.exit_code),
+        _warnings(result),
     ]
 
 

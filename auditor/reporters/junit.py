@@ -74,6 +74,14 @@ def _evidence(observation: Observation) -> list[str]:
     return lines
 
 
+def _warnings(result: HostResult) -> str:
+    """Trust weakened for this host on the user's say-so (e.g. TLS validation off)."""
+    if not result.warnings:
+        return ""
+    text = "\n".join(f"WARNING: {w}" for w in result.warnings)
+    return f"      <system-err>{xml_text(text)}</system-err>\n"
+
+
 def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool]:
     """One <testcase> element and whether it failed."""
     head = (
@@ -92,7 +100,8 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
             f'      <failure type="{kind}" message="{xml_attr(message)}">'
             f"{xml_text(chr(10).join(body))}</failure>\n"
         )
-        return f'{head} time="{_seconds(result.duration)}">\n{failure}    </testcase>\n', True
+        body_xml = failure + _warnings(result)
+        return f'{head} time="{_seconds(result.duration)}">\n{body_xml}    </testcase>\n', True
     if index < len(result.observations):
         observation = result.observations[index]
     else:
@@ -103,6 +112,8 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
         )
     time = _seconds(observation.time_total)
     if observation.outcome is Outcome.REACHABLE:
+        if result.warnings:
+            return f'{head} time="{time}">\n{_warnings(result)}    </testcase>\n', False
         return f'{head} time="{time}"/>\n', False
     kind = observation.outcome.value
     detail = observation.detail
@@ -117,7 +128,7 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
         f'      <failure type="{kind}" message="{xml_attr(message)}">'
         f"{xml_text(chr(10).join(body))}</failure>\n"
     )
-    return f'{head} time="{time}">\n{failure}    </testcase>\n', True
+    return f'{head} time="{time}">\n{failure}{_warnings(result)}    </testcase>\n', True
 
 
 def _suites(run: AuditRun) -> Iterator[tuple[str, int, int]]:

@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
+import re
 import socket
-from collections.abc import Mapping
+import stat
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import asyncssh
 
 from auditor.errors import HostLevelError, InputError
+from auditor.material import KEY_LIMIT, KNOWN_HOSTS_LIMIT, MaterialError, read_material
 from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
 from auditor.secret import Secret, inventory_secret
-from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
+from auditor.transports.base import (
+    MAX_OUTPUT_BYTES,
+    ProbeJob,
+    RawOutput,
+    SettingsSource,
+    Transport,
+)
 from auditor.transports.endpoint import Endpoint, JumpSpec, resolve_endpoint
 from auditor.transports.sshconfig import SSHConfigReader, default_config_path
 
@@ -48,6 +59,8 @@ class SSHOptions:
     password: Secret | None = field(default=None, repr=False)
     passphrase: Secret | None = field(default=None, repr=False)
     connect_timeout: float = 10.0
+    password_on_new_keys: bool = False
+    """Under ACCEPT_NEW, also send the password to a host whose key is first seen."""
 
 
 def ssh_options_from(opts: Mapping[str, Any]) -> SSHOptions:
@@ -69,29 +82,125 @@ def ssh_options_from(opts: Mapping[str, Any]) -> SSHOptions:
         password=passwords.get("ssh"),
         passphrase=Secret(passphrase) if passphrase else None,
         connect_timeout=float(opts.get("connect_timeout", 10.0)),
+        password_on_new_keys=bool(opts.get("password_on_new_keys")),
     )
 
 
-class _HostKeyCheck(asyncssh.SSHClient):
-    """Decides about a host key that is not in known_hosts, and remembers why it refused."""
+KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 
-    def __init__(self, transport: SSHTransport) -> None:
-        self._transport = transport
+# What OpenSSH writes for a host in known_hosts is a pattern list: `*`, `?`, `!`, `,`,
+# whitespace, `[`/`]` and `#`/`|`/`@` all mean something there. A name recorded on trust on
+# first use must be a literal name or address, or the key would be trusted for other hosts.
+_LITERAL_NAME = re.compile(r"[a-z0-9_][a-z0-9_.-]*")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    """The literal entry OpenSSH writes in known_hosts for `address` and `port` (`host`, or
+    `[host]:port` off port 22), lowercased as ssh compares names; raises ValueError for an
+    address that is neither a plain host name nor an IP address."""
+    host = address.lower()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _LITERAL_NAME.fullmatch(host):
+            raise ValueError(
+                f"{address!r} is not a plain host name or address (known_hosts would read "
+                "it as a pattern), so its key is not recorded"
+            ) from None
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+# One known_hosts line: an optional @marker, the host patterns, then the key.
+_KNOWN_LINE = re.compile(r"^(\s*(?:@\S+\s+)?)(\S+)(.*)$")
+
+
+def _lowercase_names(text: str) -> str:
+    """known_hosts with its plain host patterns lowercased: OpenSSH compares host names
+    without regard to case, and lookups here use lowercased names. Hashed entries (`|1|`)
+    are hashes of lowercased names already."""
+    lines = []
+    for line in text.splitlines():
+        found = _KNOWN_LINE.match(line)
+        if found is None or line.lstrip().startswith("#") or found.group(2).startswith("|"):
+            lines.append(line)
+        else:
+            lines.append(found.group(1) + found.group(2).lower() + found.group(3))
+    return "\n".join(lines) + "\n"
+
+
+def _known_keys(
+    known: asyncssh.SSHKnownHosts | None, host: str, addr: str, port: int
+) -> list[asyncssh.SSHKey]:
+    if known is None:
+        return []
+    keys: list[asyncssh.SSHKey] = list(known.match(host.lower(), addr, port)[0])
+    return keys
+
+
+class _HostKeyCheck(asyncssh.SSHClient):
+    """Decides about a host key that is not in known_hosts, remembers why it refused, and
+    hands out the password only to a host whose key was trusted before this connection."""
+
+    def __init__(
+        self,
+        known: asyncssh.SSHKnownHosts | None,
+        options: SSHOptions,
+        password: Secret | None,
+    ) -> None:
+        self._known = known
+        self._policy = options.host_key_policy
+        self._password = password
+        self._password_on_new_keys = options.password_on_new_keys
         self.refused: HostOutcome | None = None
+        self.refused_detail = ""
         self.accepted_key: asyncssh.SSHKey | None = None
+        self.password_withheld = False
 
     def validate_host_public_key(
         self, host: str, addr: str, port: int, key: asyncssh.SSHKey
     ) -> bool:
-        known = self._transport.known_keys_for(host, addr, port)
-        if known:
+        if _known_keys(self._known, host, addr, port):
             self.refused = HostOutcome.HOST_KEY_CHANGED
             return False
-        if self._transport.options.host_key_policy is HostKeyPolicy.ACCEPT_NEW:
+        if self._policy is HostKeyPolicy.ACCEPT_NEW:
+            try:
+                known_hosts_name(host, port)
+            except ValueError as exc:
+                self.refused = HostOutcome.HOST_KEY_UNKNOWN
+                self.refused_detail = str(exc)
+                return False
             self.accepted_key = key
             return True
         self.refused = HostOutcome.HOST_KEY_UNKNOWN
         return False
+
+    def password(self) -> str | None:
+        """asyncssh asks for the password (once) after the host key was checked."""
+        if self._password is None:
+            return None
+        if self.accepted_key is not None and not self._password_on_new_keys:
+            # The key was first seen just now: this may be an impostor, and a password sent
+            # to it is a password lost. Key authentication gives an impostor nothing.
+            self.password_withheld = True
+            return None
+        return self._password.reveal()
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """Everything the run needs, loaded and checked before the first connection."""
+
+    known: asyncssh.SSHKnownHosts | None
+    """None only when host keys are not checked (--no-host-key-check)."""
+    endpoints: Mapping[str, Endpoint | HostLevelError]
+    """By host name; an error that is that host's alone (e.g. a ProxyCommand) is kept as
+    the host's result."""
+    jumps: Mapping[JumpSpec, Endpoint]
+    keys: Mapping[tuple[tuple[Path, ...], bool], tuple[asyncssh.SSHKey, ...] | None]
+    """Loaded once per distinct key set; None means asyncssh's defaults (agent, ~/.ssh)."""
+    passwords: Mapping[str, Secret | None]
+    """The inventory's password per host name (None: the run's own, if any)."""
+    base: asyncssh.SSHClientConnectionOptions
 
 
 class SSHTransport(Transport):
@@ -99,104 +208,175 @@ class SSHTransport(Transport):
 
     def __init__(self, options: SSHOptions) -> None:
         self.options = options
-        self._known: asyncssh.SSHKnownHosts | None = None
-        self._known_loaded = False
-        self._keys: dict[tuple[tuple[Path, ...], bool], list[asyncssh.SSHKey] | None] = {}
+        self._prepared: _Prepared | None = None
         self._jumps: dict[JumpSpec, asyncio.Task[asyncssh.SSHClientConnection]] = {}
         self._record_lock = asyncio.Lock()
-        self._base: asyncssh.SSHClientConnectionOptions | None = None
         self._config = SSHConfigReader(options.ssh_config or default_config_path())
 
-    # -- host keys -------------------------------------------------------------------------
+    # -- preparing -------------------------------------------------------------------------
+
+    def prepare(self, hosts: Sequence[Host], source: SettingsSource) -> None:
+        """Load known_hosts and every key file, and resolve every host's endpoint (and jump
+        host), before any connection; a setting that cannot be used raises InputError."""
+        known = None
+        if self.options.host_key_policy is not HostKeyPolicy.NONE:
+            known = self._load_known_hosts()
+        endpoints: dict[str, Endpoint | HostLevelError] = {}
+        jumps: dict[JumpSpec, Endpoint] = {}
+        keys: dict[tuple[tuple[Path, ...], bool], tuple[asyncssh.SSHKey, ...] | None] = {}
+        passwords: dict[str, Secret | None] = {}
+        for host in hosts:
+            try:
+                endpoint = self.endpoint(host)
+            except InputError as exc:
+                raise source.error(host, f"{self._jump_setting(host)}: {exc}") from None
+            except HostLevelError as exc:
+                endpoints[host.name] = exc
+                continue
+            self._load_key_set(endpoint, self._key_setting(host, endpoint), host, source, keys)
+            if endpoint.jump is not None and endpoint.jump not in jumps:
+                hop = _jump_host(endpoint.jump)
+                try:
+                    jump = self.endpoint(hop, follow_jump=False)
+                except InputError as exc:
+                    raise source.error(host, f"jump host {endpoint.jump.host}: {exc}") from None
+                setting = f"jump host {endpoint.jump.host}: {self._key_setting(hop, jump)}"
+                self._load_key_set(jump, setting, host, source, keys)
+                jumps[endpoint.jump] = jump
+            try:
+                passwords[host.name] = inventory_secret(
+                    host.name, host.vars, "ansible_password", "ansible_ssh_pass"
+                )
+            except InputError as exc:
+                endpoints[host.name] = HostLevelError(HostOutcome.ERROR, exc.message)
+                continue
+            endpoints[host.name] = endpoint
+        kwargs: dict[str, Any] = {
+            "known_hosts": known,
+            "connect_timeout": self.options.connect_timeout,
+            "login_timeout": self.options.connect_timeout,
+            "keepalive_interval": 15,
+            "keepalive_count_max": 2,
+            # The config is resolved per host by `endpoint`; asyncssh applying it again to an
+            # address that is already resolved would match the wrong Host blocks.
+            "config": None,
+        }
+        if self.options.user:
+            kwargs["username"] = self.options.user
+        # Assigned once, whole: until here the transport has no state a connection could use.
+        self._prepared = _Prepared(
+            known=known,
+            endpoints=MappingProxyType(endpoints),
+            jumps=MappingProxyType(jumps),
+            keys=MappingProxyType(keys),
+            passwords=MappingProxyType(passwords),
+            base=asyncssh.SSHClientConnectionOptions(**kwargs),
+        )
 
     def _known_hosts_path(self) -> Path:
         return self.options.known_hosts or Path.home() / ".ssh" / "known_hosts"
 
-    def known_hosts(self) -> asyncssh.SSHKnownHosts | None:
-        """The known_hosts file, read once per run."""
-        if not self._known_loaded:
-            self._known_loaded = True
-            path = self._known_hosts_path()
-            try:
-                text = path.read_text(encoding="utf-8")
-            except FileNotFoundError:
-                text = ""
-            except OSError as exc:
-                raise InputError(f"cannot read known_hosts: {exc.strerror}", str(path)) from None
-            try:
-                self._known = asyncssh.import_known_hosts(text)
-            except (ValueError, asyncssh.KeyImportError) as exc:
-                raise InputError(f"bad known_hosts file: {exc}", str(path)) from None
-        return self._known
+    def _load_known_hosts(self) -> asyncssh.SSHKnownHosts:
+        """The known_hosts file, or InputError: trust material that cannot be read stops the
+        run, it never means "check nothing". A missing default ~/.ssh/known_hosts is empty,
+        as for ssh; a missing --known-hosts is empty only under --accept-new-host-keys
+        (which creates it), since a mistyped path would otherwise refuse every host."""
+        given = self.options.known_hosts is not None
+        setting = "--known-hosts" if given else "known_hosts"
+        path = self._known_hosts_path()
+        try:
+            text = read_material(path, KNOWN_HOSTS_LIMIT).data.decode("utf-8")
+        except MaterialError as exc:
+            accept_new = self.options.host_key_policy is HostKeyPolicy.ACCEPT_NEW
+            if not (exc.missing and (accept_new or not given)):
+                raise InputError(
+                    f"{setting}: cannot read known_hosts: {exc.reason}", str(path)
+                ) from None
+            text = ""
+        except UnicodeDecodeError:
+            raise InputError(f"{setting}: known_hosts is not UTF-8 text", str(path)) from None
+        try:
+            return asyncssh.import_known_hosts(_lowercase_names(text))
+        except (ValueError, asyncssh.KeyImportError) as exc:
+            raise InputError(f"{setting}: bad known_hosts file: {exc}", str(path)) from None
 
-    def known_keys_for(self, host: str, addr: str, port: int) -> list[asyncssh.SSHKey]:
-        known = self.known_hosts()
-        if known is None:
-            return []
-        keys: list[asyncssh.SSHKey] = list(known.match(host, addr, port)[0])
-        return keys
+    def _key_setting(self, host: Host, endpoint: Endpoint) -> str:
+        """Which setting named `endpoint`'s key files, for messages."""
+        for name in KEY_VARS:
+            if host.vars.get(name):
+                return name
+        if endpoint.keys_required:
+            return "--ssh-key"
+        return f"IdentityFile of {self._config.path}"
+
+    def _jump_setting(self, host: Host) -> str:
+        for name in ("ansible_ssh_common_args", "ansible_ssh_extra_args"):
+            if host.vars.get(name):
+                return name
+        if self.options.jump_host:
+            return "--jump-host"
+        return f"ssh config {self._config.path}" if self._config.path else "ssh settings"
+
+    def _load_key_set(
+        self,
+        endpoint: Endpoint,
+        setting: str,
+        host: Host,
+        source: SettingsSource,
+        cache: dict[tuple[tuple[Path, ...], bool], tuple[asyncssh.SSHKey, ...] | None],
+    ) -> None:
+        """Read and decode `endpoint`'s keys once per distinct key set (per host, it would be
+        per-host work on a fleet of thousands). Keys from IdentityFile lines of the ssh config
+        may be missing (ssh skips those); every key file that exists must load."""
+        cache_key = (endpoint.key_files, endpoint.keys_required)
+        if cache_key in cache:
+            return
+        passphrase = self.options.passphrase.reveal() if self.options.passphrase else None
+        loaded: list[asyncssh.SSHKey] = []
+        for path in endpoint.key_files:
+            try:
+                data = read_material(path, KEY_LIMIT).data
+            except MaterialError as exc:
+                if exc.missing and not endpoint.keys_required:
+                    continue
+                raise source.error(host, f"{setting} {path}: {exc.reason}") from None
+            try:
+                loaded.append(asyncssh.import_private_key(data, passphrase))
+            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
+                hint = "" if passphrase else f" (a passphrase is read from {PASSPHRASE_ENV})"
+                raise source.error(
+                    host, f"{setting} {path}: cannot load the private key: {exc}{hint}"
+                ) from None
+        cache[cache_key] = tuple(loaded) if loaded else None
+
+    def _state(self) -> _Prepared:
+        if self._prepared is None:
+            raise RuntimeError("SSHTransport.prepare() must run before any connection")
+        return self._prepared
+
+    # -- host keys -------------------------------------------------------------------------
 
     async def _record_key(self, address: str, port: int, key: asyncssh.SSHKey) -> None:
-        """Trust on first use: append the new key to known_hosts."""
-        name = address if port == 22 else f"[{address}]:{port}"
-        line = f"{name} {key.export_public_key('openssh').decode().strip()}\n"
+        """Trust on first use: append the new key to known_hosts under its literal name."""
+        line = f"{known_hosts_name(address, port)} {key.export_public_key('openssh').decode()}"
+        line = line.strip() + "\n"
         path = self._known_hosts_path()
         async with self._record_lock:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            with os.fdopen(fd, "a", encoding="utf-8") as fh:
-                fh.write(line)
+            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_CLOEXEC
+            fd = os.open(path, flags, 0o600)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    raise OSError(0, "known_hosts is not a regular file")
+                os.write(fd, line.encode("utf-8"))
+            finally:
+                os.close(fd)
 
     # -- credentials -----------------------------------------------------------------------
 
     def endpoint(self, host: Host, *, follow_jump: bool = True) -> Endpoint:
         """Resolve address, port, user, keys and jump host for `host`."""
         return resolve_endpoint(host, self.options, self._config, follow_jump=follow_jump)
-
-    def _client_keys(self, endpoint: Endpoint) -> list[asyncssh.SSHKey] | None:
-        """The endpoint's keys, loaded once per run for each distinct set of key files
-        (read from disk per host, they would be per-host work on a fleet of thousands)."""
-        cache_key = (endpoint.key_files, endpoint.keys_required)
-        if cache_key not in self._keys:
-            self._keys[cache_key] = self._load_keys(endpoint.key_files, endpoint.keys_required)
-        return self._keys[cache_key]
-
-    def _load_keys(self, paths: tuple[Path, ...], required: bool) -> list[asyncssh.SSHKey] | None:
-        if not required:
-            paths = tuple(p for p in paths if p.exists())
-        if not paths:
-            return None  # asyncssh's defaults: the agent and ~/.ssh/id_*
-        passphrase = self.options.passphrase.reveal() if self.options.passphrase else None
-        loaded = []
-        for path in paths:
-            try:
-                loaded.append(asyncssh.read_private_key(path, passphrase))
-            except (OSError, asyncssh.KeyImportError, asyncssh.KeyEncryptionError) as exc:
-                reason = exc.strerror if isinstance(exc, OSError) else str(exc)
-                raise InputError(f"cannot load SSH key: {reason}", str(path)) from None
-        return loaded
-
-    def _base_options(self) -> asyncssh.SSHClientConnectionOptions:
-        """Options shared by every connection, processed once (that work is per-connection
-        CPU otherwise)."""
-        if self._base is None:
-            policy = self.options.host_key_policy
-            kwargs: dict[str, Any] = {
-                "known_hosts": None if policy is HostKeyPolicy.NONE else self.known_hosts(),
-                "connect_timeout": self.options.connect_timeout,
-                "login_timeout": self.options.connect_timeout,
-                "keepalive_interval": 15,
-                "keepalive_count_max": 2,
-                # The config is resolved per host by `endpoint`; asyncssh applying it again
-                # to an address that is already resolved would match the wrong Host blocks.
-                "config": None,
-            }
-            if self.options.password is not None:
-                kwargs["password"] = self.options.password.reveal()
-            if self.options.user:
-                kwargs["username"] = self.options.user
-            self._base = asyncssh.SSHClientConnectionOptions(**kwargs)
-        return self._base
 
     async def _jump(self, spec: JumpSpec, timeout: float) -> asyncssh.SSHClientConnection:
         """One shared connection per jump host, opened on first use."""
@@ -215,43 +395,38 @@ class SSHTransport(Transport):
             raise HostLevelError(exc.outcome, f"jump host {spec.host}: {exc.detail}") from None
 
     async def _open_jump(self, spec: JumpSpec) -> asyncssh.SSHClientConnection:
-        jump_host = Host(
-            name=spec.host,
-            address=spec.host,
-            connection=Connection.SSH,
-            platform=Platform.LINUX,
-            port=spec.port,
-            user=spec.user,
+        prepared = self._state()
+        conn, _ = await self._connect(
+            prepared,
+            prepared.jumps[spec],
+            self.options.password,
+            None,
+            self.options.connect_timeout,
         )
-        endpoint = self.endpoint(jump_host, follow_jump=False)
-        conn, _ = await self._connect(jump_host, endpoint, None, self.options.connect_timeout)
         return conn
 
     # -- connecting ------------------------------------------------------------------------
 
     async def _connect(
         self,
-        host: Host,
+        prepared: _Prepared,
         endpoint: Endpoint,
+        password: Secret | None,
         tunnel: asyncssh.SSHClientConnection | None,
         timeout: float,
     ) -> tuple[asyncssh.SSHClientConnection, _HostKeyCheck]:
-        address, port = endpoint.address, endpoint.port
-        checker = _HostKeyCheck(self)
-        kwargs: dict[str, Any] = {"options": self._base_options()}
+        # Lowercased as ssh does: known_hosts lookups and records ignore case.
+        address, port = endpoint.address.lower(), endpoint.port
+        checker = _HostKeyCheck(prepared.known, self.options, password)
+        kwargs: dict[str, Any] = {"options": prepared.base}
         if endpoint.user:
             kwargs["username"] = endpoint.user
-        keys = self._client_keys(endpoint)
+        keys = prepared.keys.get((endpoint.key_files, endpoint.keys_required))
         if keys is not None:
-            kwargs["client_keys"] = keys
-        try:
-            password = inventory_secret(
-                host.name, host.vars, "ansible_password", "ansible_ssh_pass"
-            )
-        except InputError as exc:
-            raise HostLevelError(HostOutcome.ERROR, exc.message) from None
+            kwargs["client_keys"] = list(keys)
         if password is not None:
-            kwargs["password"] = password.reveal()
+            # A callable: asyncssh asks for it only once the host key has been judged.
+            kwargs["password"] = checker.password
         try:
             if tunnel is not None:
                 conn = await asyncssh.connect(
@@ -275,20 +450,65 @@ class SSHTransport(Transport):
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 raise
-            raise _classify(exc, checker, address, port) from None
+            error = _classify(exc, checker, address, port)
+            # Authentication comes after the key exchange proved the host holds the key: the
+            # key is recorded as `ssh -o StrictHostKeyChecking=accept-new` records it.
+            if checker.accepted_key is not None and isinstance(exc, asyncssh.PermissionDenied):
+                await self._record(address, port, checker.accepted_key)
+            if checker.password_withheld and error.outcome == HostOutcome.AUTH_FAILED:
+                error = HostLevelError(
+                    error.outcome,
+                    f"{error.detail}; the password was not sent because this host's key was "
+                    "first seen (and recorded) in this run: audit it again to use the password, "
+                    "or give --password-on-new-keys",
+                )
+            raise error from None
         if checker.accepted_key is not None:
-            await self._record_key(address, port, checker.accepted_key)
+            try:
+                await self._record(address, port, checker.accepted_key)
+            except BaseException:
+                conn.close()
+                raise
         return conn, checker
 
+    async def _record(self, address: str, port: int, key: asyncssh.SSHKey) -> None:
+        try:
+            await self._record_key(address, port, key)
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise HostLevelError(
+                HostOutcome.ERROR,
+                f"cannot record the new host key of {address}:{port} in "
+                f"{self._known_hosts_path()}: {reason}",
+            ) from None
+
+    def _endpoint_of(self, prepared: _Prepared, host: Host) -> Endpoint:
+        found = prepared.endpoints.get(host.name)
+        if found is None:
+            raise HostLevelError(HostOutcome.ERROR, "the SSH transport was not prepared for it")
+        if isinstance(found, HostLevelError):
+            raise HostLevelError(found.outcome, found.detail)
+        if self.options.host_key_policy is HostKeyPolicy.ACCEPT_NEW and not _known_keys(
+            prepared.known, found.address, "", found.port
+        ):
+            # Its key would have to be recorded, and cannot be: do not even connect.
+            try:
+                known_hosts_name(found.address, found.port)
+            except ValueError as exc:
+                raise HostLevelError(HostOutcome.HOST_KEY_UNKNOWN, str(exc)) from None
+        return found
+
     async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
+        prepared = self._state()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        endpoint = self.endpoint(host)
+        endpoint = self._endpoint_of(prepared, host)
         tunnel = await self._jump(endpoint.jump, timeout) if endpoint.jump is not None else None
         remaining = deadline - loop.time()
+        password = prepared.passwords.get(host.name) or self.options.password
         try:
             async with asyncio.timeout(remaining):
-                conn, _ = await self._connect(host, endpoint, tunnel, remaining)
+                conn, _ = await self._connect(prepared, endpoint, password, tunnel, remaining)
         except TimeoutError:
             raise HostLevelError(
                 HostOutcome.SESSION_TIMEOUT,
@@ -320,6 +540,18 @@ class SSHTransport(Transport):
             else:
                 task.cancel()
         self._jumps.clear()
+
+
+def _jump_host(spec: JumpSpec) -> Host:
+    """A jump host as a host of its own (resolved through the ssh config like any other)."""
+    return Host(
+        name=spec.host,
+        address=spec.host,
+        connection=Connection.SSH,
+        platform=Platform.LINUX,
+        port=spec.port,
+        user=spec.user,
+    )
 
 
 async def _tcp_connect(address: str, port: int, timeout: float) -> socket.socket:
@@ -378,6 +610,8 @@ def _classify(
                 outcome,
                 f"host key for {where} differs from the one recorded in known_hosts",
             )
+        if checker.refused_detail:
+            return HostLevelError(outcome, f"{where}: {checker.refused_detail}")
         return HostLevelError(outcome, f"no key for {where} in known_hosts")
     if isinstance(exc, asyncssh.PermissionDenied):
         return HostLevelError(HostOutcome.AUTH_FAILED, f"{where}: {_reason(exc)}")

@@ -27,6 +27,8 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal, cast
 from urllib.parse import urlsplit
 
@@ -45,7 +47,13 @@ from auditor.errors import HostLevelError, InputError
 from auditor.models import Host
 from auditor.outcomes import HostOutcome
 from auditor.secret import Secret, inventory_secret
-from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
+from auditor.transports.base import (
+    MAX_OUTPUT_BYTES,
+    ProbeJob,
+    RawOutput,
+    SettingsSource,
+    Transport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,14 @@ TRANSPORTS = ("ntlm", "basic", "kerberos", "credssp", "certificate")
 _AuthName = Literal["ntlm", "basic", "kerberos", "credssp", "certificate"]
 _EXTRAS = {"kerberos": "fleet-auditor[kerberos]", "credssp": "fleet-auditor[credssp]"}
 _NO_PASSWORD = ("certificate", "kerberos")
+# Auth that hands the server the password (Basic) or an NTLM response an impostor can crack
+# or relay: never to a server whose certificate is not checked, unless the command line says.
+_UNSAFE_UNVALIDATED = ("basic", "ntlm")
+CERT_VALIDATION_WARNING = (
+    "WINRM CERTIFICATE VALIDATION WAS DISABLED (ansible_winrm_server_cert_validation=ignore, "
+    "allowed by --winrm-allow-insecure): the password went to an unverified server and "
+    "results could come from an impostor"
+)
 _LOGON_DENIED = "0x8009030c"
 _DNS_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _MAX_DETAIL = 400
@@ -91,7 +107,9 @@ class WinRMOptions:
 
     `scheme=None` follows Ansible: http when the port is 5985, else https. There is
     deliberately no switch to skip server certificate validation here: only a host's own
-    `ansible_winrm_server_cert_validation=ignore` does that.
+    `ansible_winrm_server_cert_validation=ignore` does that, and for Basic or NTLM (whose
+    password, or NTLM response, would go to whoever answers) only when `allow_insecure`
+    (--winrm-allow-insecure) says so: an inventory alone cannot.
     """
 
     transport: str = "ntlm"
@@ -103,6 +121,7 @@ class WinRMOptions:
     cert_pem: str | None = None
     cert_key_pem: str | None = None
     allow_basic_http: bool = False
+    allow_insecure: bool = False
     message_encryption: str = "auto"
     powershell: str = "powershell"
     connect_timeout: float = 10.0
@@ -213,6 +232,12 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
             f"host {host.name}: Basic auth over plain HTTP would send the password in clear "
             "text; use https (port 5986) or allow it explicitly"
         )
+    if validation == "ignore" and auth in _UNSAFE_UNVALIDATED and not options.allow_insecure:
+        raise InputError(
+            f"host {host.name}: ansible_winrm_server_cert_validation=ignore with {auth} auth "
+            f"would give the password{' (as an NTLM response)' if auth == 'ntlm' else ''} to "
+            "whoever answers; only the command line can allow that (--winrm-allow-insecure)"
+        )
     cert_pem = _var(hv, "ansible_winrm_cert_pem") or options.cert_pem
     cert_key_pem = _var(hv, "ansible_winrm_cert_key_pem") or options.cert_key_pem
     user = host.user or options.user
@@ -255,6 +280,31 @@ def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None)
         kerberos_hostname=_kerberos_hostname(host, auth),
         program=_program(host, options),
     )
+
+
+def check_files(host: Host, ep: WinRMEndpoint) -> None:
+    """The endpoint's certificate, key and CA files exist and are regular files of sane
+    size (a FIFO or a device would hang or exhaust the TLS library that reads them); a CA
+    path may also be a directory of certificates. Raises InputError naming the setting."""
+    from auditor.material import KEY_LIMIT, MaterialError, read_material
+
+    checks = (
+        ("ansible_winrm_cert_pem", ep.cert_pem, False),
+        ("ansible_winrm_cert_key_pem", ep.cert_key_pem, False),
+        ("ansible_winrm_ca_trust_path", ep.ca_bundle, True),
+    )
+    for setting, value, may_be_dir in checks:
+        if value is None:
+            continue
+        if setting == "ansible_winrm_ca_trust_path" and host.vars.get(setting) in (None, ""):
+            setting = "--winrm-ca-bundle"
+        path = Path(value).expanduser()
+        if may_be_dir and path.is_dir():
+            continue
+        try:
+            read_material(path, KEY_LIMIT)
+        except MaterialError as exc:
+            raise InputError(f"host {host.name}: {setting} {value}: {exc.reason}") from None
 
 
 def _program(host: Host, options: WinRMOptions) -> str:
@@ -597,6 +647,7 @@ class WinRMTransport(Transport):
         self.options = options or WinRMOptions()
         self._password = Secret(password) if isinstance(password, str) else password
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="winrm")
+        self._warnings: Mapping[str, tuple[str, ...]] = MappingProxyType({})
         self._slots = asyncio.Semaphore(max_workers)
 
     def __repr__(self) -> str:
@@ -605,14 +656,34 @@ class WinRMTransport(Transport):
     def endpoint(self, host: Host) -> WinRMEndpoint:
         """The resolved settings for `host`; raises `InputError` naming the host.
 
-        The CLI calls this for every host before the run so that a bad inventory fails
+        `prepare` calls this for every host before the run so that a bad inventory fails
         fast; `run` calls it again and reports a failure as that host's error.
         """
         return resolve_endpoint(host, self.options, self._password)
 
+    def prepare(self, hosts: Sequence[Host], source: SettingsSource) -> None:
+        """Resolve every host's endpoint and check its certificate files, before any
+        connection; collect the per-host warnings (certificate validation off)."""
+        warnings: dict[str, tuple[str, ...]] = {}
+        for host in hosts:
+            try:
+                ep = self.endpoint(host)
+                check_files(host, ep)
+            except InputError as exc:
+                raise InputError(
+                    exc.message, source.inventory or None, source.lines.get(host.name)
+                ) from None
+            if not ep.validate_cert and ep.url.startswith("https:"):
+                warnings[host.name] = (CERT_VALIDATION_WARNING,)
+        self._warnings = MappingProxyType(warnings)
+
+    def host_warnings(self, host: Host) -> tuple[str, ...]:
+        return self._warnings.get(host.name, ())
+
     async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
         try:
             ep = self.endpoint(host)
+            check_files(host, ep)
         except InputError as exc:
             raise HostLevelError(HostOutcome.ERROR, str(exc)) from None
         program, args = encode_command(job.script, ep.program)
@@ -667,6 +738,7 @@ def winrm_options_from(opts: Mapping[str, Any]) -> WinRMOptions:
         user=opts.get("winrm_user"),
         ca_bundle=str(ca_bundle) if ca_bundle else None,
         allow_basic_http=bool(opts.get("winrm_allow_basic_http")),
+        allow_insecure=bool(opts.get("winrm_allow_insecure")),
         connect_timeout=float(opts.get("connect_timeout") or 10.0),
     )
 

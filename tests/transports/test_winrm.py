@@ -253,13 +253,17 @@ def test_basic_over_https_validates_the_endpoint_certificate(
         )
         assert "CERTIFICATE_VERIFY_FAILED" in error.detail
 
-        # Only the inventory may switch validation off for a host.
+        # Only the inventory may switch validation off for a host, and for Basic only when
+        # the command line allows it too (--winrm-allow-insecure).
         lax = windows_host(
             wsman.port,
             ansible_winrm_scheme="https",
             ansible_winrm_server_cert_validation="ignore",
         )
-        raw = _run(_transport(transport="basic"), lax, [target])
+        refused = _host_error(_transport(transport="basic"), lax)
+        assert refused.outcome == HostOutcome.ERROR
+        assert "--winrm-allow-insecure" in refused.detail
+        raw = _run(_transport(transport="basic", allow_insecure=True), lax, [target])
         assert (
             parse_powershell(raw, [target], SETTINGS.nonce).observations[0].outcome == "reachable"
         )
