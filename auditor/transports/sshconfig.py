@@ -51,6 +51,7 @@ from enum import IntEnum
 from pathlib import Path
 
 from auditor.errors import InputError
+from auditor.material import MaterialError, read_material
 
 DEFAULT_PORT = 22
 MAX_INCLUDE_DEPTH = 16
@@ -95,6 +96,9 @@ def default_config_path() -> Path | None:
     path = Path("~", ".ssh", "config").expanduser()
     return path if os.access(path, os.R_OK) else None
 
+
+# Far beyond any real ssh config; the bound stops a device or a runaway file.
+CONFIG_LIMIT = 16 << 20
 
 # --- parsing ---------------------------------------------------------------------------------
 
@@ -381,12 +385,14 @@ class _Parser:
             raise InputError("bad ssh config: too many recursive Include levels", str(path))
         source = str(path)
         try:
-            with path.open("rb") as fh:
-                if check_perm:
-                    _check_perm(fh.fileno(), source)
-                data = fh.read()
-        except OSError as exc:
-            raise InputError(f"cannot read the ssh config file: {exc.strerror}", source) from None
+            # A regular file of bounded size, checked on the open descriptor: a FIFO or a
+            # device named by --ssh-config or an Include must not hang or flood the run.
+            material = read_material(path, CONFIG_LIMIT)
+        except MaterialError as exc:
+            raise InputError(f"cannot read the ssh config file: {exc.reason}", source) from None
+        if check_perm:
+            _check_perm(material.uid, material.mode, source)
+        data = material.data
         text = data.decode("utf-8", errors="surrogateescape")
         nodes: list[_Node] = []
         for number, raw in enumerate(text.split("\n"), start=1):
@@ -474,9 +480,8 @@ class _Parser:
         return _Include(line.source, line.number, tuple(files))
 
 
-def _check_perm(fd: int, source: str) -> None:
-    info = os.fstat(fd)
-    if (info.st_uid not in (0, os.getuid())) or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+def _check_perm(uid: int, mode: int, source: str) -> None:
+    if (uid not in (0, os.getuid())) or mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise InputError("bad ssh config: bad owner or permissions (writable by others)", source)
 
 

@@ -422,3 +422,21 @@ def test_an_ssh_config_identity_file_that_is_a_fifo_stops_the_run_a_missing_one_
     )
     assert proc.returncode == 3, proc.stderr
     assert _contacted(listener)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero"])
+def test_an_ssh_config_that_is_a_fifo_or_a_device_fails_fast(
+    tmp_path: Path, listener: socket.socket, known: Path, kind: str
+) -> None:
+    if kind == "fifo":
+        config = tmp_path / "ssh_config"
+        os.mkfifo(config)
+        reason = "a FIFO"
+    else:
+        config = Path("/dev/zero")
+        reason = "a device"
+    line = _refused(
+        tmp_path, _ssh_host(listener), "--known-hosts", str(known), "--ssh-config", str(config)
+    )
+    assert f"{config}: cannot read the ssh config file: {reason}" in line, line
+    assert not _contacted(listener)
