@@ -6,6 +6,7 @@ Plain functions under the click layer; nothing here prints or exits.
 from __future__ import annotations
 
 import asyncio
+import os
 import platform as pyplatform
 import secrets
 import signal
@@ -18,8 +19,8 @@ from types import MappingProxyType
 from typing import Any
 
 from auditor import __version__
-from auditor.models import Connection, Host, HostResult, Target
-from auditor.probes import ProbeSettings
+from auditor.models import AuditedHost, Connection, Host, HostResult, Target
+from auditor.probes import ProbeSettings, Scrubber
 from auditor.reportdir import prepare
 from auditor.results import AuditRun, ResultsWriter, RunInfo
 from auditor.scheduler import Probes, Schedule, run_audit
@@ -116,7 +117,10 @@ def execute(
     writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode)
     writer.start(info)
 
+    run_secrets = _run_secrets(config)
+
     def with_warnings(result: HostResult) -> HostResult:
+        result = without_secrets(result, _scrubber(run_secrets, result.host))
         warnings = warned.get(result.host.name)
         return replace(result, warnings=warnings) if warnings else result
 
@@ -139,6 +143,65 @@ def execute(
     finally:
         writer.close()
     return AuditRun(info=final, results=tuple(with_warnings(r) for r in results)), signum
+
+
+# Shorter secrets are not searched for: masking every "ab" in every message would destroy
+# the evidence and hide nothing worth hiding.
+_MIN_SECRET = 4
+# Inventory variables that hold a password the auditor may send to a host.
+_PASSWORD_VARS = (
+    "ansible_password",
+    "ansible_ssh_pass",
+    "ansible_winrm_password",
+    "ansible_become_password",
+    "ansible_become_pass",
+)
+_PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
+
+
+def _run_secrets(config: AuditConfig) -> frozenset[str]:
+    """Every run-wide secret the auditor holds: the SSH and WinRM passwords and the key
+    passphrase. A host may have learned one (a hostile host, or a tool echoing its own
+    command line); whatever a host sends back is scrubbed of them before it is kept."""
+    found: set[str] = set()
+    passwords = config.transport_options.get("passwords") or {}
+    for secret in passwords.values():
+        if secret is not None:
+            found.add(secret.reveal())
+    passphrase = os.environ.get(_PASSPHRASE_ENV)
+    if passphrase:
+        found.add(passphrase)
+    return frozenset(s for s in found if len(s) >= _MIN_SECRET)
+
+
+def _scrubber(run_secrets: frozenset[str], host: Host) -> Scrubber:
+    found = set(run_secrets)
+    for name in _PASSWORD_VARS:
+        value = host.vars.get(name)
+        if isinstance(value, str) and len(value) >= _MIN_SECRET:
+            found.add(value)
+    return Scrubber(frozenset(found))
+
+
+def without_secrets(result: HostResult, scrub: Scrubber) -> HostResult:
+    """`result` with every text a host sent back scrubbed of `scrub`'s secrets."""
+    if not scrub.secrets:
+        return result
+    if isinstance(result, AuditedHost):
+        observations = tuple(
+            replace(
+                o,
+                detail=scrub(o.detail),
+                remote_ip=scrub(o.remote_ip),
+                tool=scrub(o.tool),
+                tls_issuer=scrub(o.tls_issuer),
+                proxy=scrub(o.proxy),
+            )
+            for o in result.observations
+        )
+        facts = MappingProxyType({k: scrub(v) for k, v in result.facts.items()})
+        return replace(result, observations=observations, facts=facts)
+    return replace(result, detail=scrub(result.detail))
 
 
 async def _run(
