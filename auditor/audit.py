@@ -135,8 +135,10 @@ async def _run(
             loop.add_signal_handler(signum, on_signal, signum)
         except (NotImplementedError, RuntimeError, ValueError):
             pass
+    # Skipped hosts (no transport for their connection) are never handed to one.
     transports = {
-        conn: make_transport(conn, config) for conn in {h.connection for h in config.hosts}
+        conn: make_transport(conn, config)
+        for conn in {h.connection for h in config.hosts if not h.skip}
     }
     probes = Probes(config.targets, config.probe)
     try:

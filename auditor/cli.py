@@ -18,9 +18,46 @@ FORMATS = ("html", "csv", "json", "junit")
 EXIT_USAGE = 2
 
 
+def _safe(text: str) -> str:
+    """`text` with escape sequences and control characters removed, for the terminal.
+
+    Messages quote names from inventories and targets files; a hostile name must not
+    clear the screen, retitle the window or plant a link. One sanitiser for the whole
+    tool: the terminal reporter's.
+    """
+    from auditor.reporters.terminal import sanitize
+
+    return sanitize(text)
+
+
 def _fail(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {_safe(message)}", err=True)
     sys.exit(EXIT_USAGE)
+
+
+def _warn(message: str) -> None:
+    click.echo(f"warning: {_safe(message)}", err=True)
+
+
+# Size limits of an inventory; the environment variables let a scheduler set them once.
+INVENTORY_LIMIT_OPTIONS = [
+    click.option(
+        "--max-hosts",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_HOSTS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse an inventory with more hosts [default: 200000].",
+    ),
+    click.option(
+        "--max-groups",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_GROUPS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse an inventory with more groups [default: 20000].",
+    ),
+]
 
 
 AUDIT_OPTIONS = [
@@ -209,7 +246,14 @@ AUDIT_OPTIONS = [
         "--runner", metavar="NAME", help="Name of this runner in reports [default: hostname]."
     ),
     click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
+    *INVENTORY_LIMIT_OPTIONS,
 ]
+
+
+def inventory_limit_options(func: Any) -> Any:
+    for option in reversed(INVENTORY_LIMIT_OPTIONS):
+        func = option(func)
+    return func
 
 
 def audit_options(func: Any) -> Any:
@@ -292,22 +336,43 @@ def targets_cmd(platforms: tuple[str, ...], as_json: bool) -> None:
     "--list", "as_list", is_flag=True, help="JSON as `ansible-inventory --list` (the default)."
 )
 @click.option("--graph", is_flag=True, help="The group tree.")
-def inventory_cmd(inventory: str, limit: str | None, as_list: bool, graph: bool) -> None:
-    """Show an inventory as the auditor resolves it (same shape as ansible-inventory)."""
+@inventory_limit_options
+def inventory_cmd(
+    inventory: str,
+    limit: str | None,
+    as_list: bool,
+    graph: bool,
+    max_hosts: int | None,
+    max_groups: int | None,
+) -> None:
+    """Show an inventory as the auditor resolves it (same shape as ansible-inventory).
+
+    Hosts the auditor will skip (a connection such as network_cli) are listed as they are.
+    """
     import json
 
     from auditor.inventory import load_inventory
+    from auditor.inventory.model import InventoryLimits
 
     try:
-        inv = load_inventory(inventory)
+        inv = load_inventory(inventory, InventoryLimits.of(max_hosts, max_groups))
         if limit:
             inv = inv.limit(limit)
+        text = _safe_lines(inv.graph()) if graph and not as_list else None
     except InputError as exc:
         _fail(str(exc))
-    if graph and not as_list:
-        click.echo(inv.graph())
+    for warning in inv.warnings:
+        _warn(str(warning))
+    if text is not None:
+        click.echo(text)
     else:
+        # ensure_ascii: every control, bidi or non-ASCII character in a name is printed as
+        # a \u escape, so the JSON is also safe on a terminal.
         click.echo(json.dumps(inv.to_ansible_list(), indent=4, sort_keys=True))
+
+
+def _safe_lines(text: str) -> str:
+    return "\n".join(_safe(line) for line in text.split("\n"))
 
 
 @main.command("report")

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import IO, Any
 
-from auditor.errors import InputError
+from auditor.errors import AuditorError, InputError
 from auditor.models import (
     AuditedHost,
     Connection,
@@ -180,8 +180,21 @@ class ResultsWriter:
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
 
     def _line(self, record: Mapping[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Text UTF-8 cannot hold (a lone surrogate from a host's output): JSON's own
+            # \u escapes keep it exactly, so the line is written, never dropped.
+            text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+        try:
+            self._fh.write(text + "\n")
+            self._fh.flush()
+        except (OSError, ValueError) as exc:
+            # Disk full, a closed file: the run must stop with this error rather than
+            # go on without a record of its hosts.
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise AuditorError(f"{self.path}: cannot write results: {reason}") from None
 
     def start(self, info: RunInfo) -> None:
         self._line({"type": "run", "schema_version": SCHEMA_VERSION, "run": info_to_dict(info)})
