@@ -247,6 +247,22 @@ AUDIT_OPTIONS = [
     ),
     click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
     *INVENTORY_LIMIT_OPTIONS,
+    click.option(
+        "--max-targets",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_TARGETS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse more target URLs than this [default: 1000].",
+    ),
+    click.option(
+        "--max-targets-file-size",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_TARGETS_FILE_SIZE",
+        show_envvar=True,
+        metavar="BYTES",
+        help="Refuse a larger --targets file [default: 1048576].",
+    ),
 ]
 
 

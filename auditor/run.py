@@ -92,7 +92,7 @@ def _winrm_needs_password(opts: Mapping[str, Any], hosts: Sequence[Host]) -> boo
 
 def build_config(opts: Mapping[str, Any]) -> AuditConfig:
     from auditor.inventory import InventoryLimits, load_inventory
-    from auditor.targets import select_targets
+    from auditor.targets import TargetLimits, select_targets
 
     limits = InventoryLimits.of(opts.get("max_hosts"), opts.get("max_groups"))
     inventory = load_inventory(opts["inventory"], limits)
@@ -103,7 +103,10 @@ def build_config(opts: Mapping[str, Any]) -> AuditConfig:
     if chosen_shard:
         hosts = shard(hosts, *chosen_shard)
     targets = select_targets(
-        opts.get("platforms") or (), opts.get("urls") or (), opts.get("targets_files") or ()
+        opts.get("platforms") or (),
+        opts.get("urls") or (),
+        opts.get("targets_files") or (),
+        TargetLimits.of(opts.get("max_targets_file_size"), opts.get("max_targets")),
     )
     if opts.get("no_host_key_check") and opts.get("accept_new_host_keys"):
         raise InputError("choose one of --no-host-key-check and --accept-new-host-keys")
