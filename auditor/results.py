@@ -178,6 +178,7 @@ class ResultsWriter:
         self.path = path
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        self._failed = False
 
     def _line(self, record: Mapping[str, Any]) -> None:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
@@ -193,8 +194,12 @@ class ResultsWriter:
         except (OSError, ValueError) as exc:
             # Disk full, a closed file: the run must stop with this error rather than
             # go on without a record of its hosts.
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise AuditorError(f"{self.path}: cannot write results: {reason}") from None
+            self._failed = True
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError | ValueError) -> AuditorError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return AuditorError(f"{self.path}: cannot write results: {reason}")
 
     def start(self, info: RunInfo) -> None:
         self._line({"type": "run", "schema_version": SCHEMA_VERSION, "run": info_to_dict(info)})
@@ -206,7 +211,14 @@ class ResultsWriter:
         self._line({"type": "end", "run": info_to_dict(info)})
 
     def close(self) -> None:
-        self._fh.close()
+        """Close the file; a failure to write what was buffered is an AuditorError, unless
+        a write already failed (that error is the one being reported)."""
+        try:
+            self._fh.close()
+        except (OSError, ValueError) as exc:
+            if not self._failed:
+                self._failed = True
+                raise self._error(exc) from None
 
 
 def read_results(path: Path) -> AuditRun:
