@@ -396,7 +396,9 @@ def _target_from_item(item: Any, source: str, line: int | None) -> Target:
     unknown = set(item) - {"name", "url", "category", "expected_status", "expect"}
     if unknown:
         raise InputError(
-            f"unknown target field(s): {', '.join(sorted(map(str, unknown)))}", source, line
+            f"unknown target field(s): {_preview(', '.join(sorted(map(repr, unknown))))}",
+            source,
+            line,
         )
     url = item.get("url")
     if not isinstance(url, str):
@@ -414,6 +416,11 @@ def _target_from_item(item: Any, source: str, line: int | None) -> Target:
     return Target(url=url, name=name[:200], category=category[:100], expected_status=expected)
 
 
+def _preview(text: str, limit: int = 80) -> str:
+    """A message's quote of the user's input, cut short: an error stays one short line."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -423,7 +430,7 @@ def _expected_statuses(value: Any, source: str, line: int | None) -> tuple[int, 
     out: list[int] = []
     for v in values:
         if isinstance(v, bool):
-            raise InputError(f"bad expected status {v!r}", source, line)
+            raise InputError(f"bad expected status {_preview(repr(v))}", source, line)
         if isinstance(v, int) and 100 <= v <= 599:
             out.append(v)
             continue
@@ -434,11 +441,13 @@ def _expected_statuses(value: Any, source: str, line: int | None) -> tuple[int, 
         elif m := re.fullmatch(r"([1-5]\d\d)\s*-\s*([1-5]\d\d)", text):
             lo, hi = int(m.group(1)), int(m.group(2))
             if lo > hi:
-                raise InputError(f"bad expected status range {text!r}", source, line)
+                raise InputError(f"bad expected status range {_preview(repr(text))}", source, line)
             out.extend(range(lo, hi + 1))
         else:
             raise InputError(
-                f"bad expected status {v!r} (use 200, '2xx' or '200-399')", source, line
+                f"bad expected status {_preview(repr(v))} (use 200, '2xx' or '200-399')",
+                source,
+                line,
             )
     return tuple(sorted(set(out)))
 
