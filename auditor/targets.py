@@ -370,9 +370,9 @@ def load_targets_file(path: Path, limits: TargetLimits | None = None) -> tuple[T
     if isinstance(data, dict) and "targets" in data:
         items = data["targets"]
         mapping: Any = nodes
-        item_nodes = next(
-            (v for k, v in mapping.value if getattr(k, "value", None) == "targets"), None
-        )
+        # A repeated key: like the constructor, the last one wins.
+        found = [v for k, v in mapping.value if getattr(k, "value", None) == "targets"]
+        item_nodes = found[-1] if found else None
     if not isinstance(items, list) or not items:
         raise InputError("expected a non-empty list of targets", source)
     if len(items) > limits.max_targets:
@@ -382,7 +382,7 @@ def load_targets_file(path: Path, limits: TargetLimits | None = None) -> tuple[T
         )
     targets = []
     for index, item in enumerate(items):
-        node = item_nodes.value[index] if item_nodes is not None else None
+        node = item_nodes.value[index] if isinstance(item_nodes, yaml.SequenceNode) else None
         line = node.start_mark.line + 1 if node is not None else None
         targets.append(_target_from_item(item, source, line))
     return tuple(targets)

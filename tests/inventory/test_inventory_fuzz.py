@@ -409,4 +409,4 @@ def test_fuzz_json_with_surrogates_loads_only_valid_text(document: dict[str, Any
         host.name.encode("utf-8")
         for group in host.groups:
             group.encode("utf-8")
-        json.dumps(host.vars, ensure_ascii=False).encode("utf-8")
+        json.dumps(dict(host.vars), ensure_ascii=False, default=str).encode("utf-8")
