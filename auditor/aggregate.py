@@ -1,7 +1,9 @@
 """Fleet summaries computed from the observations, never stored twice.
 
 Readiness for a URL is reachable hosts over audited hosts; hosts that could not be audited
-are counted separately and never as blocked.
+are counted separately and never as blocked. Skipped hosts (a connection the auditor has
+no transport for) are counted on their own: neither blocked nor "not audited", and they
+never change the exit status.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class TargetSummary:
     audited: int
     reachable: int
     outcomes: tuple[tuple[Outcome, int], ...]
+    skipped: int = 0
 
     @property
     def blocked(self) -> int:
@@ -36,7 +39,8 @@ class TargetSummary:
 
     @property
     def not_audited(self) -> int:
-        return self.hosts - self.audited
+        """Hosts that should have been audited and were not (skipped hosts excluded)."""
+        return self.hosts - self.audited - self.skipped
 
     @property
     def readiness(self) -> float | None:
@@ -53,6 +57,11 @@ class SliceSummary:
     audited: int
     fully_ready: int
     targets: tuple[TargetSummary, ...]
+    skipped: int = 0
+
+    @property
+    def not_audited(self) -> int:
+        return self.hosts - self.audited - self.skipped
 
 
 def summarize_targets(
@@ -61,6 +70,7 @@ def summarize_targets(
     """Per-URL summaries over `results` (default: every host of the run)."""
     chosen = tuple(run.results if results is None else results)
     audited = [r for r in chosen if isinstance(r, AuditedHost)]
+    skipped = sum(1 for r in chosen if r.skipped)
     summaries = []
     for index, target in enumerate(run.info.targets):
         counts = Counter(r.observations[index].outcome for r in audited)
@@ -71,6 +81,7 @@ def summarize_targets(
                 audited=len(audited),
                 reachable=counts[Outcome.REACHABLE],
                 outcomes=tuple((o, counts[o]) for o in Outcome if counts[o]),
+                skipped=skipped,
             )
         )
     return tuple(summaries)
@@ -94,6 +105,7 @@ def _slices(run: AuditRun, keys: Callable[[HostResult], Iterable[str]]) -> tuple
             audited=sum(1 for r in rs if r.audited),
             fully_ready=sum(1 for r in rs if fully_ready(r)),
             targets=summarize_targets(run, rs),
+            skipped=sum(1 for r in rs if r.skipped),
         )
         for name, rs in sorted(members.items())
     )
@@ -125,7 +137,8 @@ def target_outcome_counts(run: AuditRun) -> tuple[tuple[Outcome, int], ...]:
 
 def exit_status(run: AuditRun) -> int:
     """0 all audited hosts reach all targets; 1 something blocked; 3 nothing blocked but
-    some hosts not audited. (2 is bad input, decided before a run starts.)"""
+    some hosts not audited. Skipped hosts count for nothing here. (2 is bad input,
+    decided before a run starts.)"""
     blocked = any(
         o.outcome is not Outcome.REACHABLE
         for r in run.results
@@ -134,6 +147,6 @@ def exit_status(run: AuditRun) -> int:
     )
     if blocked:
         return EXIT_BLOCKED
-    if any(not r.audited for r in run.results):
+    if any(not r.audited and not r.skipped for r in run.results):
         return EXIT_NOT_AUDITED
     return EXIT_OK

@@ -57,9 +57,11 @@ def prepare_transports(config: AuditConfig, make_transport: TransportFactory) ->
     report directory exists: a bad one raises InputError and nothing has happened yet."""
     source = SettingsSource(config.inventory, config.host_lines)
     transports: dict[Connection, Transport] = {}
-    for connection in dict.fromkeys(h.connection for h in config.hosts):
+    # Skipped hosts (no transport for their connection) are never handed to one.
+    audited = [h for h in config.hosts if not h.skip]
+    for connection in dict.fromkeys(h.connection for h in audited):
         transport = make_transport(connection, config)
-        transport.prepare([h for h in config.hosts if h.connection is connection], source)
+        transport.prepare([h for h in audited if h.connection is connection], source)
         transports[connection] = transport
     return MappingProxyType(transports)
 
@@ -68,6 +70,8 @@ def host_warnings(transports: Transports, hosts: Sequence[Host]) -> Mapping[str,
     """Per host, the trust its transport was told to weaken (empty for most hosts)."""
     found = {}
     for host in hosts:
+        if host.skip:
+            continue
         warnings = transports[host.connection].host_warnings(host)
         if warnings:
             found[host.name] = warnings

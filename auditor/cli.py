@@ -20,6 +20,12 @@ FORMATS = ("html", "csv", "json", "junit")
 EXIT_USAGE = 2
 
 
+def _safe(text: str) -> str:
+    """`text` for the terminal: no escape sequence, control, bidi or zero-width character
+    from an input file gets through (one sanitiser for the whole tool)."""
+    return for_terminal(text)
+
+
 def _fail(message: str) -> NoReturn:
     """Print one error line and exit 2. Every error the tool reports goes through here, and
     a message may quote any input file (a host name, a targets key, a section header), so it
@@ -32,6 +38,11 @@ def _fail(message: str) -> NoReturn:
 def warn(message: str) -> None:
     """Print one warning line to stderr, sanitised like an error."""
     click.echo(f"WARNING: {for_terminal(message)}", err=True)
+
+
+def _warn(message: str) -> None:
+    """A warning about an input file (`warning: file:line: ...`), sanitised like an error."""
+    click.echo(f"warning: {for_terminal(message)}", err=True)
 
 
 def _show_warning(
@@ -49,6 +60,27 @@ def _show_warning(
 def _route_warnings() -> None:
     """Python warnings (from libraries too) print through `warn`, sanitised, one line each."""
     warnings.showwarning = _show_warning
+
+
+# Size limits of an inventory; the environment variables let a scheduler set them once.
+INVENTORY_LIMIT_OPTIONS = [
+    click.option(
+        "--max-hosts",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_HOSTS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse an inventory with more hosts [default: 200000].",
+    ),
+    click.option(
+        "--max-groups",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_GROUPS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse an inventory with more groups [default: 20000].",
+    ),
+]
 
 
 AUDIT_OPTIONS = [
@@ -253,7 +285,30 @@ AUDIT_OPTIONS = [
         "--runner", metavar="NAME", help="Name of this runner in reports [default: hostname]."
     ),
     click.option("-q", "--quiet", is_flag=True, help="No progress and no summary."),
+    *INVENTORY_LIMIT_OPTIONS,
+    click.option(
+        "--max-targets",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_TARGETS",
+        show_envvar=True,
+        metavar="N",
+        help="Refuse more target URLs than this [default: 1000].",
+    ),
+    click.option(
+        "--max-targets-file-size",
+        type=click.IntRange(1),
+        envvar="AUDITOR_MAX_TARGETS_FILE_SIZE",
+        show_envvar=True,
+        metavar="BYTES",
+        help="Refuse a larger --targets file [default: 1048576].",
+    ),
 ]
+
+
+def inventory_limit_options(func: Any) -> Any:
+    for option in reversed(INVENTORY_LIMIT_OPTIONS):
+        func = option(func)
+    return func
 
 
 def audit_options(func: Any) -> Any:
@@ -372,6 +427,7 @@ def connection_options(func: Any) -> Any:
 )
 @click.option("--json", "as_json", is_flag=True, help="With --resolve: print JSON.")
 @connection_options
+@inventory_limit_options
 def inventory_cmd(
     inventory: str,
     limit: str | None,
@@ -379,29 +435,44 @@ def inventory_cmd(
     graph: bool,
     resolve: bool,
     as_json: bool,
+    max_hosts: int | None,
+    max_groups: int | None,
     **connection: Any,
 ) -> None:
-    """Show an inventory as the auditor resolves it (same shape as ansible-inventory)."""
+    """Show an inventory as the auditor resolves it (same shape as ansible-inventory).
+
+    Hosts the auditor will skip (a connection such as network_cli) are listed as they are.
+    """
     import json
 
     from auditor.inventory import load_inventory
+    from auditor.inventory.model import InventoryLimits
 
     try:
-        inv = load_inventory(inventory)
+        inv = load_inventory(inventory, InventoryLimits.of(max_hosts, max_groups))
         if limit:
             inv = inv.limit(limit)
+        for warning in inv.warnings:
+            _warn(str(warning))
         if resolve:
             from auditor.resolve import render_text, resolve_hosts, to_json
 
             resolved = resolve_hosts(tuple(inv.hosts), connection)
             click.echo(to_json(resolved) if as_json else render_text(resolved))
             return
+        text = _safe_lines(inv.graph()) if graph and not as_list else None
     except InputError as exc:
         _fail(str(exc))
-    if graph and not as_list:
-        click.echo(inv.graph())
+    if text is not None:
+        click.echo(text)
     else:
+        # ensure_ascii: every control, bidi or non-ASCII character in a name is printed as
+        # a \u escape, so the JSON is also safe on a terminal.
         click.echo(json.dumps(inv.to_ansible_list(), indent=4, sort_keys=True))
+
+
+def _safe_lines(text: str) -> str:
+    return "\n".join(_safe(line) for line in text.split("\n"))
 
 
 @main.command("report")

@@ -22,6 +22,9 @@ class Connection(StrEnum):
     SSH = "ssh"
     WINRM = "winrm"
     LOCAL = "local"
+    # The host's connection plugin has no transport here (network devices, containers):
+    # the host is skipped, never handed to a transport.
+    NONE = "none"
 
 
 class Platform(StrEnum):
@@ -32,20 +35,68 @@ class Platform(StrEnum):
 
 
 # Ansible connection plugin names we accept, mapped onto our transports. psrp speaks
-# PowerShell remoting over the same WinRM listener, so the WinRM transport can audit it.
+# PowerShell remoting over the same WinRM listener, so the WinRM transport can audit it;
+# paramiko is another SSH client, so the host is audited over SSH.
 _CONNECTIONS: dict[str, Connection] = {
-    "ssh": Connection.SSH,
-    "paramiko": Connection.SSH,
-    "paramiko_ssh": Connection.SSH,
-    "ansible.builtin.ssh": Connection.SSH,
+    **{
+        f"{prefix}{name}": connection
+        for prefix in ("", "ansible.builtin.", "ansible.legacy.")
+        for name, connection in (
+            ("ssh", Connection.SSH),
+            ("paramiko", Connection.SSH),
+            ("paramiko_ssh", Connection.SSH),
+            ("winrm", Connection.WINRM),
+            ("psrp", Connection.WINRM),
+            ("local", Connection.LOCAL),
+        )
+    },
     "smart": Connection.SSH,
-    "winrm": Connection.WINRM,
-    "ansible.builtin.winrm": Connection.WINRM,
-    "psrp": Connection.WINRM,
-    "ansible.builtin.psrp": Connection.WINRM,
-    "local": Connection.LOCAL,
-    "ansible.builtin.local": Connection.LOCAL,
 }
+
+# Connection plugins of Ansible and its common collections that reach something the probe
+# cannot run on (a network OS, a container, a jail, an API). Hosts using them are skipped
+# quietly; any other name is skipped too, with a warning, since it may be a typo.
+_UNAUDITED_PLUGINS: dict[str, tuple[str, ...]] = {
+    "ansible.netcommon": ("network_cli", "netconf", "httpapi", "libssh", "persistent", "grpc"),
+    "community.docker": ("docker", "docker_api", "nsenter"),
+    "containers.podman": ("podman", "buildah"),
+    "community.general": (
+        "chroot",
+        "funcd",
+        "incus",
+        "iocage",
+        "jail",
+        "lxc",
+        "lxd",
+        "qubes",
+        "saltstack",
+        "wsl",
+        "zone",
+    ),
+    "community.libvirt": ("libvirt_lxc", "libvirt_qemu"),
+    "kubernetes.core": ("kubectl",),
+    "community.kubernetes": ("kubectl",),
+    "community.okd": ("oc",),
+    "redhat.openshift": ("oc",),
+    "community.aws": ("aws_ssm",),
+    "amazon.aws": ("aws_ssm",),
+    "community.vmware": ("vmware_tools",),
+    "vmware.vmware": ("vmware_tools",),
+    "community.proxmox": ("proxmox_pct_remote",),
+    "cisco.nxos": ("nxapi",),
+}
+UNAUDITED_PLUGINS: frozenset[str] = frozenset(
+    name
+    for collection, names in _UNAUDITED_PLUGINS.items()
+    for short in names
+    for name in (short, f"{collection}.{short}")
+)
+"""Connection plugin names (short and fully qualified) known not to be auditable here."""
+
+
+def connection_plugin(hostvars: Mapping[str, Any]) -> str:
+    """The host's Ansible connection plugin name, as the auditor compares it."""
+    return str(hostvars.get("ansible_connection", "ssh")).strip().lower()
 
 
 @dataclass(frozen=True)
@@ -64,17 +115,22 @@ class Host:
     user: str | None = None
     groups: tuple[str, ...] = ()
     vars: Mapping[str, Any] = field(default_factory=_empty, compare=False, repr=False, hash=False)
+    skip: str = ""
+    """Why the auditor will not audit this host (its connection has no transport here);
+    empty for a host it audits. A skipped host has `connection` NONE."""
 
     @classmethod
     def from_vars(cls, name: str, groups: tuple[str, ...], hostvars: Mapping[str, Any]) -> Host:
-        """Build a host from Ansible variables; raises ValueError on a bad connection var."""
-        raw_conn = str(hostvars.get("ansible_connection", "ssh")).strip().lower()
-        if raw_conn not in _CONNECTIONS:
-            raise ValueError(
-                f"host {name}: ansible_connection={raw_conn!r} is not supported "
-                f"(use ssh, winrm, psrp or local)"
-            )
-        connection = _CONNECTIONS[raw_conn]
+        """Build a host from Ansible variables; raises ValueError on a bad port.
+
+        A connection plugin the auditor has no transport for makes a skipped host
+        (`skip` says why), not an error: one network device must not refuse a fleet.
+        """
+        raw_conn = connection_plugin(hostvars)
+        connection = _CONNECTIONS.get(raw_conn, Connection.NONE)
+        # The name is the user's text: keep the detail one short line.
+        shown = raw_conn if len(raw_conn) <= 60 else raw_conn[:59] + "…"
+        skip = "" if connection is not Connection.NONE else f"connection {shown} is not audited"
         port = hostvars.get("ansible_port", hostvars.get("ansible_ssh_port"))
         if port is not None and port != "":
             try:
@@ -96,6 +152,7 @@ class Host:
             user=None if user is None else str(user),
             groups=groups,
             vars=MappingProxyType(dict(hostvars)),
+            skip=skip,
         )
 
 
@@ -170,6 +227,10 @@ class AuditedHost:
     def audited(self) -> bool:
         return True
 
+    @property
+    def skipped(self) -> bool:
+        return False
+
 
 @dataclass(frozen=True)
 class UnauditedHost:
@@ -186,6 +247,11 @@ class UnauditedHost:
     @property
     def audited(self) -> bool:
         return False
+
+    @property
+    def skipped(self) -> bool:
+        """True for a host the auditor does not audit by design (see `Host.skip`)."""
+        return self.outcome is HostOutcome.SKIPPED
 
 
 HostResult = AuditedHost | UnauditedHost

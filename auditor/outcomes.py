@@ -33,6 +33,10 @@ class HostOutcome(StrEnum):
     PROBE_UNAVAILABLE = "probe_unavailable"
     NOT_AUDITED = "not_audited"
     ERROR = "error"
+    # Not audited by design: the host's connection (network_cli, docker, ...) has no
+    # transport here. Neither blocked nor a failure of the audit; it never changes the
+    # exit status.
+    SKIPPED = "skipped"
 
 
 _TARGET_HINTS: dict[Outcome, str] = {
@@ -65,6 +69,8 @@ _HOST_HINTS: dict[HostOutcome, str] = {
     "PowerShell Invoke-WebRequest on Windows",
     HostOutcome.NOT_AUDITED: "the run ended before this host was audited; run again",
     HostOutcome.ERROR: "unexpected error; see the detail",
+    HostOutcome.SKIPPED: "this connection type is not audited (network device, container, "
+    "API); check its egress another way, or give it an ssh, winrm or local connection",
 }
 
 

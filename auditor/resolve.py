@@ -59,7 +59,13 @@ def resolve_hosts(hosts: Sequence[Host], opts: Mapping[str, Any]) -> tuple[Resol
     reader: SSHConfigReader | None = None
     out: list[ResolvedHost] = []
     for host in hosts:
-        if host.connection is Connection.SSH:
+        if host.skip:
+            out.append(
+                ResolvedHost(
+                    host.name, host.connection, host.address, NO_PORT, None, error=host.skip
+                )
+            )
+        elif host.connection is Connection.SSH:
             if reader is None:
                 reader = SSHConfigReader(ssh_options.ssh_config or default_config_path())
             out.append(_ssh(host, ssh_options, reader))

@@ -18,7 +18,7 @@ from types import MappingProxyType, UnionType
 from typing import IO, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 from urllib.parse import urlsplit
 
-from auditor.errors import InputError
+from auditor.errors import AuditorError, InputError
 from auditor.models import (
     AuditedHost,
     Host,
@@ -411,10 +411,28 @@ class ResultsWriter:
         with ReportDir.open(path.parent) as directory:
             fd = directory.create(path.name, mode)
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        self._failed = False
 
     def _line(self, record: Mapping[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n")
-        self._fh.flush()
+        text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            # Text UTF-8 cannot hold (a lone surrogate from a host's output): JSON's own
+            # \u escapes keep it exactly, so the line is written, never dropped.
+            text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+        try:
+            self._fh.write(text + "\n")
+            self._fh.flush()
+        except (OSError, ValueError) as exc:
+            # Disk full, a closed file: the run must stop with this error rather than
+            # go on without a record of its hosts.
+            self._failed = True
+            raise self._error(exc) from None
+
+    def _error(self, exc: OSError | ValueError) -> AuditorError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        return AuditorError(f"{self.path}: cannot write results: {reason}")
 
     def start(self, info: RunInfo) -> None:
         self._line({"type": "run", "schema_version": SCHEMA_VERSION, "run": info_to_dict(info)})
@@ -426,7 +444,14 @@ class ResultsWriter:
         self._line({"type": "end", "run": info_to_dict(info)})
 
     def close(self) -> None:
-        self._fh.close()
+        """Close the file; a failure to write what was buffered is an AuditorError, unless
+        a write already failed (that error is the one being reported)."""
+        try:
+            self._fh.close()
+        except (OSError, ValueError) as exc:
+            if not self._failed:
+                self._failed = True
+                raise self._error(exc) from None
 
 
 def read_results(path: Path) -> AuditRun:

@@ -93,10 +93,11 @@ def _winrm_needs_password(opts: Mapping[str, Any], hosts: Sequence[Host]) -> boo
 
 
 def build_config(opts: Mapping[str, Any]) -> AuditConfig:
-    from auditor.inventory import load_inventory
-    from auditor.targets import select_targets
+    from auditor.inventory import InventoryLimits, load_inventory
+    from auditor.targets import TargetLimits, select_targets
 
-    inventory = load_inventory(opts["inventory"])
+    limits = InventoryLimits.of(opts.get("max_hosts"), opts.get("max_groups"))
+    inventory = load_inventory(opts["inventory"], limits)
     if opts.get("limit"):
         inventory = inventory.limit(opts["limit"])
     hosts = tuple(inventory.hosts)
@@ -104,13 +105,18 @@ def build_config(opts: Mapping[str, Any]) -> AuditConfig:
     if chosen_shard:
         hosts = shard(hosts, *chosen_shard)
     targets = select_targets(
-        opts.get("platforms") or (), opts.get("urls") or (), opts.get("targets_files") or ()
+        opts.get("platforms") or (),
+        opts.get("urls") or (),
+        opts.get("targets_files") or (),
+        TargetLimits.of(opts.get("max_targets_file_size"), opts.get("max_targets")),
     )
     if opts.get("no_host_key_check") and opts.get("accept_new_host_keys"):
         raise InputError("choose one of --no-host-key-check and --accept-new-host-keys")
     mode = _mode(opts.get("report_mode") or "600")
     out_dir = opts.get("out_dir") or default_out_dir()
-    warnings = (NO_HOST_KEY_WARNING,) if opts.get("no_host_key_check") else ()
+    warnings: tuple[str, ...] = (NO_HOST_KEY_WARNING,) if opts.get("no_host_key_check") else ()
+    # Inventory warnings (an unknown connection plugin) go to the terminal and every report.
+    warnings += tuple(str(w) for w in inventory.warnings)
     runner = opts.get("runner") or default_runner()
     shown = {
         "inventory": str(opts["inventory"]),

@@ -135,34 +135,53 @@ async def run_audit(
     """Audit every host; returns exactly one result per host, in inventory order.
 
     When `stop` is set (Ctrl-C, SIGTERM), hosts in flight are cancelled and every host
-    without a result is reported as not audited.
+    without a result is reported as not audited. A skipped host (`Host.skip`) gets its
+    result at once and never reaches a transport. If `on_result` raises (the results file
+    cannot be written), the run stops and the exception propagates: a result is never
+    silently lost.
     """
     semaphore = asyncio.Semaphore(max(1, schedule.forks))
     done: dict[str, HostResult] = {}
+    failures: list[BaseException] = []
+    failed = asyncio.Event()
+
+    def deliver(result: HostResult) -> None:
+        done[result.host.name] = result
+        try:
+            on_result(result)
+        except Exception as exc:
+            failures.append(exc)
+            failed.set()
+            raise
 
     async def one(host: Host) -> None:
+        if host.skip:
+            deliver(UnauditedHost(host, HostOutcome.SKIPPED, host.skip, 0.0, schedule.runner))
+            return
         async with semaphore:
             result = await audit_host(host, transports[host.connection], probes, schedule)
-        done[host.name] = result
-        on_result(result)
+        deliver(result)
 
     tasks = [asyncio.create_task(one(h)) for h in hosts]
-    stopper = asyncio.create_task(stop.wait()) if stop is not None else None
+    watchers = [asyncio.create_task(failed.wait())]
+    if stop is not None:
+        watchers.append(asyncio.create_task(stop.wait()))
     try:
         if tasks:
             # asyncio.wait never raises a task's exception, so nothing is left unretrieved.
             all_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.wait(tasks))
-            watched = {all_done} if stopper is None else {all_done, stopper}
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({all_done, *watchers}, return_when=asyncio.FIRST_COMPLETED)
             all_done.cancel()
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        if stopper is not None:
-            stopper.cancel()
+        for watcher in watchers:
+            watcher.cancel()
         for transport in transports.values():
             await transport.close()
+    if failures:
+        raise failures[0]
     results = []
     for host in hosts:
         result = done.get(host.name)

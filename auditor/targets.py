@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -282,42 +284,105 @@ def url_targets(urls: Iterable[str]) -> tuple[Target, ...]:
     return tuple(Target(url=validate_url(u), name=u, category="custom") for u in urls)
 
 
-def load_targets_file(path: Path) -> tuple[Target, ...]:
+# A targets file is a short list a person writes; these bound what a hostile or mistaken
+# one costs (the probe runs every target on every host).
+MAX_TARGETS_FILE_BYTES = 1024 * 1024
+MAX_TARGETS = 1000
+
+
+@dataclass(frozen=True)
+class TargetLimits:
+    """How large a targets file, and the whole selection of targets, may be."""
+
+    max_file_bytes: int = MAX_TARGETS_FILE_BYTES
+    max_targets: int = MAX_TARGETS
+
+    @classmethod
+    def of(cls, max_file_bytes: int | None = None, max_targets: int | None = None) -> TargetLimits:
+        """Limits with the defaults for what is not given."""
+        return cls(max_file_bytes or MAX_TARGETS_FILE_BYTES, max_targets or MAX_TARGETS)
+
+
+def _read_bounded(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes; InputError if it is not a regular file or is larger than allowed."""
+    source = str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", source) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InputError("not a regular file", source)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise InputError(f"cannot read: {exc.strerror}", source) from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise InputError(
+            f"larger than {max_bytes} bytes (raise the limit with --max-targets-file-size)",
+            source,
+        )
+    return data
+
+
+def load_targets_file(path: Path, limits: TargetLimits | None = None) -> tuple[Target, ...]:
     """Load a YAML targets file: a list of {name, url, category, expected_status}.
 
-    A top-level mapping with a `targets:` list is accepted too.
+    A top-level mapping with a `targets:` list is accepted too. Raises InputError for a
+    file over the size limit, more targets than allowed, or YAML whose aliases expand
+    it far beyond its size (see `auditor.yamlbound`).
     """
     import yaml
 
+    from auditor.yamlbound import AliasBombError, check_expansion
+
+    limits = limits or TargetLimits()
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror}", source) from None
+        text = _read_bounded(path, limits.max_file_bytes).decode("utf-8")
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", source) from None
+    loader_class: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = loader_class(text)
     try:
-        nodes = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # Composed and measured first, then built: the nodes also give each item's line.
+        nodes = loader.get_single_node()
+        if nodes is not None:
+            check_expansion(nodes)
+        data = loader.construct_document(nodes) if nodes is not None else None
+    except AliasBombError as exc:
+        raise InputError(f"not valid YAML: {exc}", source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise InputError(f"not valid YAML: {getattr(exc, 'problem', exc)}", source, line) from None
     except RecursionError:
         raise InputError("YAML nested too deeply", source) from None
+    except ValueError as exc:  # PyYAML lets some escape (e.g. an impossible date)
+        raise InputError(f"not valid YAML: {exc}", source) from None
+    finally:
+        loader.dispose()
     items: Any = data
     item_nodes: Any = nodes
     if isinstance(data, dict) and "targets" in data:
         items = data["targets"]
         mapping: Any = nodes
-        item_nodes = next(
-            (v for k, v in mapping.value if getattr(k, "value", None) == "targets"), None
-        )
+        # A repeated key: like the constructor, the last one wins.
+        found = [v for k, v in mapping.value if getattr(k, "value", None) == "targets"]
+        item_nodes = found[-1] if found else None
     if not isinstance(items, list) or not items:
         raise InputError("expected a non-empty list of targets", source)
+    if len(items) > limits.max_targets:
+        raise InputError(
+            f"more than {limits.max_targets} targets (raise the limit with --max-targets)",
+            source,
+        )
     targets = []
     for index, item in enumerate(items):
-        node = item_nodes.value[index] if item_nodes is not None else None
+        node = item_nodes.value[index] if isinstance(item_nodes, yaml.SequenceNode) else None
         line = node.start_mark.line + 1 if node is not None else None
         targets.append(_target_from_item(item, source, line))
     return tuple(targets)
@@ -331,7 +396,9 @@ def _target_from_item(item: Any, source: str, line: int | None) -> Target:
     unknown = set(item) - {"name", "url", "category", "expected_status", "expect"}
     if unknown:
         raise InputError(
-            f"unknown target field(s): {', '.join(sorted(map(str, unknown)))}", source, line
+            f"unknown target field(s): {_preview(', '.join(sorted(map(repr, unknown))))}",
+            source,
+            line,
         )
     url = item.get("url")
     if not isinstance(url, str):
@@ -349,6 +416,11 @@ def _target_from_item(item: Any, source: str, line: int | None) -> Target:
     return Target(url=url, name=name[:200], category=category[:100], expected_status=expected)
 
 
+def _preview(text: str, limit: int = 80) -> str:
+    """A message's quote of the user's input, cut short: an error stays one short line."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 _UNSAFE_TEXT = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -358,7 +430,7 @@ def _expected_statuses(value: Any, source: str, line: int | None) -> tuple[int, 
     out: list[int] = []
     for v in values:
         if isinstance(v, bool):
-            raise InputError(f"bad expected status {v!r}", source, line)
+            raise InputError(f"bad expected status {_preview(repr(v))}", source, line)
         if isinstance(v, int) and 100 <= v <= 599:
             out.append(v)
             continue
@@ -369,28 +441,42 @@ def _expected_statuses(value: Any, source: str, line: int | None) -> tuple[int, 
         elif m := re.fullmatch(r"([1-5]\d\d)\s*-\s*([1-5]\d\d)", text):
             lo, hi = int(m.group(1)), int(m.group(2))
             if lo > hi:
-                raise InputError(f"bad expected status range {text!r}", source, line)
+                raise InputError(f"bad expected status range {_preview(repr(text))}", source, line)
             out.extend(range(lo, hi + 1))
         else:
             raise InputError(
-                f"bad expected status {v!r} (use 200, '2xx' or '200-399')", source, line
+                f"bad expected status {_preview(repr(v))} (use 200, '2xx' or '200-399')",
+                source,
+                line,
             )
     return tuple(sorted(set(out)))
 
 
 def select_targets(
-    platforms: Sequence[str], urls: Sequence[str], files: Sequence[Path]
+    platforms: Sequence[str],
+    urls: Sequence[str],
+    files: Sequence[Path],
+    limits: TargetLimits | None = None,
 ) -> tuple[Target, ...]:
-    """Combine the selections in order, dropping repeated URLs; the default when none given."""
+    """Combine the selections in order, dropping repeated URLs; the default when none given.
+
+    Raises InputError if more than `limits.max_targets` distinct URLs are chosen.
+    """
+    limits = limits or TargetLimits()
     chosen: list[Target] = []
     for code in platforms:
         chosen.extend(platform_targets(code))
     chosen.extend(url_targets(urls))
     for path in files:
-        chosen.extend(load_targets_file(path))
+        chosen.extend(load_targets_file(path, limits))
     if not chosen:
         return default_targets()
     seen: dict[str, Target] = {}
     for t in chosen:
         seen.setdefault(t.url, t)
+    if len(seen) > limits.max_targets:
+        raise InputError(
+            f"{len(seen)} targets chosen; at most {limits.max_targets} "
+            "(raise the limit with --max-targets)"
+        )
     return tuple(seen.values())

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from auditor.errors import InputError
 from auditor.targets import (
+    TargetLimits,
     catalog_targets,
     default_targets,
     load_targets_file,
@@ -119,3 +121,46 @@ def test_selection_combines_and_dedupes_in_order() -> None:
         "https://qagpublic.qg3.apps.qualys.com/CloudAgent/",
         "https://x.example/",
     ]
+
+
+def test_a_targets_file_over_the_size_cap_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.yml"
+    line = "- https://example.com/" + "a" * 100 + "\n"
+    path.write_text(line * (1024 * 1024 // len(line) + 1))
+    with pytest.raises(InputError, match=r"big.yml: larger than 1048576 bytes"):
+        load_targets_file(path)
+    small = TargetLimits(max_file_bytes=len(line) * 3)
+    path.write_text(line * 3)
+    assert len(load_targets_file(path, small)) == 3
+    path.write_text(line * 4)
+    with pytest.raises(InputError, match="--max-targets-file-size"):
+        load_targets_file(path, small)
+
+
+def test_more_targets_than_the_cap_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "many.yml"
+    path.write_text("".join(f"- https://h{i}.example/\n" for i in range(1001)))
+    with pytest.raises(InputError, match=r"many.yml: more than 1000 targets"):
+        load_targets_file(path)
+    with pytest.raises(InputError, match="at most 2"):
+        select_targets(
+            [],
+            ["https://a.example/", "https://b.example/", "https://c.example/"],
+            [],
+            TargetLimits(max_targets=2),
+        )
+
+
+def test_a_fifo_as_targets_file_is_refused_without_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo.yml"
+    os.mkfifo(fifo)
+    with pytest.raises(InputError, match="not a regular file"):
+        load_targets_file(fifo)
+
+
+def test_a_huge_bad_value_gives_a_short_message(tmp_path: Path) -> None:
+    path = tmp_path / "t.yml"
+    path.write_text("- url: https://example.com/\n  expected_status: [" + "[1], " * 5000 + "]\n")
+    with pytest.raises(InputError) as info:
+        load_targets_file(path)
+    assert len(str(info.value)) < 200 + len(str(path))

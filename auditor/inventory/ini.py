@@ -21,7 +21,7 @@ from typing import Any
 
 from auditor.inventory.addresses import expand_host_pattern
 from auditor.inventory.builder import InventoryBuilder
-from auditor.inventory.model import Inventory
+from auditor.inventory.model import Inventory, InventoryLimits
 from auditor.inventory.reading import decode
 from auditor.inventory.shellwords import split_words
 from auditor.inventory.values import UnsafeStr
@@ -45,19 +45,19 @@ class _Declaration:
     parents: list[str] = field(default_factory=list)
 
 
-def load_ini(data: bytes | str, source: str) -> Inventory:
+def load_ini(data: bytes | str, source: str, limits: InventoryLimits | None = None) -> Inventory:
     """Read an INI inventory; raises InputError naming the line of any mistake."""
-    return parse_ini(decode(data, source, COMMENT_MARKERS), source).build()
+    return parse_ini(decode(data, source, COMMENT_MARKERS), source, limits).build()
 
 
-def parse_ini(text: str, source: str) -> InventoryBuilder:
+def parse_ini(text: str, source: str, limits: InventoryLimits | None = None) -> InventoryBuilder:
     """Feed INI inventory `text` to a builder; raises InputError naming the line."""
-    return _IniReader(source).read(text)
+    return _IniReader(source, limits).read(text)
 
 
 class _IniReader:
-    def __init__(self, source: str) -> None:
-        self.builder = InventoryBuilder(source)
+    def __init__(self, source: str, limits: InventoryLimits | None = None) -> None:
+        self.builder = InventoryBuilder(source, limits)
         self.pending: dict[str, _Declaration] = {}
         self.group = "ungrouped"
         self.state = "hosts"

@@ -14,7 +14,7 @@ from typing import Any
 
 from auditor.errors import InputError
 from auditor.inventory.builder import InventoryBuilder, kind_name
-from auditor.inventory.model import Inventory
+from auditor.inventory.model import Inventory, InventoryLimits
 from auditor.inventory.reading import decode, nesting_guard
 from auditor.inventory.values import UnsafeStr, Vaulted, mark_unsafe
 from auditor.inventory.yamlinv import build_from_yaml
@@ -57,23 +57,25 @@ def is_script_output(document: Any) -> bool:
     return False
 
 
-def load_json(data: bytes | str, source: str) -> Inventory:
+def load_json(data: bytes | str, source: str, limits: InventoryLimits | None = None) -> Inventory:
     """Read a JSON inventory in either shape; raises InputError."""
     document = load_json_document(decode(data, source), source)
-    return build_from_json(document, source).build()
+    return build_from_json(document, source, limits).build()
 
 
-def build_from_json(document: Any, source: str) -> InventoryBuilder:
+def build_from_json(
+    document: Any, source: str, limits: InventoryLimits | None = None
+) -> InventoryBuilder:
     """Feed a parsed JSON inventory to a builder, choosing the rules by its shape."""
     if is_script_output(document):
         with nesting_guard(source):
-            return _ScriptReader(source).read(document)
-    return build_from_yaml(document, source)
+            return _ScriptReader(source, limits).read(document)
+    return build_from_yaml(document, source, limits=limits)
 
 
 class _ScriptReader:
-    def __init__(self, source: str) -> None:
-        self.builder = InventoryBuilder(source)
+    def __init__(self, source: str, limits: InventoryLimits | None) -> None:
+        self.builder = InventoryBuilder(source, limits)
         self.listed: dict[str, None] = {}
 
     def read(self, document: Mapping[str, Any]) -> InventoryBuilder:

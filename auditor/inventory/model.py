@@ -20,6 +20,43 @@ def _no_lines() -> Mapping[str, int]:
     return MappingProxyType({})
 
 
+# Totals per inventory file. The per-line range cap (addresses.MAX_EXPANSION) alone lets
+# ten range lines make a million hosts; these bound the whole file. A Host costs about
+# 1 KiB with its variables, so the default host cap keeps a run well under 1 GiB.
+DEFAULT_MAX_HOSTS = 200_000
+DEFAULT_MAX_GROUPS = 20_000
+
+
+@dataclass(frozen=True)
+class InventoryLimits:
+    """How large an inventory may be; anything larger is refused as bad input."""
+
+    max_hosts: int = DEFAULT_MAX_HOSTS
+    max_groups: int = DEFAULT_MAX_GROUPS
+
+    @classmethod
+    def of(cls, max_hosts: int | None = None, max_groups: int | None = None) -> InventoryLimits:
+        """Limits with the defaults for what is not given."""
+        return cls(max_hosts or DEFAULT_MAX_HOSTS, max_groups or DEFAULT_MAX_GROUPS)
+
+
+@dataclass(frozen=True)
+class InventoryWarning:
+    """Something in the inventory worth telling the user that does not stop the run.
+
+    `message` quotes (repr) every name taken from the file, so it is safe to print.
+    """
+
+    message: str
+    source: str
+    line: int | None = None
+    host: str = ""
+
+    def __str__(self) -> str:
+        where = f"{self.source}:{self.line}" if self.line else self.source
+        return f"{where}: {self.message}"
+
+
 @dataclass(frozen=True)
 class Group:
     """One inventory group.
@@ -50,6 +87,7 @@ class Inventory:
     groups: Mapping[str, Group]
     source: str
     lines: Mapping[str, int] = field(default_factory=_no_lines, repr=False, compare=False)
+    warnings: tuple[InventoryWarning, ...] = ()
 
     def host_line(self, name: str) -> int | None:
         """The line where host `name` was first defined, when the format has lines."""
@@ -87,6 +125,10 @@ class Inventory:
         """The data `ansible-inventory -i FILE --list` prints for this inventory."""
         return ansible_list(self)
 
-    def graph(self) -> str:
-        """The tree `ansible-inventory -i FILE --graph` prints for this inventory."""
-        return ansible_graph(self)
+    def graph(self, max_lines: int = 1_000_000) -> str:
+        """The tree `ansible-inventory -i FILE --graph` prints for this inventory.
+
+        Raises InputError when it would be longer than `max_lines` (a group with several
+        parents is printed under each, so shared groups can multiply the output).
+        """
+        return ansible_graph(self, max_lines)

@@ -65,6 +65,7 @@ def apply_limit(inventory: Inventory, pattern: str) -> Inventory:
         inventory,
         hosts=tuple(h for h in inventory.hosts if h.name in selected),
         groups=MappingProxyType(groups),
+        warnings=tuple(w for w in inventory.warnings if not w.host or w.host in selected),
     )
 
 

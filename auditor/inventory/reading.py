@@ -70,6 +70,20 @@ def _blank_undecodable_comments(data: bytes, source: str, markers: tuple[str, ..
     return "\n".join(lines)
 
 
+def is_text(value: str) -> bool:
+    """Whether `value` is valid text: no lone surrogates, so UTF-8 can encode it.
+
+    Decoding a file as UTF-8 never makes a lone surrogate, but escapes can: JSON and YAML
+    `"\\udfff"`, a Python literal on an INI line. Such a string cannot be written to the
+    results file or a report faithfully, so it is refused where it enters.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @contextmanager
 def nesting_guard(source: str) -> Iterator[None]:
     """Turn Python's recursion limit, hit by absurdly nested input, into an InputError."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from auditor.errors import InputError
 from auditor.inventory.values import to_json
 
 if TYPE_CHECKING:
@@ -79,11 +80,20 @@ def ansible_list(inventory: Inventory) -> dict[str, Any]:
     return result
 
 
-def ansible_graph(inventory: Inventory) -> str:
+def ansible_graph(inventory: Inventory, max_lines: int = 1_000_000) -> str:
     """`ansible-inventory --graph` output: `@group:` lines with children, then hosts.
 
-    As in Ansible, a group with several parents appears under each of them.
+    As in Ansible, a group with several parents appears under each of them, so a few
+    lines of shared groups can stand for billions of graph lines: the length is counted
+    first (linear time) and more than `max_lines` is an InputError.
     """
+    size = _graph_size(inventory)
+    if size > max_lines:
+        raise InputError(
+            f"the group graph would be {size} lines long (groups with several parents are "
+            f"printed under each); use the --list view",
+            inventory.source,
+        )
     lines: list[str] = []
     # An explicit stack instead of recursion: nesting depth is the user's to choose.
     stack: list[tuple[str, str, int]] = [("group", "all", 0)]
@@ -100,3 +110,23 @@ def ansible_graph(inventory: Inventory) -> str:
             below += [("host", h, depth + 1) for h in group.hosts]
         stack.extend(reversed(below))
     return "\n".join(lines)
+
+
+def _graph_size(inventory: Inventory) -> int:
+    """How many lines `ansible_graph` prints: one per group occurrence and its hosts."""
+    groups = inventory.groups
+    size: dict[str, int] = {}
+    # Post-order without recursion; the group graph has no cycles (the builder checks).
+    stack: list[tuple[str, bool]] = [("all", False)]
+    while stack:
+        name, expanded = stack.pop()
+        if name in size:
+            continue
+        group = groups[name]
+        if not expanded:
+            stack.append((name, True))
+            stack.extend((child, False) for child in group.children if child not in size)
+            continue
+        own = 0 if name == "all" else len(group.hosts)
+        size[name] = 1 + own + sum(size[child] for child in group.children)
+    return size["all"]

@@ -17,9 +17,10 @@ import yaml
 from auditor.errors import InputError
 from auditor.inventory.addresses import expand_host_pattern
 from auditor.inventory.builder import InventoryBuilder, kind_name
-from auditor.inventory.model import Inventory
+from auditor.inventory.model import Inventory, InventoryLimits
 from auditor.inventory.reading import decode, nesting_guard
 from auditor.inventory.values import Vaulted, mark_unsafe
+from auditor.yamlbound import AliasBombError, load_bounded
 
 # Where a key was written: line_of(mapping, key) -> 1-based line, or None if unknown.
 LineOf = Callable[[Any, Any], "int | None"]
@@ -87,7 +88,9 @@ def load_yaml_document(text: str, source: str) -> tuple[Any, LineOf]:
     """Parse one YAML document; returns the data and a lookup for the line of a key."""
     loader = _Loader(text)
     try:
-        data = loader.get_single_data()
+        data = load_bounded(loader)
+    except AliasBombError as exc:
+        raise InputError(f"invalid YAML: {exc}", source) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = exc.problem or exc.context or "syntax error"
@@ -100,8 +103,6 @@ def load_yaml_document(text: str, source: str) -> tuple[Any, LineOf]:
         raise InputError(f"invalid YAML: {exc}", source) from None
     finally:
         loader.dispose()
-    if _refers_to_itself(data):
-        raise InputError("invalid YAML: an alias (*name) refers to its own anchor", source)
     key_lines = loader.key_lines
 
     def line_of(mapping: Any, key: Any) -> int | None:
@@ -110,50 +111,27 @@ def load_yaml_document(text: str, source: str) -> tuple[Any, LineOf]:
     return data, line_of
 
 
-def _refers_to_itself(data: Any) -> bool:
-    """True if an alias makes the data contain itself (`&a [*a]`), which nothing can use.
-
-    A depth-first walk that marks containers in progress; iterative, and visiting each
-    shared container once, so deep or alias-heavy documents cost linear time.
-    """
-    in_progress: set[int] = set()
-    finished: set[int] = set()
-    stack: list[tuple[Any, bool]] = [(data, False)]
-    while stack:
-        value, leaving = stack.pop()
-        if not isinstance(value, dict | list):
-            continue
-        key = id(value)
-        if leaving:
-            in_progress.discard(key)
-            finished.add(key)
-            continue
-        if key in in_progress:
-            return True
-        if key in finished:
-            continue
-        in_progress.add(key)
-        stack.append((value, True))
-        items = value.values() if isinstance(value, dict) else value
-        stack.extend((item, False) for item in items)
-    return False
-
-
-def load_yaml(data: bytes | str, source: str) -> Inventory:
+def load_yaml(data: bytes | str, source: str, limits: InventoryLimits | None = None) -> Inventory:
     """Read a YAML inventory; raises InputError."""
     document, line_of = load_yaml_document(decode(data, source), source)
-    return build_from_yaml(document, source, line_of).build()
+    return build_from_yaml(document, source, line_of, limits).build()
 
 
-def build_from_yaml(document: Any, source: str, line_of: LineOf | None = None) -> InventoryBuilder:
+def build_from_yaml(
+    document: Any,
+    source: str,
+    line_of: LineOf | None = None,
+    limits: InventoryLimits | None = None,
+) -> InventoryBuilder:
     """Feed a parsed YAML-style inventory (YAML, or the same shape in JSON) to a builder."""
+    reader = _YamlReader(source, line_of or (lambda _mapping, _key: None), limits)
     with nesting_guard(source):  # nested `children` are read recursively
-        return _YamlReader(source, line_of or (lambda _mapping, _key: None)).read(document)
+        return reader.read(document)
 
 
 class _YamlReader:
-    def __init__(self, source: str, line_of: LineOf) -> None:
-        self.builder = InventoryBuilder(source)
+    def __init__(self, source: str, line_of: LineOf, limits: InventoryLimits | None) -> None:
+        self.builder = InventoryBuilder(source, limits)
         self.line_of = line_of
 
     def read(self, document: Any) -> InventoryBuilder:

@@ -68,6 +68,7 @@ HOST_OUTCOME_COLORS: dict[HostOutcome, str] = {
     HostOutcome.PROBE_UNAVAILABLE: "#a1887f",
     HostOutcome.NOT_AUDITED: "#b0b0b0",
     HostOutcome.ERROR: "#616161",
+    HostOutcome.SKIPPED: "#d7ccc8",
 }
 NOT_AUDITED_COLOR = "#9e9e9e"
 
@@ -91,6 +92,7 @@ HOST_OUTCOME_MEANINGS: dict[HostOutcome, str] = {
     HostOutcome.PROBE_UNAVAILABLE: "no curl / PowerShell Invoke-WebRequest / fallback",
     HostOutcome.NOT_AUDITED: "the run ended before this host was tried",
     HostOutcome.ERROR: "unexpected error",
+    HostOutcome.SKIPPED: "not audited by design: no transport for its connection (network_cli…)",
 }
 
 
@@ -223,7 +225,7 @@ def _slice_row(summary: SliceSummary) -> dict[str, Any]:
         "name": summary.name,
         "hosts": summary.hosts,
         "audited": summary.audited,
-        "not_audited": summary.hosts - summary.audited,
+        "not_audited": summary.not_audited,
         "fully_ready": summary.fully_ready,
         "targets": [
             {
@@ -393,6 +395,7 @@ def context(run: AuditRun) -> dict[str, Any]:
     results = run.results
     total = len(results)
     audited = sum(1 for r in results if r.audited)
+    skipped = sum(1 for r in results if r.skipped)
     ready = sum(1 for r in results if fully_ready(r))
     summaries = summarize_targets(run)
     host_counts = host_outcome_counts(run)
@@ -404,7 +407,13 @@ def context(run: AuditRun) -> dict[str, Any]:
             ("fully-ready", "reaches every URL", ready, OUTCOME_COLORS[Outcome.REACHABLE], False),
             ("blocked", "blocked on at least one URL", audited - ready, "#c62828", False),
             *(
-                (o.value, f"not audited: {o.value}", n, HOST_OUTCOME_COLORS[o], True)
+                (
+                    o.value,
+                    "skipped" if o is HostOutcome.SKIPPED else f"not audited: {o.value}",
+                    n,
+                    HOST_OUTCOME_COLORS[o],
+                    True,
+                )
                 for o, n in host_counts
             ),
         ],
@@ -441,7 +450,8 @@ def context(run: AuditRun) -> dict[str, Any]:
         "totals": {
             "hosts": total,
             "audited": audited,
-            "not_audited": total - audited,
+            "not_audited": total - audited - skipped,
+            "skipped": skipped,
             "fully_ready": ready,
             "blocked": audited - ready,
         },

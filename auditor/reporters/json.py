@@ -75,6 +75,7 @@ def _target_dict(summary: TargetSummary) -> dict[str, Any]:
         "reachable": summary.reachable,
         "blocked": summary.blocked,
         "not_audited": summary.not_audited,
+        "skipped": summary.skipped,
         "readiness": _readiness(summary),
         "outcomes": {o.value: counts.get(o, 0) for o in Outcome},
     }
@@ -85,7 +86,8 @@ def _slice_dict(summary: SliceSummary) -> dict[str, Any]:
         "name": summary.name,
         "hosts": summary.hosts,
         "audited": summary.audited,
-        "not_audited": summary.hosts - summary.audited,
+        "not_audited": summary.not_audited,
+        "skipped": summary.skipped,
         "fully_ready": summary.fully_ready,
         "targets": [_target_dict(t) for t in summary.targets],
     }
@@ -96,12 +98,14 @@ def build_summary(run: AuditRun) -> dict[str, Any]:
     hosts = len(run.results)
     audited = sum(1 for r in run.results if r.audited)
     ready = sum(1 for r in run.results if fully_ready(r))
+    skipped = sum(1 for r in run.results if r.skipped)
     host_counts = dict(host_outcome_counts(run))
     target_counts = dict(target_outcome_counts(run))
     return {
         "hosts": hosts,
         "audited": audited,
-        "not_audited": hosts - audited,
+        "not_audited": hosts - audited - skipped,
+        "skipped": skipped,
         "fully_ready": ready,
         "blocked_hosts": audited - ready,
         "exit_status": exit_status(run),

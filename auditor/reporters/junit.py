@@ -3,6 +3,8 @@
 A host that reaches the URL passes. A blocked host fails with the target outcome as the
 failure type. A host that could not be audited also FAILS (type = its host-level outcome,
 e.g. ``unreachable``): a CI gate must never go green because hosts silently dropped out.
+A host skipped by design (a connection the auditor has no transport for, such as
+``network_cli``) is a ``<skipped>`` testcase: visible, and not a failure.
 
 Hostile text (host names, probe details) cannot break the document: characters XML 1.0
 forbids are removed, so are bidi and zero-width characters (a CI page shows them to people),
@@ -15,7 +17,7 @@ import math
 import re
 from collections.abc import Iterator
 
-from auditor.models import AuditedHost, HostResult, Observation, Target
+from auditor.models import AuditedHost, HostResult, Observation, Target, UnauditedHost
 from auditor.outcomes import Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.results import AuditRun
@@ -88,6 +90,9 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
         f'    <testcase classname="{xml_attr(_classname(result))}" '
         f'name="{xml_attr(result.host.name)}"'
     )
+    if isinstance(result, UnauditedHost) and result.skipped:
+        skipped = f'      <skipped message="{xml_attr(result.detail)}"/>\n'
+        return f'{head} time="0.000">\n{skipped}    </testcase>\n', False
     if not isinstance(result, AuditedHost):
         kind = result.outcome.value
         message = f"host not audited: {kind}" + (f": {result.detail}" if result.detail else "")
@@ -131,9 +136,10 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
     return f'{head} time="{time}">\n{failure}{_warnings(result)}    </testcase>\n', True
 
 
-def _suites(run: AuditRun) -> Iterator[tuple[str, int, int]]:
-    """(XML of one testsuite, tests, failures) per target."""
+def _suites(run: AuditRun) -> Iterator[tuple[str, int, int, int]]:
+    """(XML of one testsuite, tests, failures, skipped) per target."""
     timestamp = xml_attr(run.info.started)
+    skipped = sum(1 for r in run.results if r.skipped)
     for index, target in enumerate(run.info.targets):
         cases: list[str] = []
         failures = 0
@@ -151,10 +157,10 @@ def _suites(run: AuditRun) -> Iterator[tuple[str, int, int]]:
         )
         head = (
             f'  <testsuite name="{xml_attr(target.url)}" tests="{tests}" '
-            f'failures="{failures}" errors="0" skipped="0" '
+            f'failures="{failures}" errors="0" skipped="{skipped}" '
             f'time="{_seconds(run.info.duration)}" timestamp="{timestamp}">\n'
         )
-        yield head + props + "".join(cases) + "  </testsuite>\n", tests, failures
+        yield head + props + "".join(cases) + "  </testsuite>\n", tests, failures, skipped
 
 
 class JunitReporter(Reporter):
@@ -164,12 +170,13 @@ class JunitReporter(Reporter):
 
     def render(self, run: AuditRun) -> str:
         suites = list(_suites(run))
-        tests = sum(t for _, t, _ in suites)
-        failures = sum(f for _, _, f in suites)
+        tests = sum(t for _, t, _, _ in suites)
+        failures = sum(f for _, _, f, _ in suites)
+        skipped = sum(k for _, _, _, k in suites)
         head = (
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             f'<testsuites name="{xml_attr("allow-list audit " + run.info.run_id)}" '
-            f'tests="{tests}" failures="{failures}" errors="0" skipped="0" '
+            f'tests="{tests}" failures="{failures}" errors="0" skipped="{skipped}" '
             f'time="{_seconds(run.info.duration)}">\n'
         )
-        return head + "".join(xml for xml, _, _ in suites) + "</testsuites>\n"
+        return head + "".join(xml for xml, _, _, _ in suites) + "</testsuites>\n"

@@ -18,7 +18,7 @@ from typing import TextIO
 
 from auditor.aggregate import fully_ready, host_outcome_counts, summarize_targets
 from auditor.models import AuditedHost, HostResult, UnauditedHost
-from auditor.outcomes import Outcome, host_hint
+from auditor.outcomes import HostOutcome, Outcome, host_hint
 from auditor.results import AuditRun
 from auditor.textsafe import for_terminal
 
@@ -73,13 +73,16 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
     results = run.results
     total = len(results)
     audited = [r for r in results if isinstance(r, AuditedHost)]
-    unaudited = [r for r in results if isinstance(r, UnauditedHost)]
+    unaudited = [r for r in results if isinstance(r, UnauditedHost) and not r.skipped]
+    skipped = [r for r in results if isinstance(r, UnauditedHost) and r.skipped]
     ready = sum(1 for r in audited if fully_ready(r))
     lines: list[str] = []
 
     title = f"Allow-list audit {sanitize(info.run_id, 60)}".rstrip()
     lines.append(paint(title, "bold"))
     facts = [f"{total} hosts", f"{len(audited)} audited", f"{len(unaudited)} not audited"]
+    if skipped:
+        facts.append(f"{len(skipped)} skipped")
     if info.duration and math.isfinite(info.duration):
         facts.append(f"{info.duration:.1f} s")
     if info.inventory:
@@ -118,7 +121,7 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
     if unaudited:
         lines.append("")
         lines.append(paint(f"Not audited ({len(unaudited)}; not counted as blocked):", "warn"))
-        reasons = host_outcome_counts(run)
+        reasons = [(o, n) for o, n in host_outcome_counts(run) if o is not HostOutcome.SKIPPED]
         # The host budget is shared between the reasons, so the summary stays short.
         per_reason = max(1, max_hosts // len(reasons))
         for outcome, count in reasons:
@@ -130,6 +133,15 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
                 lines.append(f"    {name}" + (f": {detail}" if detail else ""))
             if count > per_reason:
                 lines.append(f"    and {count - per_reason} more")
+
+    if skipped:
+        lines.append("")
+        lines.append(f"Skipped ({len(skipped)}; connection not audited, not counted as blocked):")
+        for member in skipped[:max_hosts]:
+            name = sanitize(member.host.name, 60)
+            lines.append(f"  {name}: {sanitize(member.detail, 100)}")
+        if len(skipped) > max_hosts:
+            lines.append(f"  and {len(skipped) - max_hosts} more (see the HTML or CSV report)")
     return "\n".join(lines) + "\n"
 
 
@@ -178,6 +190,7 @@ class Progress:
         self.ok = 0
         self.blocked = 0
         self.not_audited = 0
+        self.skipped = 0
         self.started = clock()
         self._last_draw: float | None = None
         self._drawn = False
@@ -191,7 +204,9 @@ class Progress:
         """Count one finished host and redraw if the last redraw is old enough."""
         with self._lock:
             self.done += 1
-            if isinstance(result, UnauditedHost):
+            if isinstance(result, UnauditedHost) and result.skipped:
+                self.skipped += 1
+            elif isinstance(result, UnauditedHost):
                 self.not_audited += 1
             elif fully_ready(result):
                 self.ok += 1
@@ -204,7 +219,9 @@ class Progress:
         elapsed = self.clock() - self.started
         return (
             f"{self.done}/{self.total} hosts  ok {self.ok}  blocked {self.blocked}  "
-            f"not audited {self.not_audited}  {elapsed:.1f} s"
+            f"not audited {self.not_audited}  "
+            + (f"skipped {self.skipped}  " if self.skipped else "")
+            + f"{elapsed:.1f} s"
         )
 
     def _draw(self, force: bool = False) -> None:

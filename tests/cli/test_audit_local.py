@@ -121,7 +121,6 @@ def test_all_reachable_exits_0_and_unaudited_hosts_exit_3(
         ("h1 ansible_connection=local\n", ("--url", "ftp://x.example/"), "bad URL"),
         ("h1 ansible_connection=local\n", ("--limit", "nomatch"), "matched no hosts"),
         ("h1 ansible_connection=local\n", ("--platform", "ZZ9"), "unknown platform"),
-        ("h1 ansible_connection=docker\n", (), "not supported"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

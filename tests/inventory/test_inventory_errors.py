@@ -54,7 +54,6 @@ BAD_INI = [
     Bad("port_out_of_range", "[w]\nh1\nh2 ansible_port=99999\n", 3, "out of range", True),
     Bad("port_not_a_number", "[w]\nh2 ansible_port=ssh\n", 2, "not a number", True),
     Bad("group_port_out_of_range", "[w]\nh1\n[w:vars]\nansible_port=0\n", 2, "range", True),
-    Bad("unknown_connection", "[w]\nh1 ansible_connection=telnet\n", 2, "telnet", True),
     Bad("empty_numeric_range", "[w]\nh1\nweb[5:1]\n", 3, "is empty", True),
     Bad("too_many_hosts", "[w]\nweb[0:99999999]\n", 2, "more than 100000", True),
     Bad("host_named_all", "[web]\nh1\nall\n", 3, "cannot be named 'all'", True),
@@ -194,8 +193,8 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
 
 def test_host_error_names_the_line_of_the_first_definition(tmp_path: Path) -> None:
     path = tmp_path / "late.ini"
-    path.write_text("[a]\nh1\n[b]\nh1\n[b:vars]\nansible_connection=carrier-pigeon\n")
-    with pytest.raises(InputError, match=rf"^{path}:2: host h1: ansible_connection="):
+    path.write_text("[a]\nh1\n[b]\nh1\n[b:vars]\nansible_port=99999\n")
+    with pytest.raises(InputError, match=rf"^{path}:2: host h1: ansible_port="):
         load_inventory(path)
 
 

@@ -23,6 +23,7 @@ from auditor.inventory.ini import expand_ini_host, literal_value, load_ini, pars
 from auditor.inventory.jsoninv import load_json
 from auditor.inventory.shellwords import split_words
 from auditor.inventory.yamlinv import load_yaml
+from auditor.yamlbound import AliasBombError, expanded_size
 from tests.inventory.oracle import AnsibleWorker, assert_same_listing
 
 EXAMPLES = max(200, settings().max_examples)
@@ -319,3 +320,93 @@ def test_fuzz_split_words_is_shlex(line: str) -> None:
 def test_fuzz_value_shortcuts_agree_with_literal_eval(text: str) -> None:
     ours, reference = parse_value(text), literal_value(text)
     assert (type(ours), ours) == (type(reference), reference)
+
+
+# YAML that uses anchors, aliases and merge keys, the way alias bombs and real inventories
+# do; the alias bound (auditor.yamlbound) must leave only inventories or InputErrors.
+YAML_ALIAS_PIECES = """\
+all:
+  hosts:
+    h1: *d
+    h2:
+    h3: {<<: *d, z: 1}
+  vars: *d
+  vars: {big: [*a, *a, *a, *b, *b]}
+  children:
+    web: &w {hosts: {h4: *d}}
+    db: *w
+    app: {children: {web: *w, db: }}
+a: &a [1, 2, 3]
+b: &b [*a, *a, *a, *a]
+d: &d {x: *a, y: *b}
+e: [*d, *d, *b]
+r: &r [*r]
+- *a
+""".splitlines()
+yaml_with_aliases = st.lists(
+    st.sampled_from(YAML_ALIAS_PIECES) | st.text(max_size=6), max_size=20
+).map("\n".join)
+
+
+@FUZZ
+@given(yaml_with_aliases)
+def test_fuzz_yaml_with_aliases_raises_only_input_errors(text: str) -> None:
+    try:
+        inventory = parse_inventory(text, "fuzz.yml")
+    except InputError:
+        return
+    inventory.to_ansible_list()
+    inventory.graph()
+
+
+def _naive_size(node: yaml.Node) -> int:
+    """Nodes with every alias written out, by plain recursion (small documents only)."""
+    if isinstance(node, yaml.SequenceNode):
+        return 1 + sum(_naive_size(child) for child in node.value)
+    if isinstance(node, yaml.MappingNode):
+        return 1 + sum(_naive_size(k) + _naive_size(v) for k, v in node.value)
+    return 1
+
+
+@FUZZ
+@given(yaml_with_aliases)
+def test_fuzz_alias_expansion_is_counted_exactly(text: str) -> None:
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except (yaml.YAMLError, ValueError):
+        return
+    if node is None:
+        return
+    try:
+        _distinct, expanded = expanded_size(node)
+    except AliasBombError:
+        return  # an alias inside its own anchor: no finite size
+    assert expanded == _naive_size(node)
+
+
+# Names and values with lone surrogates (JSON's "\udfff" escapes): refused, or gone.
+surrogate_text = st.one_of(
+    st.sampled_from(["\udfff", "\ud800", "web\udc80", "h\udfff1"]), st.text(max_size=5)
+)
+script_documents = st.dictionaries(
+    surrogate_text,
+    st.fixed_dictionaries(
+        {"hosts": st.lists(surrogate_text, max_size=3)},
+        optional={"vars": st.dictionaries(surrogate_text, surrogate_text, max_size=2)},
+    ),
+    max_size=3,
+).map(lambda groups: {**groups, "_meta": {"hostvars": {}}})
+
+
+@FUZZ
+@given(script_documents)
+def test_fuzz_json_with_surrogates_loads_only_valid_text(document: dict[str, Any]) -> None:
+    try:
+        inventory = load_json(json.dumps(document), "fuzz.json")
+    except InputError:
+        return
+    for host in inventory.hosts:
+        host.name.encode("utf-8")
+        for group in host.groups:
+            group.encode("utf-8")
+        json.dumps(dict(host.vars), ensure_ascii=False, default=str).encode("utf-8")

@@ -195,7 +195,8 @@ def test_breakdowns(page: Page) -> None:
     for outcome in Outcome:
         assert outcome.value in text
     for reason in HostOutcome:
-        assert reason.value in text
+        if reason is not HostOutcome.SKIPPED:  # the sample run has none (see fleet.py)
+            assert reason.value in text
     for group in ("web", "db", "dc2", "dmz", "prod", "ungrouped"):
         assert group in text
     assert "linux" in text and "windows" in text

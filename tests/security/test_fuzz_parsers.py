@@ -110,3 +110,32 @@ def test_results_round_trip(observations: list[Observation], name: str, groups: 
     result = AuditedHost(host=host, observations=tuple(observations), duration=1.5)
     back = result_from_dict(result_to_dict(result), len(observations))
     assert back == result
+
+
+# Targets files that use anchors and aliases (an `expected_status` alias bomb included).
+TARGET_PIECES = """\
+targets:
+- url: https://a.example/
+  expected_status: *s
+  expected_status: &s [200, 204]
+  expected_status: [*s, *s, *s]
+  name: *n
+x: &n [*s, *s, *s, *s]
+y: &m [*n, *n, *n, *n]
+z: [*m, *m, *m, *m, *m]
+- https://b.example/
+- {url: https://c.example/, "\\x1b[2J": 1}
+""".splitlines()
+
+
+@given(st.lists(st.sampled_from(TARGET_PIECES) | st.text(max_size=6), max_size=16))
+def test_targets_loader_with_aliases_raises_only_input_errors(pieces: list[str]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "targets.yml"
+        path.write_text("\n".join(pieces), encoding="utf-8", errors="surrogatepass")
+        try:
+            targets = load_targets_file(path)
+        except InputError as exc:
+            assert len(str(exc)) < 400 + len(str(path))  # one short line, whatever the input
+            return
+        assert 0 < len(targets) <= 1000
