@@ -6,7 +6,6 @@ Plain functions under the click layer; nothing here prints or exits.
 from __future__ import annotations
 
 import asyncio
-import os
 import platform as pyplatform
 import secrets
 import signal
@@ -16,7 +15,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
 
 from auditor import __version__
 from auditor.models import AuditedHost, Connection, Host, HostResult, Target
@@ -24,6 +22,7 @@ from auditor.probes import ProbeSettings, Scrubber
 from auditor.reportdir import prepare
 from auditor.results import AuditRun, ResultsWriter, RunInfo
 from auditor.scheduler import Probes, Schedule, run_audit
+from auditor.settings import ReportSettings, SSHSettings, WinRMSettings
 from auditor.transports.base import SettingsSource, Transport
 
 
@@ -35,11 +34,12 @@ class AuditConfig:
     targets: tuple[Target, ...]
     out_dir: Path
     inventory: str = ""
-    formats: tuple[str, ...] = ("html", "csv", "json", "junit")
-    report_mode: int = 0o600
+    formats: tuple[str, ...] = ReportSettings.formats
+    report_mode: int = ReportSettings.mode
     schedule: Schedule = field(default_factory=Schedule)
     probe: ProbeSettings = field(default_factory=ProbeSettings)
-    transport_options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    ssh: SSHSettings = field(default_factory=SSHSettings)
+    winrm: WinRMSettings = field(default_factory=WinRMSettings)
     options_shown: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     warnings: tuple[str, ...] = ()
     host_lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
@@ -160,21 +160,14 @@ _PASSWORD_VARS = (
     "ansible_become_password",
     "ansible_become_pass",
 )
-_PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 
 
 def _run_secrets(config: AuditConfig) -> frozenset[str]:
     """Every run-wide secret the auditor holds: the SSH and WinRM passwords and the key
     passphrase. A host may have learned one (a hostile host, or a tool echoing its own
     command line); whatever a host sends back is scrubbed of them before it is kept."""
-    found: set[str] = set()
-    passwords = config.transport_options.get("passwords") or {}
-    for secret in passwords.values():
-        if secret is not None:
-            found.add(secret.reveal())
-    passphrase = os.environ.get(_PASSPHRASE_ENV)
-    if passphrase:
-        found.add(passphrase)
+    held = (config.ssh.password, config.ssh.passphrase, config.winrm.password)
+    found = {secret.reveal() for secret in held if secret is not None}
     return frozenset(s for s in found if len(s) >= _MIN_SECRET)
 
 

@@ -11,13 +11,36 @@ from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
 import click
+from click.core import ParameterSource
 
 from auditor import __version__
 from auditor.errors import AuditorError, InputError, LabError
+from auditor.probes import ProbeSettings
+from auditor.scheduler import Schedule
+from auditor.settings import (
+    FORMATS,
+    KEY_BY_NAME,
+    POWERSHELLS,
+    WINRM_TRANSPORTS,
+    ReportSettings,
+    Settings,
+    SSHSettings,
+)
 from auditor.textsafe import for_terminal
 
-FORMATS = ("html", "csv", "json", "junit")
 EXIT_USAGE = 2
+_SCHEDULE = Schedule()
+_PROBE = ProbeSettings(nonce="")
+
+
+def _range(name: str) -> click.IntRange | click.FloatRange:
+    """The click type of setting `name`, with the bounds every source is checked against."""
+    key = KEY_BY_NAME[name]
+    if key.kind.value == "integer":
+        low = int(key.low) if key.low is not None else None
+        high = int(key.high) if key.high is not None else None
+        return click.IntRange(low, high)
+    return click.FloatRange(key.low, key.high)
 
 
 def _safe(text: str) -> str:
@@ -66,31 +89,38 @@ def _route_warnings() -> None:
 INVENTORY_LIMIT_OPTIONS = [
     click.option(
         "--max-hosts",
-        type=click.IntRange(1),
-        envvar="AUDITOR_MAX_HOSTS",
-        show_envvar=True,
+        type=_range("max_hosts"),
         metavar="N",
         help="Refuse an inventory with more hosts [default: 200000].",
     ),
     click.option(
         "--max-groups",
-        type=click.IntRange(1),
-        envvar="AUDITOR_MAX_GROUPS",
-        show_envvar=True,
+        type=_range("max_groups"),
         metavar="N",
         help="Refuse an inventory with more groups [default: 20000].",
     ),
 ]
 
 
+CONFIG_OPTION = click.option(
+    "--config",
+    "config",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Auditor config file (TOML) [default: AUDITOR_CONFIG, else ./fleet-auditor.toml, "
+    "else ~/.config/fleet-auditor/config.toml].",
+)
+
+
 AUDIT_OPTIONS = [
+    CONFIG_OPTION,
     click.option(
         "-i",
         "--inventory",
         "inventory",
-        required=True,
         metavar="FILE",
-        help="Ansible inventory: INI, YAML, or the JSON of `ansible-inventory --list`.",
+        help="Ansible inventory: INI, YAML, or the JSON of `ansible-inventory --list` "
+        "[default: from AUDITOR_INVENTORY, the config file or ansible.cfg].",
     ),
     click.option(
         "-l",
@@ -138,53 +168,43 @@ AUDIT_OPTIONS = [
     ),
     click.option(
         "--report-mode",
-        default="600",
-        show_default=True,
         metavar="OCTAL",
-        help="File mode of reports and results.",
+        help=f"File mode of reports and results [default: {ReportSettings.mode:03o}].",
     ),
     click.option(
         "-f",
         "--forks",
-        default=50,
-        show_default=True,
-        type=click.IntRange(1, 100000),
-        help="Hosts audited at once.",
+        type=_range("forks"),
+        help=f"Hosts audited at once [default: {_SCHEDULE.forks}].",
     ),
     click.option(
         "--timeout",
-        default=60.0,
-        show_default=True,
-        type=click.FloatRange(1, 86400),
-        help="Deadline per host in seconds: connect, probe and all URLs.",
+        type=_range("timeout"),
+        help="Deadline per host in seconds: connect, probe and all URLs "
+        f"[default: {_SCHEDULE.timeout:g}].",
     ),
     click.option(
         "--connect-timeout",
-        default=10.0,
-        show_default=True,
-        type=click.FloatRange(0.5, 3600),
-        help="SSH/WinRM connect timeout in seconds.",
+        type=_range("connect_timeout"),
+        help=f"SSH/WinRM connect timeout in seconds [default: {SSHSettings.connect_timeout:g}].",
     ),
     click.option(
         "--retries",
-        default=0,
-        show_default=True,
-        type=click.IntRange(0, 10),
-        help="Retries for hosts that could not be connected to (never for auth failures).",
+        type=_range("retries"),
+        help="Retries for hosts that could not be connected to (never for auth failures) "
+        f"[default: {_SCHEDULE.retries}].",
     ),
     click.option(
         "--probe-timeout",
-        default=10.0,
-        show_default=True,
-        type=click.FloatRange(0.5, 3600),
-        help="Per-URL time limit on the host (curl --max-time / IWR -TimeoutSec).",
+        type=_range("probe_timeout"),
+        help="Per-URL time limit on the host (curl --max-time / IWR -TimeoutSec) "
+        f"[default: {_PROBE.max_time:g}].",
     ),
     click.option(
         "--probe-connect-timeout",
-        default=5.0,
-        show_default=True,
-        type=click.FloatRange(0.5, 3600),
-        help="Per-URL TCP connect limit on the host (curl --connect-timeout).",
+        type=_range("probe_connect_timeout"),
+        help="Per-URL TCP connect limit on the host (curl --connect-timeout) "
+        f"[default: {_PROBE.connect_timeout:g}].",
     ),
     click.option(
         "--agent-proxy",
@@ -249,12 +269,12 @@ AUDIT_OPTIONS = [
     click.option("--winrm-user", metavar="USER", help="WinRM user when the inventory has none."),
     click.option(
         "--winrm-transport",
-        type=click.Choice(["ntlm", "basic", "kerberos", "credssp", "certificate"]),
+        type=click.Choice(WINRM_TRANSPORTS),
         help="WinRM auth when the inventory has none [default: ntlm].",
     ),
     click.option(
         "--winrm-powershell",
-        type=click.Choice(sorted(("powershell", "pwsh"))),
+        type=click.Choice(sorted(POWERSHELLS)),
         help="PowerShell that runs the probe when the inventory's auditor_powershell says "
         "none: powershell (Windows PowerShell 5.1) or pwsh (PowerShell 7) [default: powershell].",
     ),
@@ -288,17 +308,13 @@ AUDIT_OPTIONS = [
     *INVENTORY_LIMIT_OPTIONS,
     click.option(
         "--max-targets",
-        type=click.IntRange(1),
-        envvar="AUDITOR_MAX_TARGETS",
-        show_envvar=True,
+        type=_range("max_targets"),
         metavar="N",
         help="Refuse more target URLs than this [default: 1000].",
     ),
     click.option(
         "--max-targets-file-size",
-        type=click.IntRange(1),
-        envvar="AUDITOR_MAX_TARGETS_FILE_SIZE",
-        show_envvar=True,
+        type=_range("max_targets_file_size"),
         metavar="BYTES",
         help="Refuse a larger --targets file [default: 1048576].",
     ),
@@ -317,32 +333,49 @@ def audit_options(func: Any) -> Any:
     return func
 
 
-def _run_audit(**kw: Any) -> NoReturn:
-    from auditor.run import run_from_options
+def _given(ctx: click.Context, values: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line: only those outrank the other sources."""
+    return {
+        name: value
+        for name, value in values.items()
+        if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE
+    }
 
-    try:
-        status = run_from_options(kw)
-    except InputError as exc:
-        _fail(str(exc))
-    except LabError as exc:
-        _fail(str(exc))
-    except AuditorError as exc:
-        _fail(str(exc))
-    sys.exit(status)
+
+def _settings(ctx: click.Context, values: dict[str, Any], secrets: bool = True) -> Settings:
+    """The run's settings, built once here from every source; see `auditor.settings`."""
+    import os
+
+    from auditor.settings import build_settings
+
+    settings = build_settings(_given(ctx, values), os.environ, secrets=secrets)
+    for note in settings.warnings:
+        warn(note)
+    return settings
 
 
 @click.command("audit", context_settings={"help_option_names": ["-h", "--help"]})
 @audit_options
 @click.version_option(__version__, prog_name="audit")
-def audit_main(**kw: Any) -> None:
+@click.pass_context
+def audit_main(ctx: click.Context, /, **kw: Any) -> None:
     """Audit which hosts of an inventory can reach which URLs, and why not.
+
+    Settings come from flags, then AUDITOR_* variables, then the config file, then
+    ansible.cfg (see `auditor config`).
 
     Exit status: 0 every audited host reaches every URL; 1 some URL is blocked somewhere;
     2 bad input or usage; 3 nothing blocked but some hosts could not be audited;
     130/143 interrupted (reports hold what finished).
     """
+    from auditor.run import run_from_settings
+
     _route_warnings()
-    _run_audit(**kw)
+    try:
+        status = run_from_settings(_settings(ctx, kw))
+    except AuditorError as exc:
+        _fail(str(exc))
+    sys.exit(status)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -413,8 +446,41 @@ def connection_options(func: Any) -> Any:
     return func
 
 
+@main.command("config")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.option("--only-changed", is_flag=True, help="Only the settings that are not the defaults.")
+@audit_options
+@click.pass_context
+def config_cmd(ctx: click.Context, /, as_json: bool, only_changed: bool, **kw: Any) -> None:
+    """Print the effective settings and where each came from (flag, env, file:line,
+    ansible.cfg:line or default), given the same flags as `audit`."""
+    import json
+
+    from auditor.settings import effective
+
+    values = {k: v for k, v in kw.items()}
+    try:
+        settings = _settings(ctx, values, secrets=False)
+    except AuditorError as exc:
+        _fail(str(exc))
+    shown = {
+        name: {"value": value, "source": settings.origin(name)}
+        for name, value in effective(settings).items()
+        if not only_changed or settings.origin(name) != "default"
+    }
+    if as_json:
+        click.echo(json.dumps(shown, indent=2, sort_keys=True))
+        return
+    width = max((len(name) for name in shown), default=0)
+    for name, item in shown.items():
+        value = item["value"]
+        text = ",".join(str(v) for v in value) if isinstance(value, list) else value
+        text = "-" if text is None or text == "" else str(text)
+        click.echo(_safe(f"{name:{width}} = {text}  ({item['source']})"))
+
+
 @main.command("inventory")
-@click.option("-i", "--inventory", "inventory", required=True, metavar="FILE")
+@click.option("-i", "--inventory", "inventory", metavar="FILE")
 @click.option("-l", "--limit", metavar="PATTERN")
 @click.option(
     "--list", "as_list", is_flag=True, help="JSON as `ansible-inventory --list` (the default)."
@@ -428,16 +494,16 @@ def connection_options(func: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="With --resolve: print JSON.")
 @connection_options
 @inventory_limit_options
+@CONFIG_OPTION
+@click.pass_context
 def inventory_cmd(
-    inventory: str,
-    limit: str | None,
+    ctx: click.Context,
+    /,
     as_list: bool,
     graph: bool,
     resolve: bool,
     as_json: bool,
-    max_hosts: int | None,
-    max_groups: int | None,
-    **connection: Any,
+    **options: Any,
 ) -> None:
     """Show an inventory as the auditor resolves it (same shape as ansible-inventory).
 
@@ -449,15 +515,22 @@ def inventory_cmd(
     from auditor.inventory.model import InventoryLimits
 
     try:
-        inv = load_inventory(inventory, InventoryLimits.of(max_hosts, max_groups))
-        if limit:
-            inv = inv.limit(limit)
+        settings = _settings(ctx, options)
+        source = settings.inventory
+        if not source.path:
+            raise InputError(
+                "no inventory: give --inventory, AUDITOR_INVENTORY, 'inventory' in the config "
+                "file, or [defaults] inventory in ansible.cfg"
+            )
+        inv = load_inventory(source.path, InventoryLimits.of(source.max_hosts, source.max_groups))
+        if source.limit:
+            inv = inv.limit(source.limit)
         for warning in inv.warnings:
             _warn(str(warning))
         if resolve:
             from auditor.resolve import render_text, resolve_hosts, to_json
 
-            resolved = resolve_hosts(tuple(inv.hosts), connection)
+            resolved = resolve_hosts(tuple(inv.hosts), settings)
             click.echo(to_json(resolved) if as_json else render_text(resolved))
             return
         text = _safe_lines(inv.graph()) if graph and not as_list else None

@@ -9,15 +9,15 @@ too: the name service, when the ssh config asks for CanonicalizeHostname.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from auditor.errors import HostLevelError
 from auditor.models import Connection, Host
-from auditor.secret import Secret, secret_from_env, secret_from_file
+from auditor.secret import Secret, secret_from_file
+from auditor.settings import Settings
 from auditor.transports.endpoint import EndpointDefaults, JumpSpec, resolve_endpoint
 from auditor.transports.sshconfig import (
     DEFAULT_PORT,
@@ -47,15 +47,13 @@ class ResolvedHost:
     winrm_auth: str | None = None
 
 
-def resolve_hosts(hosts: Sequence[Host], opts: Mapping[str, Any]) -> tuple[ResolvedHost, ...]:
-    """Resolve every host as `audit` would with the same options (click's parsed options).
+def resolve_hosts(hosts: Sequence[Host], settings: Settings) -> tuple[ResolvedHost, ...]:
+    """Resolve every host as `audit` would with the same settings.
 
     Raises `InputError` for a setting that is wrong whichever host it is for (an ssh config
     line, a malformed jump host, a WinRM setting): `audit` stops on those too.
     """
-    from auditor.transports.ssh import ssh_options_from
-
-    ssh_options = ssh_options_from(opts)
+    ssh_options = settings.ssh
     reader: SSHConfigReader | None = None
     out: list[ResolvedHost] = []
     for host in hosts:
@@ -70,7 +68,7 @@ def resolve_hosts(hosts: Sequence[Host], opts: Mapping[str, Any]) -> tuple[Resol
                 reader = SSHConfigReader(ssh_options.ssh_config or default_config_path())
             out.append(_ssh(host, ssh_options, reader))
         elif host.connection is Connection.WINRM:
-            out.append(_winrm(host, opts))
+            out.append(_winrm(host, settings))
         else:
             out.append(ResolvedHost(host.name, host.connection, host.address, NO_PORT, None))
     return tuple(out)
@@ -101,18 +99,16 @@ def _ssh(host: Host, options: EndpointDefaults, reader: SSHConfigReader) -> Reso
     )
 
 
-def _winrm(host: Host, opts: Mapping[str, Any]) -> ResolvedHost:
-    from auditor.run import WINRM_PASSWORD_ENV
+def _winrm(host: Host, settings: Settings) -> ResolvedHost:
     from auditor.transports.winrm import resolve_endpoint as winrm_endpoint
-    from auditor.transports.winrm import winrm_options_from
 
-    password = secret_from_env(WINRM_PASSWORD_ENV)
-    if password is None and opts.get("password_file"):
-        password = secret_from_file(Path(opts["password_file"]))
-    if password is None and opts.get("ask_pass"):
+    password = settings.winrm.password
+    if password is None and settings.password_file is not None:
+        password = secret_from_file(settings.password_file)
+    if password is None and settings.ask_pass:
         # `audit --ask-pass` would prompt; the password itself is not needed to resolve.
         password = Secret("(asked at run time)")
-    ep = winrm_endpoint(host, winrm_options_from(opts), password)
+    ep = winrm_endpoint(host, settings.winrm, password)
     url = urlsplit(ep.url)
     return ResolvedHost(
         name=host.name,

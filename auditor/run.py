@@ -23,14 +23,11 @@ from auditor.audit import (
 )
 from auditor.errors import InputError
 from auditor.models import Connection, Host
-from auditor.probes import ProbeSettings
 from auditor.results import AuditRun, read_results
-from auditor.scheduler import Schedule
-from auditor.secret import Secret, secret_from_env, secret_from_file
+from auditor.secret import Secret, secret_from_file
+from auditor.settings import HostKeyPolicy, Settings, parse_mode
 from auditor.transports.base import Transport
 
-SSH_PASSWORD_ENV = "AUDITOR_SSH_PASSWORD"  # noqa: S105 - a variable name, not a secret
-WINRM_PASSWORD_ENV = "AUDITOR_WINRM_PASSWORD"  # noqa: S105
 NO_HOST_KEY_WARNING = (
     "HOST KEY CHECKING WAS DISABLED (--no-host-key-check): results could come from an impostor host"
 )
@@ -38,16 +35,6 @@ NO_HOST_KEY_WARNING = (
 
 def _echo(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def _mode(value: str) -> int:
-    try:
-        mode = int(value, 8)
-    except ValueError:
-        raise InputError(f"{value!r} is not an octal file mode", "--report-mode") from None
-    if not 0 <= mode <= 0o666:
-        raise InputError(f"{value!r} must be between 000 and 666", "--report-mode")
-    return mode
 
 
 def _shard(value: str | None) -> tuple[int, int] | None:
@@ -62,96 +49,103 @@ def _shard(value: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def _passwords(opts: Mapping[str, Any], hosts: Sequence[Host]) -> dict[str, Secret | None]:
-    """Passwords come only from the environment or a prompt, never from a flag value."""
-    ssh = secret_from_env(SSH_PASSWORD_ENV)
-    winrm = secret_from_env(WINRM_PASSWORD_ENV)
-    if opts.get("password_file"):
-        from_file = secret_from_file(Path(opts["password_file"]))
+def with_passwords(settings: Settings, hosts: Sequence[Host]) -> Settings:
+    """`settings` with the run's passwords: from the environment (already in `settings`), else
+    the password file, else a prompt; never from a flag value."""
+    ssh = settings.ssh.password
+    winrm = settings.winrm.password
+    if settings.password_file is not None:
+        from_file = secret_from_file(settings.password_file)
         ssh = ssh or from_file
         winrm = winrm or from_file
-    if opts.get("ask_pass"):
+    if settings.ask_pass:
         import getpass
 
         kinds = {h.connection for h in hosts}
         if Connection.SSH in kinds and ssh is None:
             ssh = Secret(getpass.getpass("SSH password: "))
-        if winrm is None and _winrm_needs_password(opts, hosts):
+        if winrm is None and _winrm_needs_password(settings, hosts):
             winrm = Secret(getpass.getpass("WinRM password: "))
-    return {"ssh": ssh, "winrm": winrm}
+    return replace(
+        settings,
+        ssh=replace(settings.ssh, password=ssh),
+        winrm=replace(settings.winrm, password=winrm),
+    )
 
 
-def _winrm_needs_password(opts: Mapping[str, Any], hosts: Sequence[Host]) -> bool:
+def _winrm_needs_password(settings: Settings, hosts: Sequence[Host]) -> bool:
     """Whether any WinRM host uses a password (certificate and Kerberos hosts do not)."""
     windows = [h for h in hosts if h.connection == Connection.WINRM]
     if not windows:
         return False
-    from auditor.transports.winrm import needs_password, winrm_options_from
+    from auditor.transports.winrm import needs_password
 
-    options = winrm_options_from(opts)
-    return any(needs_password(h, options) for h in windows)
+    return any(needs_password(h, settings.winrm) for h in windows)
 
 
-def build_config(opts: Mapping[str, Any]) -> AuditConfig:
+def _host_key_warning(settings: Settings) -> tuple[str, ...]:
+    if settings.ssh.host_key_policy is not HostKeyPolicy.NONE:
+        return ()
+    origin = settings.origin("host_key_policy")
+    if origin.startswith("flag"):
+        return (NO_HOST_KEY_WARNING,)
+    return (f"HOST KEY CHECKING WAS DISABLED ({origin}): results could come from an impostor host",)
+
+
+def build_config(settings: Settings) -> AuditConfig:
     from auditor.inventory import InventoryLimits, load_inventory
     from auditor.targets import TargetLimits, select_targets
 
-    limits = InventoryLimits.of(opts.get("max_hosts"), opts.get("max_groups"))
-    inventory = load_inventory(opts["inventory"], limits)
-    if opts.get("limit"):
-        inventory = inventory.limit(opts["limit"])
+    source = settings.inventory
+    if not source.path:
+        raise InputError(
+            "no inventory: give --inventory, AUDITOR_INVENTORY, 'inventory' in the config "
+            "file, or [defaults] inventory in ansible.cfg"
+        )
+    limits = InventoryLimits.of(source.max_hosts, source.max_groups)
+    inventory = load_inventory(source.path, limits)
+    if source.limit:
+        inventory = inventory.limit(source.limit)
     hosts = tuple(inventory.hosts)
-    chosen_shard = _shard(opts.get("shard"))
+    chosen_shard = _shard(source.shard)
     if chosen_shard:
         hosts = shard(hosts, *chosen_shard)
+    wanted = settings.targets
     targets = select_targets(
-        opts.get("platforms") or (),
-        opts.get("urls") or (),
-        opts.get("targets_files") or (),
-        TargetLimits.of(opts.get("max_targets_file_size"), opts.get("max_targets")),
+        wanted.platforms,
+        wanted.urls,
+        wanted.files,
+        TargetLimits.of(wanted.max_targets_file_size, wanted.max_targets),
     )
-    if opts.get("no_host_key_check") and opts.get("accept_new_host_keys"):
-        raise InputError("choose one of --no-host-key-check and --accept-new-host-keys")
-    mode = _mode(opts.get("report_mode") or "600")
-    out_dir = opts.get("out_dir") or default_out_dir()
-    warnings: tuple[str, ...] = (NO_HOST_KEY_WARNING,) if opts.get("no_host_key_check") else ()
+    out_dir = settings.report.out_dir or default_out_dir()
+    warnings = _host_key_warning(settings)
     # Inventory warnings (an unknown connection plugin) go to the terminal and every report.
     warnings += tuple(str(w) for w in inventory.warnings)
-    runner = opts.get("runner") or default_runner()
+    schedule = settings.schedule
+    if not schedule.runner:
+        schedule = replace(schedule, runner=default_runner())
     shown = {
-        "inventory": str(opts["inventory"]),
-        "limit": str(opts.get("limit") or ""),
-        "forks": str(opts.get("forks", 50)),
-        "timeout": str(opts.get("timeout", 60.0)),
-        "connect_timeout": str(opts.get("connect_timeout", 10.0)),
-        "retries": str(opts.get("retries", 0)),
-        "probe_timeout": str(opts.get("probe_timeout", 10.0)),
-        "shard": str(opts.get("shard") or ""),
-        "host_key_policy": "none"
-        if opts.get("no_host_key_check")
-        else ("accept-new" if opts.get("accept_new_host_keys") else "strict"),
+        "inventory": source.path,
+        "limit": source.limit or "",
+        "forks": str(schedule.forks),
+        "timeout": str(schedule.timeout),
+        "connect_timeout": str(settings.ssh.connect_timeout),
+        "retries": str(schedule.retries),
+        "probe_timeout": str(settings.probe.max_time),
+        "shard": source.shard or "",
+        "host_key_policy": str(settings.ssh.host_key_policy),
     }
     return AuditConfig(
         hosts=hosts,
         targets=targets,
         out_dir=Path(out_dir),
-        inventory=str(opts["inventory"]),
-        formats=tuple(opts.get("formats") or ("html", "csv", "json", "junit")),
-        report_mode=mode,
-        schedule=Schedule(
-            forks=int(opts.get("forks", 50)),
-            timeout=float(opts.get("timeout", 60.0)),
-            retries=int(opts.get("retries", 0)),
-            runner=runner,
-        ),
-        probe=ProbeSettings(
-            connect_timeout=float(opts.get("probe_connect_timeout", 5.0)),
-            max_time=float(opts.get("probe_timeout", 10.0)),
-            agent_proxy=bool(opts.get("agent_proxy")),
-        ),
-        transport_options=MappingProxyType(
-            {k: v for k, v in opts.items() if k not in ("inventory",)}
-        ),
+        inventory=source.path,
+        formats=settings.report.formats,
+        report_mode=settings.report.mode,
+        schedule=schedule,
+        probe=settings.probe,
+        ssh=settings.ssh,
+        winrm=settings.winrm,
         options_shown=MappingProxyType(shown),
         warnings=warnings,
         host_lines=MappingProxyType(
@@ -162,40 +156,36 @@ def build_config(opts: Mapping[str, Any]) -> AuditConfig:
 
 def make_transport(connection: Connection, config: AuditConfig) -> Transport:
     """One transport per connection kind, built from the run's options."""
-    opts = config.transport_options
     if connection is Connection.LOCAL:
         from auditor.transports.local import LocalTransport
 
         return LocalTransport()
     if connection is Connection.SSH:
-        from auditor.transports.ssh import SSHTransport, ssh_options_from
+        from auditor.transports.ssh import SSHTransport
 
-        return SSHTransport(ssh_options_from(opts))
-    from auditor.transports.winrm import winrm_transport_from
+        return SSHTransport(config.ssh)
+    from auditor.transports.winrm import WinRMTransport
 
-    return winrm_transport_from(opts, config.schedule.forks)
+    return WinRMTransport(config.winrm, config.winrm.password, max_workers=config.schedule.forks)
 
 
-def run_from_options(opts: Mapping[str, Any]) -> int:
-    """Run an audit from CLI options; returns the exit status."""
+def run_from_settings(settings: Settings) -> int:
+    """Run an audit with `settings` (built once, by the CLI); returns the exit status."""
     from auditor.cli import warn
     from auditor.reporters import write_reports
     from auditor.reporters.terminal import Progress, render_summary
 
-    config = build_config(opts)
-    passwords = _passwords(opts, config.hosts)
-    config = replace(
-        config,
-        transport_options=MappingProxyType({**config.transport_options, "passwords": passwords}),
-    )
+    config = build_config(settings)
+    settings = with_passwords(settings, config.hosts)
+    config = replace(config, ssh=settings.ssh, winrm=settings.winrm)
     # Every setting is checked before any host is contacted and before the report directory
     # exists: a bad one stops the run here, with nothing to clean up.
     transports = prepare_transports(config, make_transport)
     warned = host_warnings(transports, config.hosts)
     if warned:
         config = replace(config, warnings=(*config.warnings, *_host_warning_lines(warned)))
-    prepare_out_dir(config.out_dir, bool(opts.get("force")), config.report_mode)
-    quiet = bool(opts.get("quiet"))
+    prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
+    quiet = settings.report.quiet
     for warning in config.warnings:
         warn(warning)
     progress = Progress(total=len(config.hosts))
@@ -260,7 +250,7 @@ def render_from_results(
 
     runs = [read_results(p) for p in paths]
     run = runs[0] if len(runs) == 1 else merge_runs(runs)
-    mode = _mode(report_mode)
+    mode = parse_mode(report_mode)
     prepare_out_dir(out_dir, force, mode)
     write_reports(run, out_dir, tuple(formats), mode)
     return exit_status(run)

@@ -14,8 +14,7 @@ import re
 import socket
 import stat
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -27,6 +26,7 @@ from auditor.material import KEY_LIMIT, KNOWN_HOSTS_LIMIT, MaterialError, read_m
 from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
 from auditor.secret import Secret, inventory_secret
+from auditor.settings import PASSPHRASE_ENV, HostKeyPolicy, SSHSettings
 from auditor.transports.base import (
     MAX_OUTPUT_BYTES,
     ProbeJob,
@@ -37,53 +37,8 @@ from auditor.transports.base import (
 from auditor.transports.endpoint import Endpoint, JumpSpec, resolve_endpoint
 from auditor.transports.sshconfig import SSHConfigReader, default_config_path
 
-PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
-
-
-class HostKeyPolicy(StrEnum):
-    STRICT = "strict"
-    ACCEPT_NEW = "accept-new"
-    NONE = "none"
-
-
-@dataclass(frozen=True)
-class SSHOptions:
-    """Run-wide SSH settings; inventory variables override them per host."""
-
-    user: str | None = None
-    keys: tuple[Path, ...] = ()
-    known_hosts: Path | None = None
-    host_key_policy: HostKeyPolicy = HostKeyPolicy.STRICT
-    jump_host: str | None = None
-    ssh_config: Path | None = None
-    password: Secret | None = field(default=None, repr=False)
-    passphrase: Secret | None = field(default=None, repr=False)
-    connect_timeout: float = 10.0
-    password_on_new_keys: bool = False
-    """Under ACCEPT_NEW, also send the password to a host whose key is first seen."""
-
-
-def ssh_options_from(opts: Mapping[str, Any]) -> SSHOptions:
-    """Build SSHOptions from the CLI's parsed options."""
-    policy = HostKeyPolicy.STRICT
-    if opts.get("no_host_key_check"):
-        policy = HostKeyPolicy.NONE
-    elif opts.get("accept_new_host_keys"):
-        policy = HostKeyPolicy.ACCEPT_NEW
-    passwords = opts.get("passwords") or {}
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    return SSHOptions(
-        user=opts.get("user"),
-        keys=tuple(Path(k) for k in opts.get("ssh_keys") or ()),
-        known_hosts=opts.get("known_hosts"),
-        host_key_policy=policy,
-        jump_host=opts.get("jump_host"),
-        ssh_config=opts.get("ssh_config"),
-        password=passwords.get("ssh"),
-        passphrase=Secret(passphrase) if passphrase else None,
-        connect_timeout=float(opts.get("connect_timeout", 10.0)),
-        password_on_new_keys=bool(opts.get("password_on_new_keys")),
-    )
+SSHOptions = SSHSettings
+"""The run-wide SSH settings the transport is built from (`auditor.settings`)."""
 
 
 KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")

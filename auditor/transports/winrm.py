@@ -47,6 +47,7 @@ from auditor.errors import HostLevelError, InputError
 from auditor.models import Host
 from auditor.outcomes import HostOutcome
 from auditor.secret import Secret, inventory_secret
+from auditor.settings import WinRMSettings
 from auditor.transports.base import (
     MAX_OUTPUT_BYTES,
     ProbeJob,
@@ -101,32 +102,8 @@ def command_line(script: str, program: str = POWERSHELL) -> str:
     return " ".join((program, *args))
 
 
-@dataclass(frozen=True)
-class WinRMOptions:
-    """Defaults for every WinRM host; a host's Ansible variables override them.
-
-    `scheme=None` follows Ansible: http when the port is 5985, else https. There is
-    deliberately no switch to skip server certificate validation here: only a host's own
-    `ansible_winrm_server_cert_validation=ignore` does that, and for Basic or NTLM (whose
-    password, or NTLM response, would go to whoever answers) only when `allow_insecure`
-    (--winrm-allow-insecure) says so: an inventory alone cannot.
-    """
-
-    transport: str = "ntlm"
-    scheme: str | None = None
-    port: int | None = None
-    path: str = "/wsman"
-    user: str | None = None
-    ca_bundle: str | None = None
-    cert_pem: str | None = None
-    cert_key_pem: str | None = None
-    allow_basic_http: bool = False
-    allow_insecure: bool = False
-    message_encryption: str = "auto"
-    powershell: str = "powershell"
-    connect_timeout: float = 10.0
-    # WS-Man OperationTimeout for Receive: how long the service may hold a poll open.
-    operation_timeout: int = 20
+WinRMOptions = WinRMSettings
+"""Defaults for every WinRM host (`auditor.settings`); a host's variables override them."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -729,21 +706,6 @@ class WinRMTransport(Transport):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def winrm_options_from(opts: Mapping[str, Any]) -> WinRMOptions:
-    """WinRMOptions from the CLI's parsed options (`--winrm-*`, `--connect-timeout`)."""
-    ca_bundle = opts.get("winrm_ca_bundle")
-    return WinRMOptions(
-        transport=str(opts.get("winrm_transport") or "ntlm"),
-        powershell=str(opts.get("winrm_powershell") or "powershell"),
-        user=opts.get("winrm_user"),
-        ca_bundle=str(ca_bundle) if ca_bundle else None,
-        allow_basic_http=bool(opts.get("winrm_allow_basic_http")),
-        allow_insecure=bool(opts.get("winrm_allow_insecure")),
-        connect_timeout=float(opts.get("connect_timeout") or 10.0),
-    )
-
-
-def winrm_transport_from(opts: Mapping[str, Any], forks: int) -> WinRMTransport:
-    """The run's WinRM transport: `--forks` workers, the password from `opts["passwords"]`."""
-    passwords = opts.get("passwords") or {}
-    return WinRMTransport(winrm_options_from(opts), passwords.get("winrm"), max_workers=forks)
+def winrm_transport(settings: WinRMSettings, forks: int) -> WinRMTransport:
+    """The run's WinRM transport: `forks` workers, the run's password from `settings`."""
+    return WinRMTransport(settings, settings.password, max_workers=forks)

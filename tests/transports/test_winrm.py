@@ -25,12 +25,13 @@ from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
 from auditor.probes.powershell import build_powershell_job, parse_powershell
 from auditor.secret import Secret
+from auditor.settings import WinRMSettings
 from auditor.transports.base import RawOutput
 from auditor.transports.winrm import (
     WinRMOptions,
     WinRMTransport,
     command_line,
-    winrm_transport_from,
+    winrm_transport,
 )
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.wsman_env import (
@@ -424,12 +425,8 @@ def test_kerberos_and_credssp_name_their_extra_when_missing(
 
 
 def test_inventory_variables_map_onto_the_endpoint() -> None:
-    transport = winrm_transport_from(
-        {
-            "winrm_user": "cli-user",
-            "winrm_ca_bundle": Path("/etc/ssl/ca.pem"),
-            "passwords": {"winrm": Secret(PASSWORD)},
-        },
+    transport = winrm_transport(
+        WinRMSettings(user="cli-user", ca_bundle="/etc/ssl/ca.pem", password=Secret(PASSWORD)),
         forks=3,
     )
     host = windows_host(
@@ -462,11 +459,9 @@ def test_twenty_targets_fit_the_createprocess_limit_the_transport_relies_on() ->
 
 
 def test_the_powershell_that_runs_the_probe_comes_from_the_inventory_then_the_flag() -> None:
-    default = winrm_transport_from({"passwords": {"winrm": Secret(PASSWORD)}}, forks=1)
+    default = winrm_transport(WinRMSettings(password=Secret(PASSWORD)), forks=1)
     assert default.endpoint(windows_host(5985)).program == "powershell.exe"
-    flagged = winrm_transport_from(
-        {"winrm_powershell": "pwsh", "passwords": {"winrm": Secret(PASSWORD)}}, forks=1
-    )
+    flagged = winrm_transport(WinRMSettings(powershell="pwsh", password=Secret(PASSWORD)), forks=1)
     assert flagged.endpoint(windows_host(5985)).program == "pwsh.exe"
     inventory = windows_host(5985, auditor_powershell="powershell")
     assert flagged.endpoint(inventory).program == "powershell.exe"

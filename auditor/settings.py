@@ -1,0 +1,796 @@
+"""Typed run settings, built once at the edge from every source a user expects.
+
+Sources, highest first: command-line flags; `AUDITOR_*` environment variables; an auditor
+config file (TOML: `--config FILE`, else `./fleet-auditor.toml`, else the user's config
+directory); `ansible.cfg`, found the way Ansible finds it, for the settings an Ansible user
+already keeps there; then the defaults, which exist only as the dataclass field defaults
+below. Everything under the CLI receives these frozen objects, never click's options.
+
+Settings serialise to plain JSON without their secrets (`Settings.to_json`/`from_json`): a
+site runner receives them through a broker, which never carries a secret.
+"""
+
+from __future__ import annotations
+
+import configparser
+import dataclasses
+import json
+import re
+import shlex
+import stat
+import tomllib
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum, StrEnum
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from auditor.errors import InputError
+from auditor.probes import ProbeSettings
+from auditor.scheduler import Schedule
+from auditor.secret import Secret
+
+FORMATS = ("html", "csv", "json", "junit")
+WINRM_TRANSPORTS = ("ntlm", "basic", "kerberos", "credssp", "certificate")
+POWERSHELLS = ("powershell", "pwsh")
+CONNECT_TIMEOUT = 10.0
+"""SSH and WinRM share one connect timeout (`--connect-timeout`, Ansible's `timeout`)."""
+
+SSH_PASSWORD_ENV = "AUDITOR_SSH_PASSWORD"  # noqa: S105 - a variable name, not a secret
+WINRM_PASSWORD_ENV = "AUDITOR_WINRM_PASSWORD"  # noqa: S105
+PASSPHRASE_ENV = "AUDITOR_SSH_KEY_PASSPHRASE"  # noqa: S105
+CONFIG_ENV = "AUDITOR_CONFIG"
+CONFIG_NAME = "fleet-auditor.toml"
+# A settings file is small; anything larger is a mistake (or a device), not a config.
+FILE_LIMIT = 1 << 20
+
+
+class HostKeyPolicy(StrEnum):
+    STRICT = "strict"
+    ACCEPT_NEW = "accept-new"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class SSHSettings:
+    """Run-wide SSH settings; inventory variables override them per host."""
+
+    user: str | None = None
+    keys: tuple[Path, ...] = ()
+    known_hosts: Path | None = None
+    host_key_policy: HostKeyPolicy = HostKeyPolicy.STRICT
+    jump_host: str | None = None
+    ssh_config: Path | None = None
+    password: Secret | None = field(default=None, repr=False, compare=False)
+    passphrase: Secret | None = field(default=None, repr=False, compare=False)
+    connect_timeout: float = CONNECT_TIMEOUT
+    password_on_new_keys: bool = False
+    """Under ACCEPT_NEW, also send the password to a host whose key is first seen."""
+
+
+@dataclass(frozen=True)
+class WinRMSettings:
+    """Defaults for every WinRM host; a host's Ansible variables override them.
+
+    `scheme=None` follows Ansible: http when the port is 5985, else https. There is
+    deliberately no switch to skip server certificate validation here: only a host's own
+    `ansible_winrm_server_cert_validation=ignore` does that, and for Basic or NTLM (whose
+    password, or NTLM response, would go to whoever answers) only when `allow_insecure`
+    (--winrm-allow-insecure) says so: an inventory alone cannot.
+    """
+
+    transport: str = "ntlm"
+    scheme: str | None = None
+    port: int | None = None
+    path: str = "/wsman"
+    user: str | None = None
+    ca_bundle: str | None = None
+    cert_pem: str | None = None
+    cert_key_pem: str | None = None
+    allow_basic_http: bool = False
+    allow_insecure: bool = False
+    message_encryption: str = "auto"
+    powershell: str = "powershell"
+    connect_timeout: float = CONNECT_TIMEOUT
+    # WS-Man OperationTimeout for Receive: how long the service may hold a poll open.
+    operation_timeout: int = 20
+    password: Secret | None = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class InventorySettings:
+    path: str | None = None
+    limit: str | None = None
+    max_hosts: int | None = None
+    max_groups: int | None = None
+    shard: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetSettings:
+    platforms: tuple[str, ...] = ()
+    urls: tuple[str, ...] = ()
+    files: tuple[Path, ...] = ()
+    max_targets: int | None = None
+    max_targets_file_size: int | None = None
+
+
+@dataclass(frozen=True)
+class ReportSettings:
+    formats: tuple[str, ...] = FORMATS
+    mode: int = 0o600
+    out_dir: Path | None = None
+    """None: a fresh directory per run."""
+    force: bool = False
+    quiet: bool = False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run is told, typed; `origins` says where each setting came from."""
+
+    inventory: InventorySettings = field(default_factory=InventorySettings)
+    targets: TargetSettings = field(default_factory=TargetSettings)
+    schedule: Schedule = field(default_factory=Schedule)
+    probe: ProbeSettings = field(default_factory=ProbeSettings)
+    ssh: SSHSettings = field(default_factory=SSHSettings)
+    winrm: WinRMSettings = field(default_factory=WinRMSettings)
+    report: ReportSettings = field(default_factory=ReportSettings)
+    ask_pass: bool = False
+    password_file: Path | None = None
+    origins: Mapping[str, str] = field(
+        default_factory=lambda: MappingProxyType({}), compare=False, repr=False
+    )
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+
+    def to_json(self) -> str:
+        """Plain JSON, without secrets, origins or warnings (`from_json` reads it back)."""
+        return json.dumps(_to_plain(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise InputError("settings JSON must be an object")
+        built = _from_plain(cls, data)
+        assert isinstance(built, Settings)
+        return built
+
+    def origin(self, name: str) -> str:
+        return self.origins.get(name, "default")
+
+
+_NOT_SERIALISED = frozenset({"origins", "warnings"})
+
+
+def _is_secret(hint: Any) -> bool:
+    return Secret in typing.get_args(hint) or hint is Secret
+
+
+def _to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        hints = typing.get_type_hints(type(value))
+        return {
+            f.name: _to_plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name not in _NOT_SERIALISED and not _is_secret(hints[f.name])
+        }
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple | list):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, Secret):  # pragma: no cover - excluded above; never serialised
+        raise TypeError("a secret is never serialised")
+    return value
+
+
+def _from_plain(hint: Any, value: Any) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        if not isinstance(value, dict):
+            raise InputError(f"settings JSON: {hint.__name__} must be an object")
+        hints = typing.get_type_hints(hint)
+        known = {f.name for f in dataclasses.fields(hint)} - _NOT_SERIALISED
+        unknown = set(value) - known
+        if unknown:
+            raise InputError(f"settings JSON: unknown key {sorted(unknown)[0]!r}")
+        return hint(**{k: _from_plain(hints[k], v) for k, v in value.items()})
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _from_plain(inner, value)
+    if origin is tuple:
+        inner = typing.get_args(hint)[0]
+        return tuple(_from_plain(inner, v) for v in value)
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint(value)
+    if hint is Path:
+        return Path(value)
+    if hint is float:
+        return float(value)
+    return value
+
+
+# --- where each setting comes from -------------------------------------------------------
+
+
+class Kind(StrEnum):
+    INT = "integer"
+    FLOAT = "number"
+    STR = "string"
+    PATH = "path"
+    PATHS = "list of paths"
+    STRS = "list of strings"
+    BOOL = "boolean"
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting that a flag, an environment variable and the TOML file may all give."""
+
+    name: str
+    """The TOML key, and the name of the click parameter that gives it."""
+    kind: Kind
+    flag: str
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env(self) -> str:
+        return f"AUDITOR_{self.name.upper()}"
+
+
+KEYS: tuple[Key, ...] = (
+    Key("inventory", Kind.PATH, "--inventory"),
+    Key("limit", Kind.STR, "--limit"),
+    Key("platforms", Kind.STRS, "--platform"),
+    Key("urls", Kind.STRS, "--url"),
+    Key("targets_files", Kind.PATHS, "--targets"),
+    Key("formats", Kind.STRS, "--format", choices=FORMATS),
+    Key("report_mode", Kind.STR, "--report-mode"),
+    Key("forks", Kind.INT, "--forks", 1, 100000),
+    Key("timeout", Kind.FLOAT, "--timeout", 1, 86400),
+    Key("connect_timeout", Kind.FLOAT, "--connect-timeout", 0.5, 3600),
+    Key("retries", Kind.INT, "--retries", 0, 10),
+    Key("probe_timeout", Kind.FLOAT, "--probe-timeout", 0.5, 3600),
+    Key("probe_connect_timeout", Kind.FLOAT, "--probe-connect-timeout", 0.5, 3600),
+    Key("agent_proxy", Kind.BOOL, "--agent-proxy"),
+    Key("user", Kind.STR, "--user"),
+    Key("ssh_keys", Kind.PATHS, "--ssh-key"),
+    Key("known_hosts", Kind.PATH, "--known-hosts"),
+    Key(
+        "host_key_policy",
+        Kind.STR,
+        "--accept-new-host-keys / --no-host-key-check",
+        choices=tuple(p.value for p in HostKeyPolicy),
+    ),
+    Key("password_on_new_keys", Kind.BOOL, "--password-on-new-keys"),
+    Key("jump_host", Kind.STR, "--jump-host"),
+    Key("ssh_config", Kind.PATH, "--ssh-config"),
+    Key("password_file", Kind.PATH, "--password-file"),
+    Key("winrm_user", Kind.STR, "--winrm-user"),
+    Key("winrm_transport", Kind.STR, "--winrm-transport", choices=WINRM_TRANSPORTS),
+    Key("winrm_powershell", Kind.STR, "--winrm-powershell", choices=POWERSHELLS),
+    Key("winrm_allow_basic_http", Kind.BOOL, "--winrm-allow-basic-http"),
+    Key("winrm_allow_insecure", Kind.BOOL, "--winrm-allow-insecure"),
+    Key("winrm_ca_bundle", Kind.PATH, "--winrm-ca-bundle"),
+    Key("runner", Kind.STR, "--runner"),
+    Key("max_hosts", Kind.INT, "--max-hosts", 1),
+    Key("max_groups", Kind.INT, "--max-groups", 1),
+    Key("max_targets", Kind.INT, "--max-targets", 1),
+    Key("max_targets_file_size", Kind.INT, "--max-targets-file-size", 1),
+)
+"""Every setting with a flag, an `AUDITOR_<NAME>` variable and a TOML key: defined once."""
+KEY_BY_NAME = MappingProxyType({k.name: k for k in KEYS})
+FLAG_ONLY = ("out_dir", "force", "quiet", "shard", "ask_pass")
+"""Per-invocation choices that no file or variable sets."""
+
+_TRUE = frozenset({"1", "true", "yes", "on", "y", "t"})
+_FALSE = frozenset({"0", "false", "no", "off", "n", "f"})
+
+
+class _Bad(Exception):
+    """A value of the wrong shape; the caller adds where it came from."""
+
+
+def _convert(key: Key, raw: Any, base: Path | None) -> Any:
+    """`raw` (text from the environment or ansible.cfg, or a TOML value) as `key`'s type;
+    relative paths from a file are taken from the file's directory, as Ansible does."""
+    kind = key.kind
+    if kind is Kind.BOOL:
+        if isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str) and raw.strip().lower() in _TRUE | _FALSE:
+            return raw.strip().lower() in _TRUE
+        raise _Bad(f"{key.name}: {raw!r} is not a boolean")
+    if kind in (Kind.INT, Kind.FLOAT):
+        value: float
+        try:
+            if isinstance(raw, bool):
+                raise ValueError
+            value = int(raw) if kind is Kind.INT else float(raw)
+        except (TypeError, ValueError):
+            article = "an" if kind is Kind.INT else "a"
+            raise _Bad(f"{key.name}: {raw!r} is not {article} {kind}") from None
+        if (key.low is not None and value < key.low) or (key.high is not None and value > key.high):
+            high = "" if key.high is None else f"{key.high:g}"
+            raise _Bad(f"{key.name}: {raw!r} is not in the range {key.low:g}..{high}")
+        return value
+    if kind in (Kind.PATHS, Kind.STRS):
+        items = raw.split(",") if isinstance(raw, str) else raw
+        if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
+            raise _Bad(f"{key.name}: {raw!r} is not a {kind}")
+        items = [i.strip() for i in items if i.strip()]
+        if key.choices:
+            for item in items:
+                if item not in key.choices:
+                    raise _Bad(f"{key.name}: {item!r} is not one of {', '.join(key.choices)}")
+        if kind is Kind.PATHS:
+            return tuple(_path(i, base) for i in items)
+        return tuple(items)
+    if not isinstance(raw, str) or not raw:
+        raise _Bad(f"{key.name}: {raw!r} is not a non-empty string")
+    if key.choices and raw not in key.choices:
+        raise _Bad(f"{key.name}: {raw!r} is not one of {', '.join(key.choices)}")
+    return _path(raw, base) if kind is Kind.PATH else raw
+
+
+def _path(text: str, base: Path | None) -> Path:
+    path = Path(text).expanduser()
+    return base / path if base is not None and not path.is_absolute() else path
+
+
+@dataclass(frozen=True)
+class _Found:
+    value: Any
+    origin: str
+
+
+def _from_flags(flags: Mapping[str, Any]) -> dict[str, _Found]:
+    found: dict[str, _Found] = {}
+    for key in KEYS:
+        if key.name in flags and key.name != "host_key_policy":
+            value = flags[key.name]
+            if key.kind is Kind.PATH:
+                value = Path(value)
+            elif key.kind in (Kind.PATHS, Kind.STRS):
+                value = tuple(value)
+            found[key.name] = _Found(value, f"flag {key.flag}")
+    none, new = flags.get("no_host_key_check"), flags.get("accept_new_host_keys")
+    if none and new:
+        raise InputError("choose one of --no-host-key-check and --accept-new-host-keys")
+    if none:
+        found["host_key_policy"] = _Found("none", "flag --no-host-key-check")
+    elif new:
+        found["host_key_policy"] = _Found("accept-new", "flag --accept-new-host-keys")
+    return found
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, _Found]:
+    found: dict[str, _Found] = {}
+    for key in KEYS:
+        raw = env.get(key.env)
+        if raw is None or raw == "":
+            continue
+        try:
+            found[key.name] = _Found(_convert(key, raw, None), f"env {key.env}")
+        except _Bad as exc:
+            raise InputError(f"{key.env}: {exc}") from None
+    return found
+
+
+def _read(path: Path) -> str | None:
+    """The text of settings file `path`, or None if there is none; a FIFO, device or
+    oversized file is an error, never read."""
+    from auditor.material import MaterialError, read_material
+
+    try:
+        data = read_material(path, FILE_LIMIT).data
+    except MaterialError as exc:
+        if exc.missing:
+            return None
+        raise InputError(f"cannot read settings file: {exc.reason}", str(path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("settings file is not UTF-8 text", str(path)) from None
+
+
+def _key_line(text: str, name: str, section: str | None = None) -> int | None:
+    """The line that sets `name` (in INI `section`, when given): a simple scan, enough to
+    point a user at a bad value."""
+    current: str | None = None
+    pattern = re.compile(rf"\s*['\"]?{re.escape(name)}['\"]?\s*[=:]", re.IGNORECASE)
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[([^\]]+)\]", line)
+        if header:
+            current = header.group(1).strip()
+            continue
+        if (section is None or current == section) and pattern.match(line):
+            return number
+    return None
+
+
+_TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$")
+
+
+def _from_toml(path: Path, text: str) -> dict[str, _Found]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = _TOML_LINE.search(message)
+        line = int(match.group(1)) if match else None
+        message = _TOML_LINE.sub("", message)
+        raise InputError(f"not valid TOML: {message}", str(path), line) from None
+    found: dict[str, _Found] = {}
+    base = path.parent
+    for name, raw in data.items():
+        line = _key_line(text, name)
+        key = KEY_BY_NAME.get(name)
+        if key is None:
+            raise InputError(f"unknown setting {name!r}", str(path), line)
+        try:
+            value = _convert(key, raw, base)
+        except _Bad as exc:
+            raise InputError(str(exc), str(path), line) from None
+        found[name] = _Found(value, f"{path}:{line}" if line else str(path))
+    return found
+
+
+# ansible.cfg `[defaults]` keys the auditor takes, and its setting for each.
+_ANSIBLE_DEFAULTS = {
+    "inventory": "inventory",
+    "remote_user": "user",
+    "private_key_file": "ssh_keys",
+    "forks": "forks",
+    "timeout": "connect_timeout",  # Ansible's `timeout` is its connection timeout
+}
+
+
+def _from_ansible_cfg(path: Path, text: str) -> dict[str, _Found]:
+    # As Ansible reads it: no interpolation, ';' starts an inline comment.
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
+    try:
+        parser.read_string(text, str(path))
+    except configparser.Error as exc:
+        line = getattr(exc, "lineno", None)
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"not a valid ansible.cfg: {first}", str(path), line) from None
+    base = path.parent
+    found: dict[str, _Found] = {}
+
+    def put(name: str, value: Any, cfg_key: str, section: str) -> None:
+        line = _key_line(text, cfg_key, section)
+        found[name] = _Found(value, f"{path}:{line}" if line else str(path))
+
+    def bad(message: str, cfg_key: str, section: str) -> InputError:
+        return InputError(message, str(path), _key_line(text, cfg_key, section))
+
+    if parser.has_section("defaults"):
+        section = parser["defaults"]
+        for cfg_key, name in _ANSIBLE_DEFAULTS.items():
+            raw = section.get(cfg_key)
+            if raw is None or not raw.strip():
+                continue
+            if cfg_key == "inventory" and "," in raw:
+                raise bad(
+                    "several inventory sources are not supported; give one with --inventory",
+                    cfg_key,
+                    "defaults",
+                )
+            try:
+                value = _convert(KEY_BY_NAME[name], raw.strip(), base)
+            except _Bad as exc:
+                raise bad(f"{cfg_key}: {str(exc).split(': ', 1)[1]}", cfg_key, "defaults") from None
+            put(name, value, cfg_key, "defaults")
+        checking = section.get("host_key_checking")
+        if checking is not None:
+            word = checking.strip().lower()
+            if word not in _TRUE | _FALSE:
+                message = f"host_key_checking: {checking!r} is not a boolean"
+                raise bad(message, "host_key_checking", "defaults")
+            policy = HostKeyPolicy.STRICT if word in _TRUE else HostKeyPolicy.NONE
+            put("host_key_policy", policy.value, "host_key_checking", "defaults")
+    if parser.has_section("ssh_connection"):
+        raw = parser["ssh_connection"].get("ssh_args")
+        if raw:
+            try:
+                jump, config = _ssh_args(raw)
+            except ValueError as exc:
+                raise bad(f"ssh_args: {exc}", "ssh_args", "ssh_connection") from None
+            if jump:
+                put("jump_host", jump, "ssh_args", "ssh_connection")
+            if config:
+                put("ssh_config", _path(config, base), "ssh_args", "ssh_connection")
+    return found
+
+
+def _ssh_args(text: str) -> tuple[str | None, str | None]:
+    """The jump host (`-J X`, `-o ProxyJump=X`) and config file (`-F FILE`) in Ansible's
+    `ssh_args`; other ssh options there do not change where the auditor connects."""
+    words = shlex.split(text)
+    jump: str | None = None
+    config: str | None = None
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value: str | None = None
+        flag = word[:2]
+        if flag in ("-J", "-F", "-o"):
+            if len(word) > 2:
+                value = word[2:]
+            elif i + 1 < len(words):
+                i += 1
+                value = words[i]
+            else:
+                raise ValueError(f"{word} needs a value")
+        if flag == "-J":
+            jump = value
+        elif flag == "-F":
+            config = value
+        elif flag == "-o" and value is not None:
+            option, _, rest = value.replace("=", " ", 1).partition(" ")
+            if option.lower() == "proxyjump":
+                jump = rest.strip() or None
+        i += 1
+    return jump, config
+
+
+def _world_writable(directory: Path) -> bool:
+    try:
+        return bool(directory.stat().st_mode & stat.S_IWOTH)
+    except OSError:
+        return True
+
+
+def find_config_file(
+    flag: Path | None, env: Mapping[str, str], cwd: Path, home: Path
+) -> tuple[Path | None, str | None]:
+    """The auditor's TOML file and, if one in the working directory was passed over, why."""
+    if flag is not None:
+        return flag, None
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]), None
+    here = cwd / CONFIG_NAME
+    note = None
+    if here.exists():
+        # As Ansible does for ./ansible.cfg: another user could have planted the file.
+        if not _world_writable(cwd):
+            return here, None
+        note = f"{here}: ignored, the working directory is world-writable"
+    config_home = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else home / ".config"
+    return config_home / "fleet-auditor" / "config.toml", note
+
+
+def find_ansible_cfg(
+    env: Mapping[str, str], cwd: Path, home: Path
+) -> tuple[list[Path], str | None]:
+    """ansible.cfg candidates in Ansible's order (the first that exists is used)."""
+    candidates: list[Path] = []
+    note = None
+    if env.get("ANSIBLE_CONFIG"):
+        path = Path(env["ANSIBLE_CONFIG"]).expanduser()
+        candidates.append(path / "ansible.cfg" if path.is_dir() else path)
+    here = cwd / "ansible.cfg"
+    if here.exists() and _world_writable(cwd):
+        note = f"{here}: ignored, the working directory is world-writable"
+    else:
+        candidates.append(here)
+    candidates += [home / ".ansible.cfg", Path("/etc/ansible/ansible.cfg")]
+    return candidates, note
+
+
+def build_settings(
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    cwd: Path | None = None,
+    home: Path | None = None,
+    secrets: bool = True,
+) -> Settings:
+    """The run's settings from `flags` (only those given on the command line, by click
+    parameter name), the environment and the files; raises InputError for a bad value,
+    naming its source. `secrets`: read the password and passphrase variables."""
+    cwd = cwd or Path.cwd()
+    home = home or Path(env.get("HOME") or Path.home())
+    notes: list[str] = []
+    layers: list[dict[str, _Found]] = [_from_flags(flags), _from_env(env)]
+    config_flag = flags.get("config")
+    toml_path, note = find_config_file(Path(config_flag) if config_flag else None, env, cwd, home)
+    if note:
+        notes.append(note)
+    if toml_path is not None:
+        text = _read(toml_path)
+        if text is None and (config_flag or env.get(CONFIG_ENV)):
+            raise InputError("config file does not exist", str(toml_path))
+        if text is not None:
+            layers.append(_from_toml(toml_path, text))
+    candidates, note = find_ansible_cfg(env, cwd, home)
+    if note:
+        notes.append(note)
+    for candidate in candidates:
+        text = _read(candidate)
+        if text is not None:
+            layers.append(_from_ansible_cfg(candidate, text))
+            break
+    chosen: dict[str, _Found] = {}
+    for layer in reversed(layers):
+        chosen.update(layer)
+    return _assemble(chosen, flags, env if secrets else {}, tuple(notes))
+
+
+def _assemble(
+    found: Mapping[str, _Found],
+    flags: Mapping[str, Any],
+    env: Mapping[str, str],
+    notes: tuple[str, ...],
+) -> Settings:
+    values = {name: f.value for name, f in found.items()}
+
+    def pick(name: str, build: Callable[[Any], Any] = lambda v: v) -> dict[str, Any]:
+        """`{name: value}` when some source gave it; else nothing, so the default applies."""
+        return {name: build(values[name])} if name in values else {}
+
+    def secret(name: str) -> Secret | None:
+        return Secret(env[name]) if env.get(name) else None
+
+    def sub(**kw: dict[str, Any]) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        for part in kw.values():
+            merged.update(part)
+        return merged
+
+    mode_source = found["report_mode"].origin if "report_mode" in found else "--report-mode"
+    inventory = InventorySettings(
+        **sub(
+            path={"path": str(values["inventory"])} if "inventory" in values else {},
+            limit=pick("limit"),
+            max_hosts=pick("max_hosts"),
+            max_groups=pick("max_groups"),
+        ),
+        shard=flags.get("shard") or None,
+    )
+    targets = TargetSettings(
+        **sub(
+            platforms=pick("platforms"),
+            urls=pick("urls"),
+            files={"files": values["targets_files"]} if "targets_files" in values else {},
+            max_targets=pick("max_targets"),
+            max_targets_file_size=pick("max_targets_file_size"),
+        )
+    )
+    schedule = Schedule(
+        **sub(
+            forks=pick("forks", int),
+            timeout=pick("timeout", float),
+            retries=pick("retries", int),
+            runner=pick("runner"),
+        )
+    )
+    probe_kw: dict[str, Any] = {}
+    if "probe_connect_timeout" in values:
+        probe_kw["connect_timeout"] = float(values["probe_connect_timeout"])
+    if "probe_timeout" in values:
+        probe_kw["max_time"] = float(values["probe_timeout"])
+    if "agent_proxy" in values:
+        probe_kw["agent_proxy"] = bool(values["agent_proxy"])
+    probe = ProbeSettings(**probe_kw)
+    connect = pick("connect_timeout", float)
+    ssh = SSHSettings(
+        **sub(
+            user=pick("user"),
+            keys={"keys": values["ssh_keys"]} if "ssh_keys" in values else {},
+            known_hosts=pick("known_hosts"),
+            policy={"host_key_policy": HostKeyPolicy(values["host_key_policy"])}
+            if "host_key_policy" in values
+            else {},
+            jump_host=pick("jump_host"),
+            ssh_config=pick("ssh_config"),
+            connect=connect,
+            password_on_new_keys=pick("password_on_new_keys", bool),
+        ),
+        password=secret(SSH_PASSWORD_ENV),
+        passphrase=secret(PASSPHRASE_ENV),
+    )
+    winrm = WinRMSettings(
+        **sub(
+            user={"user": values["winrm_user"]} if "winrm_user" in values else {},
+            transport={"transport": values["winrm_transport"]}
+            if "winrm_transport" in values
+            else {},
+            powershell={"powershell": values["winrm_powershell"]}
+            if "winrm_powershell" in values
+            else {},
+            ca={"ca_bundle": str(values["winrm_ca_bundle"])} if "winrm_ca_bundle" in values else {},
+            basic={"allow_basic_http": bool(values["winrm_allow_basic_http"])}
+            if "winrm_allow_basic_http" in values
+            else {},
+            insecure={"allow_insecure": bool(values["winrm_allow_insecure"])}
+            if "winrm_allow_insecure" in values
+            else {},
+            connect=connect,
+        ),
+        password=secret(WINRM_PASSWORD_ENV),
+    )
+    report = ReportSettings(
+        **sub(
+            formats=pick("formats", tuple),
+            mode={"mode": parse_mode(values["report_mode"], mode_source)}
+            if "report_mode" in values
+            else {},
+        ),
+        out_dir=Path(flags["out_dir"]) if flags.get("out_dir") else None,
+        force=bool(flags.get("force")),
+        quiet=bool(flags.get("quiet")),
+    )
+    return Settings(
+        inventory=inventory,
+        targets=targets,
+        schedule=schedule,
+        probe=probe,
+        ssh=ssh,
+        winrm=winrm,
+        report=report,
+        ask_pass=bool(flags.get("ask_pass")),
+        password_file=values.get("password_file"),
+        origins=MappingProxyType({name: f.origin for name, f in found.items()}),
+        warnings=notes,
+    )
+
+
+def parse_mode(value: str, source: str = "--report-mode") -> int:
+    """An octal file mode for reports (000..666)."""
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        raise InputError(f"{value!r} is not an octal file mode", source) from None
+    if not 0 <= mode <= 0o666:
+        raise InputError(f"{value!r} must be between 000 and 666", source)
+    return mode
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    """Each key's effective value as plain JSON (for `auditor config`)."""
+    values: dict[str, Any] = {
+        "inventory": settings.inventory.path,
+        "limit": settings.inventory.limit,
+        "platforms": list(settings.targets.platforms),
+        "urls": list(settings.targets.urls),
+        "targets_files": [str(p) for p in settings.targets.files],
+        "formats": list(settings.report.formats),
+        "report_mode": f"{settings.report.mode:03o}",
+        "forks": settings.schedule.forks,
+        "timeout": settings.schedule.timeout,
+        "connect_timeout": settings.ssh.connect_timeout,
+        "retries": settings.schedule.retries,
+        "probe_timeout": settings.probe.max_time,
+        "probe_connect_timeout": settings.probe.connect_timeout,
+        "agent_proxy": settings.probe.agent_proxy,
+        "user": settings.ssh.user,
+        "ssh_keys": [str(p) for p in settings.ssh.keys],
+        "known_hosts": str(settings.ssh.known_hosts) if settings.ssh.known_hosts else None,
+        "host_key_policy": settings.ssh.host_key_policy.value,
+        "password_on_new_keys": settings.ssh.password_on_new_keys,
+        "jump_host": settings.ssh.jump_host,
+        "ssh_config": str(settings.ssh.ssh_config) if settings.ssh.ssh_config else None,
+        "password_file": str(settings.password_file) if settings.password_file else None,
+        "winrm_user": settings.winrm.user,
+        "winrm_transport": settings.winrm.transport,
+        "winrm_powershell": settings.winrm.powershell,
+        "winrm_allow_basic_http": settings.winrm.allow_basic_http,
+        "winrm_allow_insecure": settings.winrm.allow_insecure,
+        "winrm_ca_bundle": settings.winrm.ca_bundle,
+        "runner": settings.schedule.runner or None,
+        "max_hosts": settings.inventory.max_hosts,
+        "max_groups": settings.inventory.max_groups,
+        "max_targets": settings.targets.max_targets,
+        "max_targets_file_size": settings.targets.max_targets_file_size,
+    }
+    return {key.name: values[key.name] for key in KEYS}
