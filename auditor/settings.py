@@ -300,7 +300,7 @@ class _Bad(Exception):
     """A value of the wrong shape; the caller adds where it came from."""
 
 
-def _convert(key: Key, raw: Any, base: Path | None) -> Any:
+def _convert(key: Key, raw: Any, base: Path | None, home: Path | None = None) -> Any:
     """`raw` (text from the environment or ansible.cfg, or a TOML value) as `key`'s type;
     relative paths from a file are taken from the file's directory, as Ansible does."""
     kind = key.kind
@@ -333,16 +333,18 @@ def _convert(key: Key, raw: Any, base: Path | None) -> Any:
                 if item not in key.choices:
                     raise _Bad(f"{key.name}: {item!r} is not one of {', '.join(key.choices)}")
         if kind is Kind.PATHS:
-            return tuple(_path(i, base) for i in items)
+            return tuple(_path(i, base, home) for i in items)
         return tuple(items)
     if not isinstance(raw, str) or not raw:
         raise _Bad(f"{key.name}: {raw!r} is not a non-empty string")
     if key.choices and raw not in key.choices:
         raise _Bad(f"{key.name}: {raw!r} is not one of {', '.join(key.choices)}")
-    return _path(raw, base) if kind is Kind.PATH else raw
+    return _path(raw, base, home) if kind is Kind.PATH else raw
 
 
-def _path(text: str, base: Path | None) -> Path:
+def _path(text: str, base: Path | None, home: Path | None = None) -> Path:
+    if home is not None and (text == "~" or text.startswith("~/")):
+        text = str(home) + text[1:]
     path = Path(text).expanduser()
     return base / path if base is not None and not path.is_absolute() else path
 
@@ -360,7 +362,9 @@ def _from_flags(flags: Mapping[str, Any]) -> dict[str, _Found]:
             value = flags[key.name]
             if key.kind is Kind.PATH:
                 value = Path(value)
-            elif key.kind in (Kind.PATHS, Kind.STRS):
+            elif key.kind is Kind.PATHS:
+                value = tuple(Path(v) for v in value)
+            elif key.kind is Kind.STRS:
                 value = tuple(value)
             found[key.name] = _Found(value, f"flag {key.flag}")
     none, new = flags.get("no_host_key_check"), flags.get("accept_new_host_keys")
@@ -373,14 +377,14 @@ def _from_flags(flags: Mapping[str, Any]) -> dict[str, _Found]:
     return found
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, _Found]:
+def _from_env(env: Mapping[str, str], home: Path) -> dict[str, _Found]:
     found: dict[str, _Found] = {}
     for key in KEYS:
         raw = env.get(key.env)
         if raw is None or raw == "":
             continue
         try:
-            found[key.name] = _Found(_convert(key, raw, None), f"env {key.env}")
+            found[key.name] = _Found(_convert(key, raw, None, home), f"env {key.env}")
         except _Bad as exc:
             raise InputError(f"{key.env}: {exc}") from None
     return found
@@ -412,6 +416,8 @@ def _key_line(text: str, name: str, section: str | None = None) -> int | None:
         header = re.match(r"\s*\[([^\]]+)\]", line)
         if header:
             current = header.group(1).strip()
+            if section is None and current.strip("[]").split(".")[0].strip() == name:
+                return number  # a TOML table is a key too
             continue
         if (section is None or current == section) and pattern.match(line):
             return number
@@ -421,7 +427,7 @@ def _key_line(text: str, name: str, section: str | None = None) -> int | None:
 _TOML_LINE = re.compile(r"\s*\(at line (\d+), column \d+\)\s*$")
 
 
-def _from_toml(path: Path, text: str) -> dict[str, _Found]:
+def _from_toml(path: Path, text: str, home: Path) -> dict[str, _Found]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -438,11 +444,34 @@ def _from_toml(path: Path, text: str) -> dict[str, _Found]:
         if key is None:
             raise InputError(f"unknown setting {name!r}", str(path), line)
         try:
-            value = _convert(key, raw, base)
+            _check_toml_type(key, raw)
+            value = _convert(key, raw, base, home)
         except _Bad as exc:
             raise InputError(str(exc), str(path), line) from None
         found[name] = _Found(value, f"{path}:{line}" if line else str(path))
     return found
+
+
+_TOML_TYPES: Mapping[Kind, tuple[type, ...]] = MappingProxyType(
+    {
+        Kind.INT: (int,),
+        Kind.FLOAT: (int, float),
+        Kind.STR: (str,),
+        Kind.PATH: (str,),
+        Kind.PATHS: (list,),
+        Kind.STRS: (list,),
+        Kind.BOOL: (bool,),
+    }
+)
+
+
+def _check_toml_type(key: Key, raw: Any) -> None:
+    """TOML has types: `forks = "7"` is a mistake worth naming, not a value to coerce."""
+    wanted = _TOML_TYPES[key.kind]
+    if (isinstance(raw, bool) and bool not in wanted) or not isinstance(raw, wanted):
+        raise _Bad(
+            f"{key.name}: {raw!r} is not {'a' if key.kind is not Kind.INT else 'an'} {key.kind}"
+        )
 
 
 # ansible.cfg `[defaults]` keys the auditor takes, and its setting for each.
@@ -455,7 +484,7 @@ _ANSIBLE_DEFAULTS = {
 }
 
 
-def _from_ansible_cfg(path: Path, text: str) -> dict[str, _Found]:
+def _from_ansible_cfg(path: Path, text: str, home: Path) -> dict[str, _Found]:
     # As Ansible reads it: no interpolation, ';' starts an inline comment.
     parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";",))
     try:
@@ -487,7 +516,7 @@ def _from_ansible_cfg(path: Path, text: str) -> dict[str, _Found]:
                     "defaults",
                 )
             try:
-                value = _convert(KEY_BY_NAME[name], raw.strip(), base)
+                value = _convert(KEY_BY_NAME[name], raw.strip(), base, home)
             except _Bad as exc:
                 raise bad(f"{cfg_key}: {str(exc).split(': ', 1)[1]}", cfg_key, "defaults") from None
             put(name, value, cfg_key, "defaults")
@@ -509,7 +538,7 @@ def _from_ansible_cfg(path: Path, text: str) -> dict[str, _Found]:
             if jump:
                 put("jump_host", jump, "ssh_args", "ssh_connection")
             if config:
-                put("ssh_config", _path(config, base), "ssh_args", "ssh_connection")
+                put("ssh_config", _path(config, base, home), "ssh_args", "ssh_connection")
     return found
 
 
@@ -601,7 +630,7 @@ def build_settings(
     cwd = cwd or Path.cwd()
     home = home or Path(env.get("HOME") or Path.home())
     notes: list[str] = []
-    layers: list[dict[str, _Found]] = [_from_flags(flags), _from_env(env)]
+    layers: list[dict[str, _Found]] = [_from_flags(flags), _from_env(env, home)]
     config_flag = flags.get("config")
     toml_path, note = find_config_file(Path(config_flag) if config_flag else None, env, cwd, home)
     if note:
@@ -611,14 +640,14 @@ def build_settings(
         if text is None and (config_flag or env.get(CONFIG_ENV)):
             raise InputError("config file does not exist", str(toml_path))
         if text is not None:
-            layers.append(_from_toml(toml_path, text))
+            layers.append(_from_toml(toml_path, text, home))
     candidates, note = find_ansible_cfg(env, cwd, home)
     if note:
         notes.append(note)
     for candidate in candidates:
         text = _read(candidate)
         if text is not None:
-            layers.append(_from_ansible_cfg(candidate, text))
+            layers.append(_from_ansible_cfg(candidate, text, home))
             break
     chosen: dict[str, _Found] = {}
     for layer in reversed(layers):
