@@ -553,9 +553,13 @@ def _safe_lines(text: str) -> str:
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS))
 @click.option("--force", is_flag=True)
-@click.option("--report-mode", default="600", show_default=True)
+@click.option(
+    "--report-mode",
+    metavar="OCTAL",
+    help=f"File mode of the reports [default: {ReportSettings.mode:03o}].",
+)
 def report_cmd(
-    results: Path, out_dir: Path, formats: tuple[str, ...], force: bool, report_mode: str
+    results: Path, out_dir: Path, formats: tuple[str, ...], force: bool, report_mode: str | None
 ) -> None:
     """Render reports again from a results.jsonl file."""
     from auditor.run import render_from_results
@@ -572,13 +576,17 @@ def report_cmd(
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS))
 @click.option("--force", is_flag=True)
-@click.option("--report-mode", default="600", show_default=True)
+@click.option(
+    "--report-mode",
+    metavar="OCTAL",
+    help=f"File mode of the reports [default: {ReportSettings.mode:03o}].",
+)
 def merge_cmd(
     results: tuple[Path, ...],
     out_dir: Path,
     formats: tuple[str, ...],
     force: bool,
-    report_mode: str,
+    report_mode: str | None,
 ) -> None:
     """Combine the results of several runners (shards) into one report."""
     from auditor.run import render_from_results

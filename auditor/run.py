@@ -25,7 +25,7 @@ from auditor.errors import InputError
 from auditor.models import Connection, Host
 from auditor.results import AuditRun, read_results
 from auditor.secret import Secret, secret_from_file
-from auditor.settings import HostKeyPolicy, Settings, parse_mode
+from auditor.settings import HostKeyPolicy, ReportSettings, Settings, parse_mode
 from auditor.transports.base import Transport
 
 NO_HOST_KEY_WARNING = (
@@ -243,14 +243,18 @@ def merge_runs(runs: Sequence[AuditRun]) -> AuditRun:
 
 
 def render_from_results(
-    paths: Sequence[Path], out_dir: Path, formats: Sequence[str], force: bool, report_mode: str
+    paths: Sequence[Path],
+    out_dir: Path,
+    formats: Sequence[str],
+    force: bool,
+    report_mode: str | None,
 ) -> int:
     """Render reports from results files (several: merge shards first)."""
     from auditor.reporters import write_reports
 
     runs = [read_results(p) for p in paths]
     run = runs[0] if len(runs) == 1 else merge_runs(runs)
-    mode = parse_mode(report_mode)
+    mode = parse_mode(report_mode) if report_mode is not None else ReportSettings.mode
     prepare_out_dir(out_dir, force, mode)
     write_reports(run, out_dir, tuple(formats), mode)
     return exit_status(run)
