@@ -21,7 +21,7 @@ import stat
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum, StrEnum
 from pathlib import Path
@@ -212,6 +212,8 @@ def _from_plain(hint: Any, value: Any) -> Any:
         return hint(value)
     if hint is Path:
         return Path(value)
+    if hint is str and isinstance(value, Path):
+        return str(value)
     if hint is float:
         return float(value)
     return value
@@ -228,6 +230,11 @@ class Kind(StrEnum):
     PATHS = "list of paths"
     STRS = "list of strings"
     BOOL = "boolean"
+    MODE = "octal file mode"
+
+
+def _a(kind: Kind) -> str:
+    return f"{'an' if kind.value[0] in 'aeiou' else 'a'} {kind}"
 
 
 @dataclass(frozen=True)
@@ -238,6 +245,8 @@ class Key:
     """The TOML key, and the name of the click parameter that gives it."""
     kind: Kind
     flag: str
+    to: tuple[str, ...]
+    """Where the value goes: `section.field` of `Settings` (`field` for Settings itself)."""
     low: float | None = None
     high: float | None = None
     choices: tuple[str, ...] = ()
@@ -248,45 +257,48 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("inventory", Kind.PATH, "--inventory"),
-    Key("limit", Kind.STR, "--limit"),
-    Key("platforms", Kind.STRS, "--platform"),
-    Key("urls", Kind.STRS, "--url"),
-    Key("targets_files", Kind.PATHS, "--targets"),
-    Key("formats", Kind.STRS, "--format", choices=FORMATS),
-    Key("report_mode", Kind.STR, "--report-mode"),
-    Key("forks", Kind.INT, "--forks", 1, 100000),
-    Key("timeout", Kind.FLOAT, "--timeout", 1, 86400),
-    Key("connect_timeout", Kind.FLOAT, "--connect-timeout", 0.5, 3600),
-    Key("retries", Kind.INT, "--retries", 0, 10),
-    Key("probe_timeout", Kind.FLOAT, "--probe-timeout", 0.5, 3600),
-    Key("probe_connect_timeout", Kind.FLOAT, "--probe-connect-timeout", 0.5, 3600),
-    Key("agent_proxy", Kind.BOOL, "--agent-proxy"),
-    Key("user", Kind.STR, "--user"),
-    Key("ssh_keys", Kind.PATHS, "--ssh-key"),
-    Key("known_hosts", Kind.PATH, "--known-hosts"),
-    Key(
-        "host_key_policy",
-        Kind.STR,
-        "--accept-new-host-keys / --no-host-key-check",
-        choices=tuple(p.value for p in HostKeyPolicy),
-    ),
-    Key("password_on_new_keys", Kind.BOOL, "--password-on-new-keys"),
-    Key("jump_host", Kind.STR, "--jump-host"),
-    Key("ssh_config", Kind.PATH, "--ssh-config"),
-    Key("password_file", Kind.PATH, "--password-file"),
-    Key("winrm_user", Kind.STR, "--winrm-user"),
-    Key("winrm_transport", Kind.STR, "--winrm-transport", choices=WINRM_TRANSPORTS),
-    Key("winrm_powershell", Kind.STR, "--winrm-powershell", choices=POWERSHELLS),
-    Key("winrm_allow_basic_http", Kind.BOOL, "--winrm-allow-basic-http"),
-    Key("winrm_allow_insecure", Kind.BOOL, "--winrm-allow-insecure"),
-    Key("winrm_ca_bundle", Kind.PATH, "--winrm-ca-bundle"),
-    Key("runner", Kind.STR, "--runner"),
-    Key("max_hosts", Kind.INT, "--max-hosts", 1),
-    Key("max_groups", Kind.INT, "--max-groups", 1),
-    Key("max_targets", Kind.INT, "--max-targets", 1),
-    Key("max_targets_file_size", Kind.INT, "--max-targets-file-size", 1),
-)
+    Key("inventory", Kind.PATH, "--inventory", ("inventory.path",)),
+    Key("limit", Kind.STR, "--limit", ("inventory.limit",)),
+    Key("platforms", Kind.STRS, "--platform", ("targets.platforms",)),
+    Key("urls", Kind.STRS, "--url", ("targets.urls",)),
+    Key("targets_files", Kind.PATHS, "--targets", ("targets.files",)),
+    Key("formats", Kind.STRS, "--format", ("report.formats",), choices=FORMATS),
+    Key("report_mode", Kind.MODE, "--report-mode", ("report.mode",)),
+    Key("forks", Kind.INT, "--forks", ("schedule.forks",), 1, 100000),
+    Key("timeout", Kind.FLOAT, "--timeout", ("schedule.timeout",), 1, 86400),
+    Key("connect_timeout", Kind.FLOAT, "--connect-timeout",
+        ("ssh.connect_timeout", "winrm.connect_timeout"), 0.5, 3600),
+    Key("retries", Kind.INT, "--retries", ("schedule.retries",), 0, 10),
+    Key("probe_timeout", Kind.FLOAT, "--probe-timeout", ("probe.max_time",), 0.5, 3600),
+    Key("probe_connect_timeout", Kind.FLOAT, "--probe-connect-timeout",
+        ("probe.connect_timeout",), 0.5, 3600),
+    Key("agent_proxy", Kind.BOOL, "--agent-proxy", ("probe.agent_proxy",)),
+    Key("user", Kind.STR, "--user", ("ssh.user",)),
+    Key("ssh_keys", Kind.PATHS, "--ssh-key", ("ssh.keys",)),
+    Key("known_hosts", Kind.PATH, "--known-hosts", ("ssh.known_hosts",)),
+    Key("host_key_policy", Kind.STR, "--accept-new-host-keys / --no-host-key-check",
+        ("ssh.host_key_policy",), choices=tuple(p.value for p in HostKeyPolicy)),
+    Key("password_on_new_keys", Kind.BOOL, "--password-on-new-keys",
+        ("ssh.password_on_new_keys",)),
+    Key("jump_host", Kind.STR, "--jump-host", ("ssh.jump_host",)),
+    Key("ssh_config", Kind.PATH, "--ssh-config", ("ssh.ssh_config",)),
+    Key("password_file", Kind.PATH, "--password-file", ("password_file",)),
+    Key("winrm_user", Kind.STR, "--winrm-user", ("winrm.user",)),
+    Key("winrm_transport", Kind.STR, "--winrm-transport", ("winrm.transport",),
+        choices=WINRM_TRANSPORTS),
+    Key("winrm_powershell", Kind.STR, "--winrm-powershell", ("winrm.powershell",),
+        choices=POWERSHELLS),
+    Key("winrm_allow_basic_http", Kind.BOOL, "--winrm-allow-basic-http",
+        ("winrm.allow_basic_http",)),
+    Key("winrm_allow_insecure", Kind.BOOL, "--winrm-allow-insecure", ("winrm.allow_insecure",)),
+    Key("winrm_ca_bundle", Kind.PATH, "--winrm-ca-bundle", ("winrm.ca_bundle",)),
+    Key("runner", Kind.STR, "--runner", ("schedule.runner",)),
+    Key("max_hosts", Kind.INT, "--max-hosts", ("inventory.max_hosts",), 1),
+    Key("max_groups", Kind.INT, "--max-groups", ("inventory.max_groups",), 1),
+    Key("max_targets", Kind.INT, "--max-targets", ("targets.max_targets",), 1),
+    Key("max_targets_file_size", Kind.INT, "--max-targets-file-size",
+        ("targets.max_targets_file_size",), 1),
+)  # fmt: skip
 """Every setting with a flag, an `AUDITOR_<NAME>` variable and a TOML key: defined once."""
 KEY_BY_NAME = MappingProxyType({k.name: k for k in KEYS})
 FLAG_ONLY = ("out_dir", "force", "quiet", "shard", "ask_pass")
@@ -317,12 +329,16 @@ def _convert(key: Key, raw: Any, base: Path | None, home: Path | None = None) ->
                 raise ValueError
             value = int(raw) if kind is Kind.INT else float(raw)
         except (TypeError, ValueError):
-            article = "an" if kind is Kind.INT else "a"
-            raise _Bad(f"{key.name}: {raw!r} is not {article} {kind}") from None
+            raise _Bad(f"{key.name}: {raw!r} is not {_a(kind)}") from None
         if (key.low is not None and value < key.low) or (key.high is not None and value > key.high):
             high = "" if key.high is None else f"{key.high:g}"
             raise _Bad(f"{key.name}: {raw!r} is not in the range {key.low:g}..{high}")
         return value
+    if kind is Kind.MODE:
+        try:
+            return parse_mode(raw if isinstance(raw, str) else "", key.name)
+        except InputError as exc:
+            raise _Bad(f"{key.name}: {raw!r} {exc.message.split(' ', 1)[1]}") from None
     if kind in (Kind.PATHS, Kind.STRS):
         items = raw.split(",") if isinstance(raw, str) else raw
         if not isinstance(items, list | tuple) or not all(isinstance(i, str) for i in items):
@@ -366,6 +382,8 @@ def _from_flags(flags: Mapping[str, Any]) -> dict[str, _Found]:
                 value = tuple(Path(v) for v in value)
             elif key.kind is Kind.STRS:
                 value = tuple(value)
+            elif key.kind is Kind.MODE:
+                value = parse_mode(value, key.flag)
             found[key.name] = _Found(value, f"flag {key.flag}")
     none, new = flags.get("no_host_key_check"), flags.get("accept_new_host_keys")
     if none and new:
@@ -461,6 +479,7 @@ _TOML_TYPES: Mapping[Kind, tuple[type, ...]] = MappingProxyType(
         Kind.PATHS: (list,),
         Kind.STRS: (list,),
         Kind.BOOL: (bool,),
+        Kind.MODE: (str,),
     }
 )
 
@@ -469,9 +488,7 @@ def _check_toml_type(key: Key, raw: Any) -> None:
     """TOML has types: `forks = "7"` is a mistake worth naming, not a value to coerce."""
     wanted = _TOML_TYPES[key.kind]
     if (isinstance(raw, bool) and bool not in wanted) or not isinstance(raw, wanted):
-        raise _Bad(
-            f"{key.name}: {raw!r} is not {'a' if key.kind is not Kind.INT else 'an'} {key.kind}"
-        )
+        raise _Bad(f"{key.name}: {raw!r} is not {_a(key.kind)}")
 
 
 # ansible.cfg `[defaults]` keys the auditor takes, and its setting for each.
@@ -661,114 +678,39 @@ def _assemble(
     env: Mapping[str, str],
     notes: tuple[str, ...],
 ) -> Settings:
-    values = {name: f.value for name, f in found.items()}
+    """Settings from the chosen values: a setting no source gave keeps its field default."""
+    given: dict[str, dict[str, Any]] = {}
+    for name, chosen in found.items():
+        for target in KEY_BY_NAME[name].to:
+            section, _, attr = target.rpartition(".")
+            given.setdefault(section, {})[attr] = chosen.value
+    hints = typing.get_type_hints(Settings)
 
-    def pick(name: str, build: Callable[[Any], Any] = lambda v: v) -> dict[str, Any]:
-        """`{name: value}` when some source gave it; else nothing, so the default applies."""
-        return {name: build(values[name])} if name in values else {}
+    def part(section: str, **extra: Any) -> Any:
+        cls = hints[section]
+        types_of = typing.get_type_hints(cls)
+        values = {k: _from_plain(types_of[k], v) for k, v in given.get(section, {}).items()}
+        return cls(**values, **extra)
 
     def secret(name: str) -> Secret | None:
         return Secret(env[name]) if env.get(name) else None
 
-    def sub(**kw: dict[str, Any]) -> dict[str, Any]:
-        merged: dict[str, Any] = {}
-        for part in kw.values():
-            merged.update(part)
-        return merged
-
-    mode_source = found["report_mode"].origin if "report_mode" in found else "--report-mode"
-    inventory = InventorySettings(
-        **sub(
-            path={"path": str(values["inventory"])} if "inventory" in values else {},
-            limit=pick("limit"),
-            max_hosts=pick("max_hosts"),
-            max_groups=pick("max_groups"),
-        ),
-        shard=flags.get("shard") or None,
-    )
-    targets = TargetSettings(
-        **sub(
-            platforms=pick("platforms"),
-            urls=pick("urls"),
-            files={"files": values["targets_files"]} if "targets_files" in values else {},
-            max_targets=pick("max_targets"),
-            max_targets_file_size=pick("max_targets_file_size"),
-        )
-    )
-    schedule = Schedule(
-        **sub(
-            forks=pick("forks", int),
-            timeout=pick("timeout", float),
-            retries=pick("retries", int),
-            runner=pick("runner"),
-        )
-    )
-    probe_kw: dict[str, Any] = {}
-    if "probe_connect_timeout" in values:
-        probe_kw["connect_timeout"] = float(values["probe_connect_timeout"])
-    if "probe_timeout" in values:
-        probe_kw["max_time"] = float(values["probe_timeout"])
-    if "agent_proxy" in values:
-        probe_kw["agent_proxy"] = bool(values["agent_proxy"])
-    probe = ProbeSettings(**probe_kw)
-    connect = pick("connect_timeout", float)
-    ssh = SSHSettings(
-        **sub(
-            user=pick("user"),
-            keys={"keys": values["ssh_keys"]} if "ssh_keys" in values else {},
-            known_hosts=pick("known_hosts"),
-            policy={"host_key_policy": HostKeyPolicy(values["host_key_policy"])}
-            if "host_key_policy" in values
-            else {},
-            jump_host=pick("jump_host"),
-            ssh_config=pick("ssh_config"),
-            connect=connect,
-            password_on_new_keys=pick("password_on_new_keys", bool),
-        ),
-        password=secret(SSH_PASSWORD_ENV),
-        passphrase=secret(PASSPHRASE_ENV),
-    )
-    winrm = WinRMSettings(
-        **sub(
-            user={"user": values["winrm_user"]} if "winrm_user" in values else {},
-            transport={"transport": values["winrm_transport"]}
-            if "winrm_transport" in values
-            else {},
-            powershell={"powershell": values["winrm_powershell"]}
-            if "winrm_powershell" in values
-            else {},
-            ca={"ca_bundle": str(values["winrm_ca_bundle"])} if "winrm_ca_bundle" in values else {},
-            basic={"allow_basic_http": bool(values["winrm_allow_basic_http"])}
-            if "winrm_allow_basic_http" in values
-            else {},
-            insecure={"allow_insecure": bool(values["winrm_allow_insecure"])}
-            if "winrm_allow_insecure" in values
-            else {},
-            connect=connect,
-        ),
-        password=secret(WINRM_PASSWORD_ENV),
-    )
-    report = ReportSettings(
-        **sub(
-            formats=pick("formats", tuple),
-            mode={"mode": parse_mode(values["report_mode"], mode_source)}
-            if "report_mode" in values
-            else {},
-        ),
-        out_dir=Path(flags["out_dir"]) if flags.get("out_dir") else None,
-        force=bool(flags.get("force")),
-        quiet=bool(flags.get("quiet")),
-    )
+    top = {k: _from_plain(hints[k], v) for k, v in given.get("", {}).items()}
     return Settings(
-        inventory=inventory,
-        targets=targets,
-        schedule=schedule,
-        probe=probe,
-        ssh=ssh,
-        winrm=winrm,
-        report=report,
+        inventory=part("inventory", shard=flags.get("shard") or None),
+        targets=part("targets"),
+        schedule=part("schedule"),
+        probe=part("probe"),
+        ssh=part("ssh", password=secret(SSH_PASSWORD_ENV), passphrase=secret(PASSPHRASE_ENV)),
+        winrm=part("winrm", password=secret(WINRM_PASSWORD_ENV)),
+        report=part(
+            "report",
+            out_dir=Path(flags["out_dir"]) if flags.get("out_dir") else None,
+            force=bool(flags.get("force")),
+            quiet=bool(flags.get("quiet")),
+        ),
         ask_pass=bool(flags.get("ask_pass")),
-        password_file=values.get("password_file"),
+        **top,
         origins=MappingProxyType({name: f.origin for name, f in found.items()}),
         warnings=notes,
     )
@@ -787,39 +729,11 @@ def parse_mode(value: str, source: str = "--report-mode") -> int:
 
 def effective(settings: Settings) -> dict[str, Any]:
     """Each key's effective value as plain JSON (for `auditor config`)."""
-    values: dict[str, Any] = {
-        "inventory": settings.inventory.path,
-        "limit": settings.inventory.limit,
-        "platforms": list(settings.targets.platforms),
-        "urls": list(settings.targets.urls),
-        "targets_files": [str(p) for p in settings.targets.files],
-        "formats": list(settings.report.formats),
-        "report_mode": f"{settings.report.mode:03o}",
-        "forks": settings.schedule.forks,
-        "timeout": settings.schedule.timeout,
-        "connect_timeout": settings.ssh.connect_timeout,
-        "retries": settings.schedule.retries,
-        "probe_timeout": settings.probe.max_time,
-        "probe_connect_timeout": settings.probe.connect_timeout,
-        "agent_proxy": settings.probe.agent_proxy,
-        "user": settings.ssh.user,
-        "ssh_keys": [str(p) for p in settings.ssh.keys],
-        "known_hosts": str(settings.ssh.known_hosts) if settings.ssh.known_hosts else None,
-        "host_key_policy": settings.ssh.host_key_policy.value,
-        "password_on_new_keys": settings.ssh.password_on_new_keys,
-        "jump_host": settings.ssh.jump_host,
-        "ssh_config": str(settings.ssh.ssh_config) if settings.ssh.ssh_config else None,
-        "password_file": str(settings.password_file) if settings.password_file else None,
-        "winrm_user": settings.winrm.user,
-        "winrm_transport": settings.winrm.transport,
-        "winrm_powershell": settings.winrm.powershell,
-        "winrm_allow_basic_http": settings.winrm.allow_basic_http,
-        "winrm_allow_insecure": settings.winrm.allow_insecure,
-        "winrm_ca_bundle": settings.winrm.ca_bundle,
-        "runner": settings.schedule.runner or None,
-        "max_hosts": settings.inventory.max_hosts,
-        "max_groups": settings.inventory.max_groups,
-        "max_targets": settings.targets.max_targets,
-        "max_targets_file_size": settings.targets.max_targets_file_size,
-    }
-    return {key.name: values[key.name] for key in KEYS}
+    shown: dict[str, Any] = {}
+    for key in KEYS:
+        section, _, attr = key.to[0].rpartition(".")
+        value = getattr(getattr(settings, section) if section else settings, attr)
+        if key.kind is Kind.MODE:
+            value = f"{value:03o}"
+        shown[key.name] = _to_plain(value) if value != "" else None
+    return shown

@@ -154,6 +154,8 @@ def test_a_bad_ansible_cfg_names_file_and_line(
         ("formats = ['html', 'pdf']\n", 1, "'pdf' is not one of"),
         ("host_key_policy = 'off'\n", 1, "'off' is not one of"),
         ("agent_proxy = 'yes'\n", 1, "is not a boolean"),
+        ("report_mode = '9'\n", 1, "report_mode: '9' is not an octal file mode"),
+        ("report_mode = 600\n", 1, "report_mode: 600 is not an octal file mode"),
     ],
 )
 def test_a_bad_toml_file_names_file_and_line(
@@ -234,6 +236,7 @@ def test_a_fifo_in_place_of_a_settings_file_is_refused_without_blocking(
         ("AUDITOR_TIMEOUT", "soon", "AUDITOR_TIMEOUT: timeout: 'soon' is not a number"),
         ("AUDITOR_AGENT_PROXY", "sometimes", "is not a boolean"),
         ("AUDITOR_WINRM_TRANSPORT", "digest", "'digest' is not one of"),
+        ("AUDITOR_REPORT_MODE", "777", "report_mode: '777' must be between 000 and 666"),
     ],
 )
 def test_a_bad_environment_variable_is_named(
@@ -269,6 +272,11 @@ def test_environment_variables_cover_every_setting(place: tuple[Path, Path]) -> 
 def test_both_host_key_flags_are_refused(place: tuple[Path, Path]) -> None:
     with pytest.raises(InputError, match="choose one of --no-host-key-check"):
         _build(place, no_host_key_check=True, accept_new_host_keys=True)
+
+
+def test_a_bad_report_mode_flag_names_the_flag(place: tuple[Path, Path]) -> None:
+    with pytest.raises(InputError, match=r"^--report-mode: '777' must be between 000 and 666$"):
+        _build(place, report_mode="777")
 
 
 def test_settings_round_trip_through_json_without_their_secrets(
