@@ -155,8 +155,18 @@ class Settings:
         data = json.loads(text)
         if not isinstance(data, dict):
             raise InputError("settings JSON must be an object")
-        built = _from_plain(cls, data)
+        try:
+            built = _from_plain(cls, data)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"settings JSON: {exc}") from None
         assert isinstance(built, Settings)
+        # A broker's message is input like any other: the same bounds and choices as a flag.
+        for name, value in effective(built).items():
+            if value is not None and value != []:
+                try:
+                    _convert(KEY_BY_NAME[name], value, None)
+                except _Bad as exc:
+                    raise InputError(f"settings JSON: {exc}") from None
         return built
 
     def origin(self, name: str) -> str:

@@ -310,6 +310,12 @@ def test_settings_round_trip_through_json_without_their_secrets(
     assert back.to_json() == text
     with pytest.raises(InputError, match="unknown key 'fork'"):
         Settings.from_json(json.dumps({"schedule": {"fork": 1}}))
+    with pytest.raises(InputError, match="forks: 0 is not in the range"):
+        Settings.from_json(json.dumps({"schedule": {"forks": 0}}))
+    with pytest.raises(InputError, match="settings JSON: 'off' is not a valid HostKeyPolicy"):
+        Settings.from_json(json.dumps({"ssh": {"host_key_policy": "off"}}))
+    with pytest.raises(InputError, match="'telnet' is not one of"):
+        Settings.from_json(json.dumps({"winrm": {"transport": "telnet"}}))
 
 
 def test_secrets_stay_out_of_reprs() -> None:
