@@ -458,9 +458,8 @@ def config_cmd(ctx: click.Context, /, as_json: bool, only_changed: bool, **kw: A
 
     from auditor.settings import effective
 
-    values = {k: v for k, v in kw.items()}
     try:
-        settings = _settings(ctx, values, secrets=False)
+        settings = _settings(ctx, kw, secrets=False)
     except AuditorError as exc:
         _fail(str(exc))
     shown = {

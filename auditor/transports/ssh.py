@@ -38,7 +38,8 @@ from auditor.transports.endpoint import Endpoint, JumpSpec, resolve_endpoint
 from auditor.transports.sshconfig import SSHConfigReader, default_config_path
 
 SSHOptions = SSHSettings
-"""The run-wide SSH settings the transport is built from (`auditor.settings`)."""
+"""The run-wide SSH settings (`auditor.settings.SSHSettings`), under the name the transport
+tests use."""
 
 
 KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
@@ -99,7 +100,7 @@ class _HostKeyCheck(asyncssh.SSHClient):
     def __init__(
         self,
         known: asyncssh.SSHKnownHosts | None,
-        options: SSHOptions,
+        options: SSHSettings,
         password: Secret | None,
     ) -> None:
         self._known = known
@@ -161,7 +162,7 @@ class _Prepared:
 class SSHTransport(Transport):
     name = "ssh"
 
-    def __init__(self, options: SSHOptions) -> None:
+    def __init__(self, options: SSHSettings) -> None:
         self.options = options
         self._prepared: _Prepared | None = None
         self._jumps: dict[JumpSpec, asyncio.Task[asyncssh.SSHClientConnection]] = {}

@@ -103,7 +103,8 @@ def command_line(script: str, program: str = POWERSHELL) -> str:
 
 
 WinRMOptions = WinRMSettings
-"""Defaults for every WinRM host (`auditor.settings`); a host's variables override them."""
+"""The WinRM defaults (`auditor.settings.WinRMSettings`), under the name the transport tests
+use; a host's variables override them."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -161,7 +162,7 @@ def _extra_missing(auth: str) -> bool:
     return False
 
 
-def needs_password(host: Host, options: WinRMOptions) -> bool:
+def needs_password(host: Host, options: WinRMSettings) -> bool:
     """Whether `host` authenticates with a password (not a client certificate or a Kerberos
     ticket). A transport setting that cannot be resolved counts as needing one."""
     try:
@@ -171,7 +172,7 @@ def needs_password(host: Host, options: WinRMOptions) -> bool:
     return auth not in _NO_PASSWORD
 
 
-def resolve_endpoint(host: Host, options: WinRMOptions, password: Secret | None) -> WinRMEndpoint:
+def resolve_endpoint(host: Host, options: WinRMSettings, password: Secret | None) -> WinRMEndpoint:
     """Merge a host's Ansible variables over `options`; raises `InputError` naming the host."""
     hv = host.vars
     auth = _pick_transport(host, _var(hv, "ansible_winrm_transport"), options.transport)
@@ -284,7 +285,7 @@ def check_files(host: Host, ep: WinRMEndpoint) -> None:
             raise InputError(f"host {host.name}: {setting} {value}: {exc.reason}") from None
 
 
-def _program(host: Host, options: WinRMOptions) -> str:
+def _program(host: Host, options: WinRMSettings) -> str:
     value = _var(host.vars, "auditor_powershell") or options.powershell
     program = POWERSHELLS.get(str(value).strip().lower())
     if program is None:
@@ -466,7 +467,7 @@ class _Session:
     """One host's shell, run on a worker thread; every exchange fits in the deadline."""
 
     def __init__(
-        self, ep: WinRMEndpoint, options: WinRMOptions, deadline: float, timeout: float
+        self, ep: WinRMEndpoint, options: WinRMSettings, deadline: float, timeout: float
     ) -> None:
         self.ep = ep
         self.options = options
@@ -615,13 +616,13 @@ class WinRMTransport(Transport):
 
     def __init__(
         self,
-        options: WinRMOptions | None = None,
+        options: WinRMSettings | None = None,
         password: Secret | str | None = None,
         max_workers: int = 8,
     ) -> None:
         if max_workers < 1:
             raise ValueError("max_workers must be at least 1")
-        self.options = options or WinRMOptions()
+        self.options = options or WinRMSettings()
         self._password = Secret(password) if isinstance(password, str) else password
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="winrm")
         self._warnings: Mapping[str, tuple[str, ...]] = MappingProxyType({})
