@@ -49,7 +49,7 @@ class Tunnel(StrEnum):
 
     NOT_ASKED = ""
     GRANTED = "granted"
-    REFUSED = "refused"
+    DENIED = "denied"
     # The proxy could not be reached or did not answer in time: no proof the 403 is the
     # origin's.
     NO_ANSWER = "no_answer"

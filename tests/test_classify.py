@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from importlib import resources
 
@@ -208,7 +209,7 @@ POWERSHELL_TABLE: list[tuple[Evidence, Target, Outcome, str]] = [
         f"(proxy {PROXY})",
     ),
     (
-        iwr(http_status=403, proxy=PROXY, tunnel=Tunnel.REFUSED, message="(403) Forbidden."),
+        iwr(http_status=403, proxy=PROXY, tunnel=Tunnel.DENIED, message="(403) Forbidden."),
         HTTPS,
         Outcome.PROXY_DENIED,
         f"(403) Forbidden. (proxy {PROXY})",
@@ -274,3 +275,50 @@ def test_an_expected_band_decides_reachable_on_both_platforms() -> None:
     # 407 through a proxy is the proxy's on both, even where any 4xx is expected.
     assert classify(curl(0, 407, proxy=PROXY), lenient)[0] is Outcome.PROXY_DENIED
     assert classify(iwr(http_status=407, proxy=PROXY), lenient)[0] is Outcome.PROXY_DENIED
+
+
+EMULATORS = ("ps51.py", "ps7.py", "wsman.py", "windows.py")
+
+
+@pytest.mark.parametrize("module", EMULATORS)
+def test_the_labs_windows_emulation_fakes_evidence_and_holds_no_outcome_rules(
+    module: str,
+) -> None:
+    """The emulated Windows hosts print what PowerShell would; only the auditor's classifier
+    turns that into a verdict, so a lab run tests the real rules, not a copy of them."""
+    source = resources.files("auditor.lab").joinpath(module).read_text(encoding="utf-8")
+    tree = ast.parse(source)
+    imported = {
+        node.module
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    } | {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    assert not imported & {"auditor.outcomes", "auditor.classify"}
+    # Keys read from the probe's data document ("timeout" is its time budget) are not verdicts.
+    data_keys = {
+        id(arg)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "get"
+        for arg in node.args[:1]
+    }
+    strings = {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in data_keys
+    }
+    assert not strings & {o.value for o in Outcome}
+    assert "outcome" not in strings
+    names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
+    names |= {
+        node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.ClassDef)
+    }
+    assert not {n for n in names if "classif" in n.lower() or "outcome" in n.lower()}
