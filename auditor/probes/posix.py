@@ -15,7 +15,14 @@ from auditor.classify import Evidence, classify
 from auditor.errors import HostLevelError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings, Scrubber, escape_controls, mask_userinfo
+from auditor.probes import (
+    Probe,
+    ProbeResult,
+    ProbeSettings,
+    Scrubber,
+    escape_controls,
+    mask_userinfo,
+)
 from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
@@ -209,3 +216,13 @@ def observation_from_fields(
         time_tls=_float(tls),
         time_total=_float(total),
     )
+
+
+class PosixProbe(Probe):
+    """POSIX sh with curl (or wget, or python3), for Linux and other Unix hosts."""
+
+    def build_job(self, targets: Sequence[Target], settings: ProbeSettings) -> ProbeJob:
+        return build_posix_job(targets, settings)
+
+    def parse(self, raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeResult:
+        return parse_posix(raw, targets, nonce)

@@ -36,7 +36,14 @@ from auditor.classify import POWERSHELL_TOOL, Evidence, Tunnel, classify, tunnel
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings, Scrubber, escape_controls, mask_userinfo
+from auditor.probes import (
+    Probe,
+    ProbeResult,
+    ProbeSettings,
+    Scrubber,
+    escape_controls,
+    mask_userinfo,
+)
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput
 
 RECORD_MARK = "AUDITOR-PS1"
@@ -373,3 +380,13 @@ def parse_powershell(raw: RawOutput, targets: Sequence[Target], nonce: str) -> P
         _observation(target, by_index.get(i), missing) for i, target in enumerate(targets)
     )
     return ProbeResult(observations=observations, facts=MappingProxyType(facts))
+
+
+class PowerShellProbe(Probe):
+    """Invoke-WebRequest under Windows PowerShell 5.1 or PowerShell 7, for Windows hosts."""
+
+    def build_job(self, targets: Sequence[Target], settings: ProbeSettings) -> ProbeJob:
+        return build_powershell_job(targets, settings)
+
+    def parse(self, raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeResult:
+        return parse_powershell(raw, targets, nonce)
