@@ -55,8 +55,8 @@ def build_posix_job(targets: Sequence[Target], settings: ProbeSettings) -> Probe
         lines.append(f"target {index} {target.url}")
     end = f"AUDITOR_END_{settings.nonce}"
     data = "\n".join(lines)
-    stdin = f"{probe_source()}\nauditor_main <<'{end}'\n{data}\n{end}\nexit 0\n"
-    return ProbeJob(script=COMMAND, stdin=stdin.encode())
+    script = f"{probe_source()}\nauditor_main <<'{end}'\n{data}\n{end}\nexit 0\n"
+    return ProbeJob(script=script, command=COMMAND)
 
 
 def _seconds(value: float) -> str:

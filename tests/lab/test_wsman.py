@@ -354,3 +354,19 @@ def test_a_407_is_always_the_proxys_and_plain_http_403s_are_read_as_the_proxys()
     assert plain["tunnel"] == ""  # no tunnel to ask about over plain HTTP
     http = Target(url="http://x.test/", name="x")
     assert classify(powershell_evidence(plain), http)[0] == "proxy_denied"
+
+
+def test_a_proxied_403_whose_proxy_does_not_answer_the_tunnel_check_stays_the_proxys() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = int(closed.getsockname()[1])
+    # Nothing listens there any more: the probe's own CONNECT gets no answer.
+    network = ps51.Network(proxy=f"http://127.0.0.1:{port}")
+    url = "https://127.0.0.1:8443/CloudAgent/"
+    rec = ps51.target_record(0, url, network)
+    rec.update(status=403, reason="ProtocolError", type="System.Net.WebException")
+    ps51.gather_more(rec, url, 2000, network)
+    assert rec["tunnel"] == "no_answer"
+    lenient = Target(url=url, name="agent", expected_status=tuple(range(200, 500)))
+    assert classify(powershell_evidence(rec), lenient)[0] == "proxy_denied"

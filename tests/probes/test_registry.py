@@ -51,6 +51,13 @@ def test_the_scheduler_names_no_platforms_probe_module() -> None:
     assert "auditor.probes.registry" in imported
 
 
-def test_the_posix_job_runs_its_script_on_a_shell_reading_stdin() -> None:
-    job = probe_for(Platform.LINUX).build_job(TARGETS, ProbeSettings(nonce=NONCE))
-    assert job.script == COMMAND
+def test_a_jobs_script_is_the_whole_probe_program_on_every_platform() -> None:
+    """`ProbeJob.script` means one thing: the probe's source with its data, as the host's
+    interpreter runs it; `command` only says how a piped script reaches its interpreter."""
+    settings = ProbeSettings(nonce=NONCE)
+    posix = probe_for(Platform.LINUX).build_job(TARGETS, settings)
+    assert posix.script.startswith("# shellcheck shell=sh") and TARGETS[0].url in posix.script
+    assert (posix.command, posix.stdin) == (COMMAND, posix.script.encode())
+    windows = probe_for(Platform.WINDOWS).build_job(TARGETS, settings)
+    assert "FromBase64String" in windows.script and windows.script.startswith("$Progress")
+    assert (windows.command, windows.stdin) == ("", b"")
