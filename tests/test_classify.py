@@ -142,6 +142,42 @@ POWERSHELL_TABLE: list[tuple[Evidence, Target, Outcome, str]] = [
         "No such host is known. (cask.qg3.apps.qualys.com:443)",
     ),
     (
+        iwr(
+            exception_type=WEB,
+            reason="ProxyNameResolutionFailure",
+            message="The proxy name could not be resolved: 'proxy.corp'",
+        ),
+        HTTPS,
+        Outcome.DNS_FAILURE,
+        "The proxy name could not be resolved: 'proxy.corp'",
+    ),
+    (
+        # The OS gave up on the TCP connect before -TimeoutSec fired (SocketError 10060).
+        iwr(
+            exception_type=WEB,
+            reason="ConnectFailure",
+            socket_error="TimedOut",
+            message="Unable to connect to the remote server",
+            inner="A connection attempt failed",
+        ),
+        HTTPS,
+        Outcome.TIMEOUT,
+        "Unable to connect to the remote server: A connection attempt failed",
+    ),
+    (
+        # A plain reset outside the handshake is no TLS failure.
+        iwr(
+            exception_type=WEB,
+            reason="ReceiveFailure",
+            socket_error="ConnectionReset",
+            message="The underlying connection was closed: An unexpected error occurred on a "
+            "receive.",
+        ),
+        HTTPS,
+        Outcome.ERROR,
+        "The underlying connection was closed: An unexpected error occurred on a receive.",
+    ),
+    (
         iwr(exception_type=WEB, reason="Timeout", message="The operation has timed out."),
         HTTPS,
         Outcome.TIMEOUT,
