@@ -36,7 +36,8 @@ def probe_source() -> str:
 
 
 def build_posix_job(targets: Sequence[Target], settings: ProbeSettings) -> ProbeJob:
-    """The probe script followed by its data as a quoted here-document on stdin.
+    """The probe script followed by its data as a quoted here-document, for the transport
+    to pipe to `/bin/sh -s` (the job's `command`).
 
     URLs were validated to hold no whitespace or control characters, so no data line can
     end the here-document early, and the quoted delimiter stops every expansion.
