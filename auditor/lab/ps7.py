@@ -45,7 +45,8 @@ HttpResponseException's `HttpRequestError` (Unknown), ConvertTo-Json's escaping 
 absence of 5.1's "Preparing modules for first use." progress record. Conditions whose
 PowerShell 7 shape no source gives (a proxy name that does not resolve, unreachable
 host/network, connection reset or closed mid-response, a protocol violation, a 3xx answer
-under `-MaximumRedirection 0`) are not emulated: the record says so and is an `error`.
+under `-MaximumRedirection 0`) are not emulated: the record says so, with an exception type
+of the lab's own, and the auditor reports an `error`.
 """
 
 from __future__ import annotations
