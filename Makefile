@@ -63,7 +63,8 @@ bench: sysdeps venv
 fuzz: venv
 	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/security/test_fuzz_parsers.py \
 	  tests/inventory tests/reporters/test_reporters_fuzz.py tests/probes/test_powershell.py \
-	  tests/security/test_results_fuzz.py tests/probes/test_scrub.py
+	  tests/security/test_results_fuzz.py tests/probes/test_scrub.py \
+	  tests/transports/test_ssh_config_fuzz.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

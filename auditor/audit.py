@@ -123,13 +123,16 @@ def execute(
 
     run_secrets = _run_secrets(config)
 
-    def with_warnings(result: HostResult) -> HostResult:
-        result = without_secrets(result, _scrubber(run_secrets, result.host))
-        warnings = warned.get(result.host.name)
-        return replace(result, warnings=warnings) if warnings else result
+    # Each host's result as kept: scrubbed of secrets and carrying its warnings, made once
+    # (scrubbing is per-field work on every host of a large fleet).
+    kept: dict[str, HostResult] = {}
 
     def record(result: HostResult) -> None:
-        result = with_warnings(result)
+        result = without_secrets(result, _scrubber(run_secrets, result.host))
+        warnings = warned.get(result.host.name)
+        if warnings:
+            result = replace(result, warnings=warnings)
+        kept[result.host.name] = result
         writer.host(result)
         if on_result is not None:
             on_result(result)
@@ -146,7 +149,7 @@ def execute(
         writer.end(final)
     finally:
         writer.close()
-    return AuditRun(info=final, results=tuple(with_warnings(r) for r in results)), signum
+    return AuditRun(info=final, results=tuple(kept[r.host.name] for r in results)), signum
 
 
 # Shorter secrets are not searched for: masking every "ab" in every message would destroy

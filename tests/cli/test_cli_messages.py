@@ -33,14 +33,14 @@ def test_a_json_inventory_host_name_cannot_drive_the_terminal(tmp_path: Path) ->
     inv.write_text(
         json.dumps(
             {
-                "_meta": {"hostvars": {HOSTILE: {"ansible_connection": "docker"}}},
+                "_meta": {"hostvars": {HOSTILE: {"ansible_port": "not-a-port"}}},
                 "all": {"children": ["g"]},
                 "g": {"hosts": [HOSTILE]},
             }
         )
     )
     proc = audit("-i", str(inv), "--url", "https://x.example/", "-o", str(tmp_path / "out"))
-    _assert_clean_one_line(proc, "is not supported")
+    _assert_clean_one_line(proc, "is not a number")
     assert "host ab c d e f:" in proc.stderr  # the text stays; escapes go, controls blank
 
 

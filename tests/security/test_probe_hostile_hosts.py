@@ -34,6 +34,7 @@ from tests.support.loopback import (
     raw_http_server,
     tls_server,
 )
+from tests.support.proc import command_lines
 
 HOST = Host(name="here", address="localhost", connection=Connection.LOCAL, platform=Platform.LINUX)
 TOOLS = ("curl", "wget", "python3")
@@ -75,18 +76,6 @@ def _probe(
     return raw, parse_posix(raw, targets, settings.nonce)
 
 
-def _cmdlines() -> list[bytes]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    found.append(handle.read())
-            except OSError:
-                continue
-    return found
-
-
 # --- item 2: proxy credentials never in process arguments -------------------------------
 
 
@@ -125,7 +114,7 @@ def test_the_agent_proxy_password_never_appears_in_any_process_arguments(
         run.start()
         try:
             assert proxy.holding.wait(60), "the probe never reached the proxy"
-            seen = _cmdlines()
+            seen = command_lines()
         finally:
             proxy.release.set()
             run.join(120)

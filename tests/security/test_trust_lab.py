@@ -136,9 +136,11 @@ def test_accept_new_records_only_literal_hosts_never_a_pattern(
     hosts = report_hosts(tmp_path / "out")
     assert hosts["direct"]["observations"][0]["outcome"] == "reachable", err
     assert hosts["loop"]["audited"] is True, hosts["loop"]
-    for name in ("star", "listed"):
-        assert hosts[name]["host_outcome"] == "host_key_unknown", hosts[name]
-        assert "known_hosts would read it as a pattern" in hosts[name]["detail"]
+    assert hosts["star"]["host_outcome"] == "host_key_unknown", hosts["star"]
+    assert "known_hosts would read it as a pattern" in hosts["star"]["detail"]
+    # A ',' in a host name is refused earlier, as `ssh` refuses it: never contacted at all.
+    assert hosts["listed"]["host_outcome"] == "error", hosts["listed"]
+    assert "contains invalid characters" in hosts["listed"]["detail"]
     names = sorted(line.split(" ", 1)[0] for line in known.read_text().splitlines())
     assert names == sorted([direct.address, f"[127.0.0.1]:{server.port}"])
     assert status == 1  # the loopback host cannot reach the lab's CDN: blocked

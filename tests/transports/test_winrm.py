@@ -8,7 +8,6 @@ probes are loopback servers. Nothing here resolves a name through real DNS.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import threading
 import time
@@ -33,6 +32,7 @@ from auditor.transports.winrm import (
     winrm_transport_from,
 )
 from tests.support.loopback import Loopback, loopback_servers
+from tests.support.proc import command_lines
 from tests.support.wsman_env import (
     PASSWORD,
     USER,
@@ -82,18 +82,6 @@ def _host_error(transport: WinRMTransport, host: Host, timeout: float = 20.0) ->
 
 def _transport(**options: Any) -> WinRMTransport:
     return WinRMTransport(WinRMOptions(**options), Secret(PASSWORD), max_workers=2)
-
-
-def _cmdlines() -> list[bytes]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    found.append(handle.read())
-            except OSError:
-                continue
-    return found
 
 
 def test_ntlm_over_http_with_encryption_audits_every_outcome_exactly(
@@ -202,7 +190,7 @@ def test_ntlm_over_http_with_encryption_audits_every_outcome_exactly(
 
         def watch() -> None:
             while not stop.is_set():
-                seen_cmdlines.extend(_cmdlines())
+                seen_cmdlines.extend(command_lines())
                 time.sleep(0.2)
 
         watcher = threading.Thread(target=watch)

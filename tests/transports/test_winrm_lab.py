@@ -36,6 +36,7 @@ from auditor.lab.spec import (
     windows_hosts,
 )
 from auditor.lab.windows import ACTIONS_FILE, machine_name
+from tests.support.proc import command_lines
 
 BIN = Path(sys.executable).parent
 WINDOWS = {spec.name: spec for spec in windows_hosts()}
@@ -62,15 +63,7 @@ class MixedRun:
 
 
 def _cmdlines() -> set[bytes]:
-    found: set[bytes] = set()
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as handle:
-                    found.add(handle.read())
-            except OSError:
-                continue
-    return found
+    return set(command_lines())
 
 
 @pytest.fixture(scope="module")
