@@ -25,6 +25,7 @@ from auditor.models import (
 )
 from auditor.outcomes import HostOutcome
 from auditor.probes import ProbeResult, ProbeSettings
+from auditor.probes.registry import probe_for
 from auditor.transports.base import ProbeJob, RawOutput, Transport
 
 
@@ -43,7 +44,8 @@ ResultCallback = Callable[[HostResult], None]
 
 
 class Probes:
-    """Builds each platform's job once per run and parses each host's output."""
+    """Builds each platform's job once per run and parses each host's output, through the
+    one `Probe` interface; which probe serves which platform is the registry's business."""
 
     def __init__(self, targets: Sequence[Target], settings: ProbeSettings) -> None:
         self.targets = tuple(targets)
@@ -52,24 +54,11 @@ class Probes:
 
     def job(self, platform: Platform) -> ProbeJob:
         if platform not in self._jobs:
-            if platform is Platform.WINDOWS:
-                from auditor.probes.powershell import build_powershell_job
-
-                self._jobs[platform] = build_powershell_job(self.targets, self.settings)
-            else:
-                from auditor.probes.posix import build_posix_job
-
-                self._jobs[platform] = build_posix_job(self.targets, self.settings)
+            self._jobs[platform] = probe_for(platform).build_job(self.targets, self.settings)
         return self._jobs[platform]
 
     def parse(self, platform: Platform, raw: RawOutput) -> ProbeResult:
-        if platform is Platform.WINDOWS:
-            from auditor.probes.powershell import parse_powershell
-
-            return parse_powershell(raw, self.targets, self.settings.nonce)
-        from auditor.probes.posix import parse_posix
-
-        return parse_posix(raw, self.targets, self.settings.nonce)
+        return probe_for(platform).parse(raw, self.targets, self.settings.nonce)
 
 
 # Host-level outcomes worth another try: the network may have hiccupped. An auth failure or a

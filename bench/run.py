@@ -269,7 +269,7 @@ def floor_job(urls: Sequence[str]) -> dict[str, str]:
     settings = ProbeSettings(connect_timeout=PROBE_CONNECT_TIMEOUT, max_time=PROBE_MAX_TIME)
     job = build_posix_job([Target(url=u, name=u) for u in urls], settings)
     return {
-        "command": job.script,
+        "command": job.command,
         "stdin_b64": base64.b64encode(job.stdin).decode(),
         "marker": f"AUD1 {settings.nonce}\tT",
     }

@@ -4,7 +4,9 @@ No Windows host can run here, so the lab's WS-Management endpoint (`auditor.lab.
 hands each `powershell.exe -EncodedCommand ...` it receives to this module. It decodes the
 probe's data, makes the same HTTP requests itself *from wherever it runs* (in the lab: inside
 a network namespace, so DNS, nft drop/reject, proxies and the intercepting issuer are real),
-and prints exactly the records probe.ps1 prints on Windows PowerShell 5.1 for each outcome.
+and prints exactly the records probe.ps1 prints on Windows PowerShell 5.1 for each failure:
+the evidence (exception type, status, messages, proxy, issuer, timings), never a verdict;
+the auditor's own classifier decides, as it does for a real Windows host.
 The requests and the run loop also serve the PowerShell 7 flavour (`auditor.lab.ps7`), which
 changes only the exception shapes, the edition and the JSON the records carry.
 
@@ -532,85 +534,41 @@ def read_issuer(url: str, proxy_used: bool, connect_ms: int, network: Network) -
         return ""
 
 
-def tunnel_granted(url: str, connect_ms: int, network: Network) -> bool:
-    """Ask the URL's proxy for a CONNECT tunnel, as the probe does to tell a proxy's 403
-    from the origin's: True only when the proxy answers 200."""
+def tunnel_answer(url: str, connect_ms: int, network: Network) -> str:
+    """Ask the URL's proxy for a CONNECT tunnel, as the probe does after a proxied HTTPS 403:
+    `granted` (the proxy answered 200), `denied` (it answered anything else) or `no_answer`
+    (it could not be reached, or did not answer in time)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
     proxy = network.proxy_for(host)
     if not proxy:
-        return False
+        return "no_answer"
     deadline = time.monotonic() + connect_ms / 1000.0
     try:
         _open_tunnel(proxy, host, parts.port or 443, network, deadline).close()
-    except (_WebError, _Guard, OSError, ValueError):
-        return False
-    return True
+    except _WebError as exc:
+        # A status other than 200, a broken or closed answer: the probe's header read does
+        # not match "HTTP/x 200". A timeout or a failed connect leaves it without an answer.
+        answered = exc.status in ("ProtocolError", "ServerProtocolViolation", "ConnectionClosed")
+        return "denied" if answered else "no_answer"
+    except (_Guard, OSError, ValueError):
+        return "no_answer"
+    return "granted"
 
 
-def proxy_denied_first(rec: Mapping[str, Any], url: str, connect_ms: int, network: Network) -> bool:
-    """probe.ps1's `$denied`: a 407, or a proxied HTTPS 403 whose tunnel the proxy refuses."""
-    code = rec["status"]
-    if code == 407:
-        return True
-    if code == 403 and rec["proxy"] and url.lower().startswith("https:"):
-        return not tunnel_granted(url, connect_ms, network)
-    return False
+# WebException.Status / HttpRequestError values after which the probe reads the issuer again.
+_TLS_REASONS = frozenset({"TrustFailure", "SecureChannelFailure", "SecureConnectionError"})
 
 
-# The exception types for which the probe's `-is [OperationCanceledException]` or
-# `-is [TimeoutException]` holds (only PowerShell 7 raises them).
-_CANCELLED_TYPES = frozenset(
-    {
-        "System.OperationCanceledException",
-        "System.Threading.Tasks.TaskCanceledException",
-        "System.TimeoutException",
-    }
-)
-
-
-def classify(
-    rec: Mapping[str, Any],
-    tls: bool,
-    expect: Sequence[int],
-    denied: bool = False,
-    https: bool = True,
-) -> str:
-    """probe.ps1's classification, rule for rule (the emulator must say what it says).
-
-    `expect` is the probe's flattened list of inclusive status ranges; `denied` is the
-    probe's own tunnel check (`proxy_denied_first`), `https` whether the URL is https.
-    """
-    why = rec["reason"]
-    sock = rec["sock"]
-    code = rec["status"]
-    if re.fullmatch(r"(Proxy)?NameResolution(Failure|Error)", why) or sock in (
-        "HostNotFound",
-        "NoData",
-        "TryAgain",
-    ):
-        return "dns_failure"
-    if why == "Timeout" or sock == "TimedOut" or rec.get("type") in _CANCELLED_TYPES:
-        return "timeout"
-    if sock in ("ConnectionRefused", "HostUnreachable", "NetworkUnreachable"):
-        return "refused"
-    if why in ("TrustFailure", "SecureChannelFailure", "SecureConnectionError") or (
-        tls and code == 0
-    ):
-        return "tls_failure"
-    if code > 0:
-        if denied:
-            return "proxy_denied"
-        if any(lo <= code <= hi for lo, hi in zip(expect[::2], expect[1::2], strict=False)):
-            return "reachable"
-        if code == 403 and rec["proxy"] and not https:
-            return "proxy_denied"
-        return "http_error"
-    if why == "ProxyTunnelError" or (
-        rec["proxy"] and re.search(r"'40[37]'\.?$", rec.get("msg", ""))
-    ):
-        return "proxy_denied"
-    return "error"
+def gather_more(rec: dict[str, Any], url: str, connect_ms: int, network: Network) -> None:
+    """What probe.ps1 looks at after the request, into `rec`: the proxy's own answer to a
+    CONNECT after a proxied HTTPS 403, and the certificate's issuer after a TLS error."""
+    https = url.lower().startswith("https:")
+    if rec["status"] == 403 and rec["proxy"] and https:
+        rec["tunnel"] = tunnel_answer(url, connect_ms, network)
+    tls_error = rec["reason"] in _TLS_REASONS or (rec["tls"] and rec["status"] == 0)
+    if tls_error and https:
+        rec["issuer"] = read_issuer(url, bool(rec["proxy"]), connect_ms, network)
 
 
 def target_record(index: int, url: str, network: Network) -> dict[str, Any]:
@@ -619,13 +577,14 @@ def target_record(index: int, url: str, network: Network) -> dict[str, Any]:
     rec: dict[str, Any] = {
         "kind": "target",
         "i": index,
-        "outcome": "error",
         "status": 0,
         "type": "",
         "reason": "",
         "msg": "",
         "inner": "",
         "sock": "",
+        "tls": False,
+        "tunnel": "",
         "issuer": "",
         "proxy": "",
         "ms": 0,
@@ -641,7 +600,6 @@ def target_record(index: int, url: str, network: Network) -> dict[str, Any]:
 def probe_target(
     index: int,
     url: str,
-    expect: Sequence[int],
     timeout_s: int,
     connect_ms: int,
     machine: Machine,
@@ -650,7 +608,6 @@ def probe_target(
     """The record probe.ps1's worker returns for one target on Windows PowerShell 5.1."""
     rec = target_record(index, url, network)
     start = time.monotonic()
-    tls = False
     try:
         rec["status"] = http_get(url, timeout_s, machine, network)
     except _WebError as exc:
@@ -661,15 +618,12 @@ def probe_target(
             inner=exc.inner,
             sock=exc.sock,
             status=exc.code,
+            tls=exc.tls,
         )
-        tls = exc.tls
     except _Guard as exc:
         rec.update(type="AuditorLab.GuardException", msg=str(exc))
     rec["ms"] = int((time.monotonic() - start) * 1000)
-    denied = proxy_denied_first(rec, url, connect_ms, network)
-    rec["outcome"] = classify(rec, tls, expect, denied, url.lower().startswith("https:"))
-    if rec["outcome"] == "tls_failure" and url.lower().startswith("https:"):
-        rec["issuer"] = read_issuer(url, bool(rec["proxy"]), connect_ms, network)
+    gather_more(rec, url, connect_ms, network)
     return rec
 
 
@@ -681,7 +635,7 @@ class Flavour:
 
     name: str
     edition: str
-    probe_target: Callable[[int, str, Sequence[int], int, int, Machine, Network], dict[str, Any]]
+    probe_target: Callable[[int, str, int, int, Machine, Network], dict[str, Any]]
     to_json: Callable[[Mapping[str, Any]], str]
 
 
@@ -823,13 +777,11 @@ def run_probe(
     )
     pending: dict[Future[dict[str, Any]], int] = {}
     for index, target in enumerate(targets):
-        expect = [int(s) for s in target.get("expect", [200]) if isinstance(s, int)]
         pending[
             pool.submit(
                 flavour.probe_target,
                 index,
                 str(target.get("url", "")),
-                expect,
                 timeout_s,
                 connect_ms,
                 machine,
@@ -847,17 +799,12 @@ def run_probe(
                 try:
                     rec = fut.result()
                 except Exception as exc:  # the probe reports a failed worker
-                    rec = {
-                        "kind": "target",
-                        "i": index,
-                        "outcome": "error",
-                        "msg": f"probe worker failed: {exc}",
-                    }
+                    rec = {"kind": "target", "i": index, "msg": f"probe worker failed: {exc}"}
                 emit(rec)
         if cancel.is_set():
             return
         for index in sorted(pending.values()):
-            emit({"kind": "target", "i": index, "outcome": "timeout", "reason": "deadline"})
+            emit({"kind": "target", "i": index, "deadline": True})
         emit({"kind": "done", "count": len(targets)})
         out.finish(0)
     finally:
@@ -957,13 +904,14 @@ __all__ = [
     "Machine",
     "Network",
     "Output",
-    "classify",
     "decode_command",
     "dotnet_name",
+    "gather_more",
     "http_get",
     "probe_data",
     "probe_target",
     "run_command",
     "start_command",
     "target_record",
+    "tunnel_answer",
 ]

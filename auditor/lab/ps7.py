@@ -6,9 +6,8 @@ events underneath are the same on PowerShell 7; what differs is the exception th
 catches there: an `HttpRequestException` with an inner `SocketException` or
 `AuthenticationException`, PowerShell's own `HttpResponseException` for a status code, a
 `TaskCanceledException` when `-TimeoutSec` expires. This module turns each 5.1 failure into
-that PowerShell 7 shape and builds the record probe.ps1 prints from it; the run loop and the
-classification (`ps51.classify`, which mirrors the script's rules for both versions) are
-shared.
+that PowerShell 7 shape and builds the record probe.ps1 prints from it (evidence only: the
+auditor's classifier decides); the run loop and the probe's follow-up look-ups are shared.
 
 Sources (marks as in the Invoke-WebRequest error reference notes; the probe records
 `$_.Exception.Message`, the outer text, not the ErrorDetails PowerShell 7 displays):
@@ -46,15 +45,15 @@ HttpResponseException's `HttpRequestError` (Unknown), ConvertTo-Json's escaping 
 absence of 5.1's "Preparing modules for first use." progress record. Conditions whose
 PowerShell 7 shape no source gives (a proxy name that does not resolve, unreachable
 host/network, connection reset or closed mid-response, a protocol violation, a 3xx answer
-under `-MaximumRedirection 0`) are not emulated: the record says so and is an `error`.
+under `-MaximumRedirection 0`) are not emulated: the record says so, with an exception type
+of the lab's own, and the auditor reports an `error`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -65,10 +64,8 @@ from auditor.lab.ps51 import (
     Network,
     _Guard,
     _WebError,
-    classify,
+    gather_more,
     http_get,
-    proxy_denied_first,
-    read_issuer,
     target_record,
 )
 
@@ -187,8 +184,8 @@ def exception_for(error: _WebError, url: str, timeout_s: int, proxy: str = "") -
         )
     if status == "ProtocolError":
         # HttpRequestError is not in the reference for this exception; Unknown is the value
-        # .NET gives an HttpRequestException built without one. The probe ignores it here:
-        # the status code decides.
+        # .NET gives an HttpRequestException built without one. The status code is what
+        # counts here.
         return Exception7(
             HTTP_RESPONSE_EXCEPTION,
             STATUS_FAILURE.format(error.code, error.phrase),
@@ -208,7 +205,6 @@ def ps7_json(obj: Mapping[str, Any]) -> str:
 def probe_target(
     index: int,
     url: str,
-    expect: Sequence[int],
     timeout_s: int,
     connect_ms: int,
     machine: Machine,
@@ -242,19 +238,8 @@ def probe_target(
             status=shape.status,
         )
     rec["ms"] = int((time.monotonic() - start) * 1000)
-    tls = shape is not None and shape.tls
-    # The probe's own tunnel check applies on 7 as well: a proxied HTTPS 403 is the proxy's
-    # only when the proxy refuses a CONNECT of its own.
-    denied = proxy_denied_first(rec, url, connect_ms, network)
-    https = url.lower().startswith("https:")
-    rec["outcome"] = classify(rec, tls, expect, denied, https)
-    if rec["outcome"] == "proxy_denied" and rec["status"] == 0:
-        # The probe takes a refused tunnel's status from the message ('403').
-        found = re.search(r"'(\d{3})'", rec["msg"])
-        if found:
-            rec["status"] = int(found.group(1))
-    if rec["outcome"] == "tls_failure" and url.lower().startswith("https:"):
-        rec["issuer"] = read_issuer(url, bool(rec["proxy"]), connect_ms, network)
+    rec["tls"] = shape is not None and shape.tls
+    gather_more(rec, url, connect_ms, network)
     return rec
 
 

@@ -1,8 +1,11 @@
 """Probe scripts (real files beside this module) and the parsers of their records.
 
-Each platform has a builder that turns targets into a `ProbeJob` (script + data, user data
-never spliced into source) and a parser that turns the `RawOutput` back into exactly one
-`Observation` per target, or raises `HostLevelError` when the host could not run the probe.
+Every platform's probe implements one interface, `Probe`: `build_job` turns targets into a
+`ProbeJob` (the complete probe program, user data never spliced into source), and `parse`
+turns the `RawOutput` back into exactly one `Observation` per target, or raises
+`HostLevelError` when the host could not run the probe. A parser only reads evidence out of
+what the host printed; `auditor.classify` decides every verdict. `auditor.probes.registry`
+picks the implementation for a host's platform.
 """
 
 from __future__ import annotations
@@ -10,12 +13,14 @@ from __future__ import annotations
 import base64
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import unquote
 
-from auditor.models import Observation
+from auditor.models import Observation, Target
+from auditor.transports.base import ProbeJob, RawOutput
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,26 @@ class ProbeResult:
 
     observations: tuple[Observation, ...]
     facts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+
+class Probe(ABC):
+    """One platform's probe: what to run on a host, and what its output says."""
+
+    @abstractmethod
+    def build_job(self, targets: Sequence[Target], settings: ProbeSettings) -> ProbeJob:
+        """The job that probes every target in one session on the host.
+
+        Raises `InputError` (or `ValueError` for a programming error) for targets or
+        settings the probe cannot carry safely.
+        """
+
+    @abstractmethod
+    def parse(self, raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeResult:
+        """One observation per target, in target order, from the host's output.
+
+        Only records carrying `nonce` count. Raises `HostLevelError` when the host could not
+        run the probe at all.
+        """
 
 
 # user:password@ in any URL a host prints (curl quotes a proxy URL it cannot parse); greedy

@@ -1,4 +1,7 @@
-"""The POSIX probe: build the job for `/bin/sh -s`, parse its records, classify curl results."""
+"""The POSIX probe: build the job for `/bin/sh -s` and turn its records into evidence.
+
+The verdicts themselves are `auditor.classify`'s, shared with every platform.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +11,18 @@ from functools import cache
 from importlib import resources
 from types import MappingProxyType
 
+from auditor.classify import Evidence, classify
 from auditor.errors import HostLevelError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings, Scrubber, escape_controls, mask_userinfo
+from auditor.probes import (
+    Probe,
+    ProbeResult,
+    ProbeSettings,
+    Scrubber,
+    escape_controls,
+    mask_userinfo,
+)
 from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
@@ -25,7 +36,8 @@ def probe_source() -> str:
 
 
 def build_posix_job(targets: Sequence[Target], settings: ProbeSettings) -> ProbeJob:
-    """The probe script followed by its data as a quoted here-document on stdin.
+    """The probe script followed by its data as a quoted here-document, for the transport
+    to pipe to `/bin/sh -s` (the job's `command`).
 
     URLs were validated to hold no whitespace or control characters, so no data line can
     end the here-document early, and the quoted delimiter stops every expansion.
@@ -44,8 +56,8 @@ def build_posix_job(targets: Sequence[Target], settings: ProbeSettings) -> Probe
         lines.append(f"target {index} {target.url}")
     end = f"AUDITOR_END_{settings.nonce}"
     data = "\n".join(lines)
-    stdin = f"{probe_source()}\nauditor_main <<'{end}'\n{data}\n{end}\nexit 0\n"
-    return ProbeJob(script=COMMAND, stdin=stdin.encode())
+    script = f"{probe_source()}\nauditor_main <<'{end}'\n{data}\n{end}\nexit 0\n"
+    return ProbeJob(script=script, command=COMMAND)
 
 
 def _seconds(value: float) -> str:
@@ -179,9 +191,17 @@ def observation_from_fields(
     exit_code = _int(exit_s)
     http = _int(http_s) or None
     connect = _int(connect_s) or None
-    outcome, detail = classify(
-        tool, exit_code, http, connect, err, issuer, proxy, target, _float(total)
+    evidence = Evidence(
+        tool=tool,
+        exit_code=exit_code,
+        http_status=http,
+        connect_status=connect,
+        message=err,
+        issuer=issuer,
+        proxy=proxy,
+        elapsed=_float(total),
     )
+    outcome, detail = classify(evidence, target)
     return Observation(
         url=target.url,
         outcome=outcome,
@@ -199,98 +219,11 @@ def observation_from_fields(
     )
 
 
-# curl exit codes (see curl's libcurl-errors): TLS handshake and certificate problems.
-_TLS_CODES = {35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91}
+class PosixProbe(Probe):
+    """POSIX sh with curl (or wget, or python3), for Linux and other Unix hosts."""
 
+    def build_job(self, targets: Sequence[Target], settings: ProbeSettings) -> ProbeJob:
+        return build_posix_job(targets, settings)
 
-def classify(
-    tool: str,
-    exit_code: int | None,
-    http: int | None,
-    connect: int | None,
-    err: str,
-    issuer: str,
-    proxy: str,
-    target: Target,
-    elapsed: float | None = None,
-) -> tuple[Outcome, str]:
-    """Map one tool result onto the target-level taxonomy, with a one-line detail."""
-    if tool == "wget":
-        exit_code, err = _wget_as_curl(exit_code, http, err, elapsed)
-    lowered = err.lower()
-    via = f" via proxy {proxy}" if proxy else ""
-    if exit_code == 0 or (exit_code is None and http):
-        # Through a proxy, a 407 is the proxy's, even where the target accepts any 4xx.
-        if http is not None and http in target.expected_status and not (http == 407 and proxy):
-            return Outcome.REACHABLE, f"HTTP {http}{via}"
-        if http == 407:
-            return (
-                Outcome.PROXY_DENIED,
-                f"proxy {proxy or '(unknown)'} answered 407 Proxy Authentication Required",
-            )
-        expected = _expected_text(target.expected_status)
-        return Outcome.HTTP_ERROR, f"HTTP {http} (expected {expected}){via}"
-    if exit_code in (5, 6):
-        return Outcome.DNS_FAILURE, err or (
-            "could not resolve the proxy's name"
-            if exit_code == 5
-            else f"could not resolve host {target.hostname}"
-        )
-    if exit_code == 56 and (
-        connect in (403, 407) or "connect tunnel failed" in lowered or "proxy connect" in lowered
-    ):
-        code = f" {connect}" if connect else ""
-        return Outcome.PROXY_DENIED, f"proxy {proxy or '(unknown)'} refused CONNECT{code}: {err}"
-    if "connection reset" in lowered and exit_code in (35, 56):
-        return (
-            Outcome.REFUSED,
-            f"connection reset during the TLS handshake (a firewall or "
-            f"proxy filtering by name is likely): {err}",
-        )
-    if exit_code == 7:
-        if "timed out" in lowered:
-            return Outcome.TIMEOUT, err
-        return Outcome.REFUSED, err or "connection refused"
-    if exit_code == 28:
-        return Outcome.TIMEOUT, err or "timed out"
-    if exit_code in _TLS_CODES:
-        shown = f" (issuer: {issuer})" if issuer else ""
-        return Outcome.TLS_FAILURE, f"{err or 'TLS failure'}{shown}"
-    return Outcome.ERROR, f"{tool or 'probe'} exit {exit_code}: {err or 'no message'}"
-
-
-def _expected_text(statuses: tuple[int, ...]) -> str:
-    if len(statuses) <= 3:
-        return "/".join(map(str, statuses))
-    return f"{statuses[0]}-{statuses[-1]}"
-
-
-def _wget_as_curl(
-    exit_code: int | None, http: int | None, err: str, elapsed: float | None
-) -> tuple[int | None, str]:
-    """GNU wget reports through messages more than exit codes; translate to curl's codes."""
-    lowered = err.lower()
-    if exit_code == 8 and http:  # the server answered with an error status
-        return 0, err
-    if exit_code == 0:
-        return 0, err
-    if (
-        "unable to resolve" in lowered
-        or "name or service not known" in lowered
-        or "temporary failure in name resolution" in lowered
-    ):
-        return 6, err
-    if "connection refused" in lowered or "no route to host" in lowered:
-        return 7, err
-    if "timed out" in lowered:
-        return 28, err
-    if "proxy tunneling failed" in lowered:
-        return 56, f"CONNECT tunnel failed: {err}"
-    if "unable to establish ssl connection" in lowered:
-        # Said alike for a handshake that failed and one that stalled; only time tells.
-        if elapsed is not None and elapsed >= 1.5:
-            return 28, f"TLS handshake stalled ({elapsed:g} s): {err}"
-        return 35, err
-    if exit_code == 5 or "certificate" in lowered:
-        return 60, err
-    return exit_code, err
+    def parse(self, raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeResult:
+        return parse_posix(raw, targets, nonce)

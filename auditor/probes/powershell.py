@@ -11,7 +11,8 @@ catalog. That is over cmd.exe's 8191, which is why the transport skips cmd.exe (
 
 The parser trusts nothing it reads: it keeps only lines that carry this run's nonce, caps
 every field, and turns anything it does not understand into an `error` verdict or a
-`HostLevelError`, never a crash.
+`HostLevelError`, never a crash. The records carry evidence only; `auditor.classify`
+decides each verdict, with the rules every platform shares.
 """
 
 from __future__ import annotations
@@ -31,15 +32,23 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from auditor.classify import POWERSHELL_TOOL, Evidence, Tunnel, classify, tunnel_status
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes import ProbeResult, ProbeSettings, Scrubber, escape_controls, mask_userinfo
+from auditor.probes import (
+    Probe,
+    ProbeResult,
+    ProbeSettings,
+    Scrubber,
+    escape_controls,
+    mask_userinfo,
+)
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput
 
 RECORD_MARK = "AUDITOR-PS1"
 DATA_PLACEHOLDER = "@@AUDITOR_DATA@@"
-TOOL = "Invoke-WebRequest"
+TOOL = POWERSHELL_TOOL
 
 # Targets probed at once on the host. Ten runspaces keep a 20-URL catalog to two waves
 # without loading a small VM; each runspace costs a few MB in powershell.exe.
@@ -265,55 +274,51 @@ def _no_records(raw: RawOutput) -> HostLevelError:
     )
 
 
-def _detail(outcome: Outcome, rec: Mapping[str, Any], status: int | None, target: Target) -> str:
-    msg = _field(rec, "msg")
-    inner = _field(rec, "inner")
-    issuer = _field(rec, "issuer")
-    proxy = _field(rec, "proxy")
-    expected = "/".join(str(s) for s in target.expected_status)
-    if outcome is Outcome.REACHABLE:
-        text = f"HTTP {status}"
-    elif outcome is Outcome.TIMEOUT and _field(rec, "reason") == "deadline":
-        text = "no answer before the probe's deadline on this host"
-    elif outcome is Outcome.HTTP_ERROR and not msg:
-        text = f"HTTP {status}, expected {expected}"
-    else:
-        text = msg or f"probe reported {outcome} without a message"
-        if inner and inner not in text:
-            # .NET messages are sentences or fragments: "closed: ... channel." + "The remote..."
-            text = f"{text} {inner}" if text.endswith((".", "!", "?")) else f"{text}: {inner}"
-    if outcome is Outcome.TLS_FAILURE and issuer:
-        text = f"{text}; certificate issuer: {issuer}"
-    if outcome is Outcome.PROXY_DENIED and proxy and proxy not in text:
-        text = f"{text} (proxy {proxy})"
-    return clean_text(text)
+def _tunnel(rec: Mapping[str, Any]) -> Tunnel:
+    value = rec.get("tunnel")
+    try:
+        return Tunnel(value) if isinstance(value, str) else Tunnel.NOT_ASKED
+    except ValueError:
+        return Tunnel.NOT_ASKED
+
+
+def evidence(rec: Mapping[str, Any]) -> Evidence:
+    """What one target record says, every field bounded and on one line; no verdict."""
+    status = _int_field(rec, "status")
+    if status is not None and not 100 <= status <= 999:
+        status = None
+    ms = _int_field(rec, "ms")
+    return Evidence(
+        tool=TOOL,
+        http_status=status,
+        message=_field(rec, "msg"),
+        exception_type=_field(rec, "type"),
+        reason=_field(rec, "reason"),
+        socket_error=_field(rec, "sock"),
+        inner=_field(rec, "inner"),
+        tls_layer=rec.get("tls") is True,
+        tunnel=_tunnel(rec),
+        deadline=rec.get("deadline") is True,
+        issuer=_field(rec, "issuer"),
+        proxy=_field(rec, "proxy"),
+        elapsed=None if ms is None or ms < 0 else ms / 1000.0,
+    )
 
 
 def _observation(target: Target, rec: Mapping[str, Any] | None, missing: str) -> Observation:
     if rec is None:
         return Observation(url=target.url, outcome=Outcome.ERROR, detail=missing, tool=TOOL)
-    raw_outcome = rec.get("outcome")
-    status = _int_field(rec, "status")
-    if status is not None and not 100 <= status <= 999:
-        status = None
-    try:
-        outcome = Outcome(raw_outcome) if isinstance(raw_outcome, str) else None
-    except ValueError:
-        outcome = None
-    if outcome is None:
-        shown = clean_text(repr(raw_outcome), 60)
-        detail = clean_text(f"probe reported an unknown outcome {shown}")
-        return Observation(url=target.url, outcome=Outcome.ERROR, detail=detail, tool=TOOL)
-    ms = _int_field(rec, "ms")
+    found = evidence(rec)
+    outcome, detail = classify(found, target)
     return Observation(
         url=target.url,
         outcome=outcome,
-        detail=_detail(outcome, rec, status, target),
-        http_status=status,
+        detail=clean_text(detail),
+        http_status=tunnel_status(found, outcome),
         tool=TOOL,
         tls_issuer=_issuer(rec),
-        proxy=clean_text(_field(rec, "proxy"), 300),
-        time_total=None if ms is None or ms < 0 else ms / 1000.0,
+        proxy=clean_text(found.proxy, 300),
+        time_total=found.elapsed,
     )
 
 
@@ -375,3 +380,13 @@ def parse_powershell(raw: RawOutput, targets: Sequence[Target], nonce: str) -> P
         _observation(target, by_index.get(i), missing) for i, target in enumerate(targets)
     )
     return ProbeResult(observations=observations, facts=MappingProxyType(facts))
+
+
+class PowerShellProbe(Probe):
+    """Invoke-WebRequest under Windows PowerShell 5.1 or PowerShell 7, for Windows hosts."""
+
+    def build_job(self, targets: Sequence[Target], settings: ProbeSettings) -> ProbeJob:
+        return build_powershell_job(targets, settings)
+
+    def parse(self, raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeResult:
+        return parse_powershell(raw, targets, nonce)

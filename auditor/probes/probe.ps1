@@ -2,7 +2,9 @@
 #
 # Runs `Invoke-WebRequest -UseBasicParsing` for every target in parallel runspaces, under one
 # per-host deadline, and prints one record per target. Read-only: it writes no file and
-# changes no setting beyond this process.
+# changes no setting beyond this process. It gathers evidence only (what the exception and
+# the response said); the auditor decides the verdict from it, with the same rules for every
+# platform.
 #
 # Data in: the builder (auditor/probes/powershell.py) replaces the single placeholder in the
 # AuditorData line below with base64 of a UTF-8 JSON document:
@@ -13,8 +15,18 @@
 #
 # Records out, one per line on stdout:  AUDITOR-PS1 <nonce> <base64 of UTF-8 JSON>
 #   {"kind":"facts", "hostname", "os", "os_version", "ps_version", "ps_edition"}
-#   {"kind":"target", "i", "outcome", "status", "type", "reason", "msg", "inner", "sock",
-#    "issuer", "proxy", "ms"}               one per target, in completion order
+#   {"kind":"target", "i", "status", "type", "reason", "msg", "inner", "sock", "tls",
+#    "tunnel", "issuer", "proxy", "ms"}     one per target, in completion order:
+#        status  HTTP status of the response (0: none); type: the exception's full type name;
+#        reason  WebException.Status (5.1) or HttpRequestException.HttpRequestError (7.4+);
+#        msg / inner  the exception's message and its innermost cause's;
+#        sock    a SocketException's SocketErrorCode found in the chain;
+#        tls     an exception in the chain came from the TLS layer;
+#        tunnel  the proxy's answer to the probe's own CONNECT, asked only for a proxied
+#                HTTPS 403: granted, denied or no_answer ('' when not asked);
+#        issuer  the certificate's issuer, read again without verifying after a TLS error
+#   {"kind":"target", "i", "msg"}           a worker failed before it could report
+#   {"kind":"target", "i", "deadline"}      no answer before the per-host deadline
 #   {"kind":"unavailable", "ps"}            Invoke-WebRequest is missing (PowerShell 2.0)
 #   {"kind":"fatal", "msg"}                 the probe itself failed
 #   {"kind":"done", "count"}                last line: its absence means truncated output
@@ -96,8 +108,8 @@ $work = {
         return ($hdr -match '^HTTP/\S+ 200')
     }
     $r = [ordered]@{
-        kind = 'target'; i = $i; outcome = 'error'; status = 0; type = ''; reason = ''
-        msg = ''; inner = ''; sock = ''; issuer = ''; proxy = ''; ms = 0
+        kind = 'target'; i = $i; status = 0; type = ''; reason = ''
+        msg = ''; inner = ''; sock = ''; tls = $false; tunnel = ''; issuer = ''; proxy = ''; ms = 0
     }
     $uri = [Uri]$u
     # The proxy this URL goes through, as the cmdlet will pick it: WinINET/WinHTTP settings
@@ -143,7 +155,7 @@ $work = {
             } catch {
             }
         }
-        # Classify by type and typed fields, never by the (localised) message text.
+        # Read by type and typed fields: the (localised) message text is only shown.
         $x = $e
         while ($x) {
             if ($x -is [Net.Sockets.SocketException]) {
@@ -161,15 +173,15 @@ $work = {
             $x = $x.InnerException
         }
         $r.sock = $sock
+        $r.tls = $tls
     }
     $why = $r.reason
     $code = $r.status
     # 5.1 (and 7.0/7.1) hand a proxy's refusal of CONNECT to the request as if the origin had
     # answered it, so a 403 seen through a proxy is ambiguous. Ask the proxy for the tunnel
-    # directly: only if it grants it did the 403 come from the origin. 407 is always the proxy.
-    $denied = $code -eq 407
+    # directly: only if it grants it did the 403 come from the origin.
     if ($code -eq 403 -and $r.proxy -and $uri.Scheme -eq 'https') {
-        $denied = $true
+        $r.tunnel = 'no_answer'
         $pu = [Uri]$r.proxy
         $c = New-Object Net.Sockets.TcpClient
         try {
@@ -177,51 +189,21 @@ $work = {
                 $s = $c.GetStream()
                 $s.ReadTimeout = $ms
                 $s.WriteTimeout = $ms
-                $denied = -not (Request-Tunnel $s $uri)
+                if (Request-Tunnel $s $uri) {
+                    $r.tunnel = 'granted'
+                } else {
+                    $r.tunnel = 'denied'
+                }
             }
         } catch {
         } finally {
             $c.Close()
         }
     }
-    if ($why -match '^(Proxy)?NameResolution(Failure|Error)$' -or $sock -match '^(HostNotFound|NoData|TryAgain)$') {
-        $r.outcome = 'dns_failure'
-    } elseif ($why -eq 'Timeout' -or $sock -eq 'TimedOut' -or $e -is [OperationCanceledException] -or $e -is [TimeoutException]) {
-        $r.outcome = 'timeout'
-    } elseif ($sock -match '^(ConnectionRefused|HostUnreachable|NetworkUnreachable)$') {
-        $r.outcome = 'refused'
-    } elseif ($why -match '^(TrustFailure|SecureChannelFailure|SecureConnectionError)$' -or ($tls -and $code -eq 0)) {
-        $r.outcome = 'tls_failure'
-    } elseif ($code -gt 0) {
-        # $expect holds inclusive ranges, flattened: lo1, hi1, lo2, hi2, ...
-        $ok = $false
-        for ($k = 0; $k + 1 -lt $expect.Count; $k += 2) {
-            if ($code -ge $expect[$k] -and $code -le $expect[$k + 1]) {
-                $ok = $true
-            }
-        }
-        if ($denied) {
-            $r.outcome = 'proxy_denied'
-        } elseif ($ok) {
-            $r.outcome = 'reachable'
-        } elseif ($code -eq 403 -and $r.proxy -and $uri.Scheme -ne 'https') {
-            # Plain HTTP through a proxy has no tunnel to ask about: an unexpected 403 there
-            # is more likely the proxy's.
-            $r.outcome = 'proxy_denied'
-        } else {
-            $r.outcome = 'http_error'
-        }
-    } elseif ($why -eq 'ProxyTunnelError' -or ($r.proxy -and $r.msg -match "'40[37]'\.?$")) {
-        # PS 7.2+: CONNECT refused by the proxy ("The proxy tunnel request ... '403'.").
-        $r.outcome = 'proxy_denied'
-        $m = [regex]::Match($r.msg, "'(\d{3})'")
-        if ($m.Success) {
-            $r.status = [int]$m.Groups[1].Value
-        }
-    }
-    # On a trust failure, connect again accepting any certificate, only to read who issued
-    # it: an intercepting proxy names itself there.
-    if ($r.outcome -eq 'tls_failure' -and $uri.Scheme -eq 'https') {
+    # After a TLS error, connect again accepting any certificate, only to read who issued it:
+    # an intercepting proxy names itself there.
+    $tlsError = $why -match '^(TrustFailure|SecureChannelFailure|SecureConnectionError)$' -or ($tls -and $code -eq 0)
+    if ($tlsError -and $uri.Scheme -eq 'https') {
         $c = New-Object Net.Sockets.TcpClient
         try {
             $th = $uri.Host
@@ -285,7 +267,7 @@ while ($left -gt 0 -and [DateTime]::UtcNow -lt $deadline) {
             if ($out -and $out.Count -gt 0) {
                 Send-Record ([string]$out[-1])
             } else {
-                Send-Record (@{ kind = 'target'; i = $j.i; outcome = 'error'; msg = "probe worker failed: $werr" } | ConvertTo-Json -Compress)
+                Send-Record (@{ kind = 'target'; i = $j.i; msg = "probe worker failed: $werr" } | ConvertTo-Json -Compress)
             }
             $j.ps.Dispose()
         }
@@ -294,7 +276,7 @@ while ($left -gt 0 -and [DateTime]::UtcNow -lt $deadline) {
 }
 foreach ($j in $jobs) {
     if (-not $j.done) {
-        Send-Record (@{ kind = 'target'; i = $j.i; outcome = 'timeout'; reason = 'deadline' } | ConvertTo-Json -Compress)
+        Send-Record (@{ kind = 'target'; i = $j.i; deadline = $true } | ConvertTo-Json -Compress)
     }
 }
 Send-Record (@{ kind = 'done'; count = $targets.Count } | ConvertTo-Json -Compress)

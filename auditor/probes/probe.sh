@@ -149,8 +149,9 @@ auditor_curl() {
     auditor_last_line "$_out" "curl: ("
     _err=${_last#*) }
     _issuer=""
+    # The TLS failure codes: the same list as the auditor's classifier (a test holds them equal).
     case "$_rc" in
-        35|51|53|58|59|60|66|77|80|82|83|90|91)
+        35|51|53|54|58|59|60|64|66|77|80|82|83|90|91)
             # Verification failed before curl could show the chain: look once more.
             auditor_curl_issuer "$_url"
             ;;

@@ -19,12 +19,23 @@ MAX_OUTPUT_BYTES = 1 << 20
 class ProbeJob:
     """What to run on a host.
 
-    `script` is fixed probe source (POSIX sh or PowerShell); user data (the URLs) travels in
-    `stdin` for POSIX, or inside the script as an inert base64 literal for PowerShell.
+    `script` is, on every platform, the whole probe program as the host's interpreter runs
+    it: fixed probe source with its data (the URLs, the settings) carried as inert data, never
+    spliced into code. POSIX sh source ends in a quoted here-document of data lines;
+    PowerShell source holds one base64 literal.
+
+    `command` starts the interpreter that reads `script` on its standard input (POSIX:
+    `/bin/sh -s`); it is empty when the transport has its own way of handing the script
+    over (WinRM passes PowerShell source to powershell.exe as -EncodedCommand).
     """
 
     script: str
-    stdin: bytes = b""
+    command: str = ""
+
+    @property
+    def stdin(self) -> bytes:
+        """What the transport writes to `command`'s standard input: the script, if piped."""
+        return self.script.encode() if self.command else b""
 
 
 @dataclass(frozen=True)

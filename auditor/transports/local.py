@@ -68,7 +68,7 @@ class LocalTransport(Transport):
     async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
         try:
             proc = await asyncio.create_subprocess_exec(
-                *shlex.split(job.script),
+                *shlex.split(job.command),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -590,7 +590,7 @@ def _classify(
 
 async def _run_probe(conn: asyncssh.SSHClientConnection, job: ProbeJob) -> RawOutput:
     """Send the job on stdin and read bounded output; a flood drops the connection."""
-    proc = await conn.create_process(job.script, encoding=None)
+    proc = await conn.create_process(job.command, encoding=None)
     # Both streams at once: an unread stream would fill the channel window and stall.
     out_task = asyncio.ensure_future(_read_capped(proc.stdout, MAX_OUTPUT_BYTES))
     err_task = asyncio.ensure_future(_read_capped(proc.stderr, 65536))

@@ -66,8 +66,7 @@ def _observe(
     monkeypatch.setattr(ps7, "http_get", fake_get)
     # No hosts and no system DNS: the issuer re-connect after a TLS failure finds nothing.
     network = Network(proxy=proxy)
-    expect = [s for status in expected_status for s in (status, status)]
-    rec = ps7.probe_target(0, URL, expect, TIMEOUT_S, 500, Machine(), network)
+    rec = ps7.probe_target(0, URL, TIMEOUT_S, 500, Machine(), network)
     stdout = record_line(NONCE, rec, ps7.ps7_json) + record_line(
         NONCE, {"kind": "done", "count": 1}, ps7.ps7_json
     )
@@ -200,18 +199,18 @@ def test_a_refused_tunnel_is_proxy_denied_with_the_status_taken_from_the_message
 
 
 @pytest.mark.parametrize(
-    ("tunnel", "outcome"), [(False, Outcome.PROXY_DENIED), (True, Outcome.HTTP_ERROR)]
+    ("tunnel", "outcome"), [("denied", Outcome.PROXY_DENIED), ("granted", Outcome.HTTP_ERROR)]
 )
 def test_a_proxied_https_403_is_the_proxys_only_when_it_refuses_a_tunnel_of_its_own(
-    monkeypatch: pytest.MonkeyPatch, tunnel: bool, outcome: Outcome
+    monkeypatch: pytest.MonkeyPatch, tunnel: str, outcome: Outcome
 ) -> None:
     asked: list[str] = []
 
-    def fake_tunnel(url: str, connect_ms: int, network: Network) -> bool:
+    def fake_tunnel(url: str, connect_ms: int, network: Network) -> str:
         asked.append(url)
         return tunnel
 
-    monkeypatch.setattr(ps51, "tunnel_granted", fake_tunnel)
+    monkeypatch.setattr(ps51, "tunnel_answer", fake_tunnel)
     _, obs = _observe(monkeypatch, _protocol(403, "Forbidden"), proxy=PROXY)
     assert asked == [URL]
     assert (obs.outcome, obs.http_status) == (outcome, 403)

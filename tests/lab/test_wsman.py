@@ -19,6 +19,7 @@ from cryptography.x509.oid import NameOID
 from winrm.exceptions import WinRMOperationTimeoutError, WSManFaultError
 from winrm.protocol import Protocol
 
+from auditor.classify import classify
 from auditor.errors import HostLevelError
 from auditor.lab import ps51
 from auditor.lab.wsman import EndpointConfig, EndpointProcess
@@ -26,6 +27,7 @@ from auditor.models import Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
 from auditor.probes.powershell import build_powershell_job, parse_powershell
+from auditor.probes.powershell import evidence as powershell_evidence
 from auditor.secret import Secret
 from auditor.transports.base import RawOutput
 from auditor.transports.winrm import WinRMOptions, WinRMTransport, encode_command
@@ -320,29 +322,51 @@ def test_a_proxied_403_is_the_proxys_unless_it_grants_the_tunnel(
     try:
         network = ps51.Network(proxy=f"http://127.0.0.1:{answerer.port}")
         url = "https://127.0.0.1:8443/CloudAgent/"
-        rec = {
-            "status": 403,
-            "proxy": f"http://127.0.0.1:{answerer.port}/",
-            "reason": "ProtocolError",
-            "sock": "",
-        }
-        assert ps51.proxy_denied_first(rec, url, 2000, network) is denied
+        rec = ps51.target_record(0, url, network)
+        rec.update(status=403, reason="ProtocolError", type="System.Net.WebException")
+        ps51.gather_more(rec, url, 2000, network)
+        assert rec["proxy"] == f"http://127.0.0.1:{answerer.port}/"
+        assert rec["tunnel"] == ("denied" if denied else "granted")
         assert answerer.requests == [
             b"CONNECT 127.0.0.1:8443 HTTP/1.1\r\nHost: 127.0.0.1:8443\r\n\r\n"
         ]
     finally:
         answerer.close()
-    lenient = [200, 499]
-    got = ps51.classify(rec, False, lenient, denied=denied)
+    seen = powershell_evidence(rec)
+    lenient = Target(url=url, name="agent", expected_status=tuple(range(200, 500)))
+    got = classify(seen, lenient)[0]
     assert got == ("proxy_denied" if denied else "reachable")
     # An origin's 403 through a granted tunnel, where only 200 is expected, is the origin's.
-    assert ps51.classify(rec, False, [200, 200], denied=False) == "http_error"
+    granted = powershell_evidence({**rec, "tunnel": "granted"})
+    assert classify(granted, Target(url=url, name="x"))[0] == "http_error"
 
 
 def test_a_407_is_always_the_proxys_and_plain_http_403s_are_read_as_the_proxys() -> None:
-    rec = {"status": 407, "proxy": "http://10.213.0.1:3128/", "reason": "ProtocolError", "sock": ""}
-    network = ps51.Network()
-    assert ps51.proxy_denied_first(rec, "https://x.test/", 100, network) is True
-    plain = {**rec, "status": 403}
-    assert ps51.proxy_denied_first(plain, "http://x.test/", 100, network) is False
-    assert ps51.classify(plain, False, [200, 200], https=False) == "proxy_denied"
+    network = ps51.Network(proxy="http://10.213.0.1:3128")
+    rec = ps51.target_record(0, "https://x.test/", network)
+    rec.update(status=407, reason="ProtocolError")
+    ps51.gather_more(rec, "https://x.test/", 100, network)
+    https = Target(url="https://x.test/", name="x")
+    assert classify(powershell_evidence(rec), https)[0] == "proxy_denied"
+    plain = {**ps51.target_record(0, "http://x.test/", network), "status": 403}
+    plain["reason"] = "ProtocolError"
+    ps51.gather_more(plain, "http://x.test/", 100, network)
+    assert plain["tunnel"] == ""  # no tunnel to ask about over plain HTTP
+    http = Target(url="http://x.test/", name="x")
+    assert classify(powershell_evidence(plain), http)[0] == "proxy_denied"
+
+
+def test_a_proxied_403_whose_proxy_does_not_answer_the_tunnel_check_stays_the_proxys() -> None:
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = int(closed.getsockname()[1])
+    # Nothing listens there any more: the probe's own CONNECT gets no answer.
+    network = ps51.Network(proxy=f"http://127.0.0.1:{port}")
+    url = "https://127.0.0.1:8443/CloudAgent/"
+    rec = ps51.target_record(0, url, network)
+    rec.update(status=403, reason="ProtocolError", type="System.Net.WebException")
+    ps51.gather_more(rec, url, 2000, network)
+    assert rec["tunnel"] == "no_answer"
+    lenient = Target(url=url, name="agent", expected_status=tuple(range(200, 500)))
+    assert classify(powershell_evidence(rec), lenient)[0] == "proxy_denied"

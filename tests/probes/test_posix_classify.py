@@ -6,15 +6,39 @@ from pathlib import Path
 
 import pytest
 
+from auditor.classify import Evidence, classify
 from auditor.errors import HostLevelError
 from auditor.models import Target
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.probes.posix import classify, parse_posix
+from auditor.probes.posix import parse_posix
 from auditor.transports.base import RawOutput
 
 NONCE = "0123456789abcdef"
 RECORDED = Path(__file__).parent / "recorded"
 TARGET = Target(url="https://cask.qg3.apps.qualys.com/status", name="US3 CDN")
+
+
+def verdict(
+    tool: str,
+    exit_code: int | None,
+    http: int | None,
+    connect: int | None,
+    err: str,
+    issuer: str,
+    proxy: str,
+    target: Target,
+) -> tuple[Outcome, str]:
+    """What the shared classifier makes of one POSIX tool's result."""
+    evidence = Evidence(
+        tool=tool,
+        exit_code=exit_code,
+        http_status=http,
+        connect_status=connect,
+        message=err,
+        issuer=issuer,
+        proxy=proxy,
+    )
+    return classify(evidence, target)
 
 
 def _cases() -> list[tuple[str, str, str]]:
@@ -114,23 +138,23 @@ def test_missing_sh_is_probe_unavailable() -> None:
     ],
 )
 def test_curl_exit_codes_map_onto_the_taxonomy(exit_code: int, err: str, outcome: Outcome) -> None:
-    assert classify("curl", exit_code, None, None, err, "", "", TARGET)[0] is outcome
+    assert verdict("curl", exit_code, None, None, err, "", "", TARGET)[0] is outcome
 
 
 def test_407_from_a_proxy_is_proxy_denied() -> None:
-    got = classify("curl", 0, 407, None, "", "", "http://proxy:3128", TARGET)
+    got = verdict("curl", 0, 407, None, "", "", "http://proxy:3128", TARGET)
     assert got[0] is Outcome.PROXY_DENIED
 
 
 def test_a_proxys_407_is_proxy_denied_even_where_any_4xx_is_expected() -> None:
     lenient = Target(url=TARGET.url, name="x", expected_status=tuple(range(200, 500)))
-    got = classify("curl", 0, 407, None, "", "", "http://proxy:3128", lenient)
+    got = verdict("curl", 0, 407, None, "", "", "http://proxy:3128", lenient)
     assert got[0] is Outcome.PROXY_DENIED
 
 
 def test_an_expected_non_200_status_is_reachable() -> None:
     target = Target(url=TARGET.url, name="x", expected_status=(200, 204, 401))
-    assert classify("curl", 0, 401, None, "", "", "", target)[0] is Outcome.REACHABLE
+    assert verdict("curl", 0, 401, None, "", "", "", target)[0] is Outcome.REACHABLE
 
 
 @pytest.mark.parametrize(
@@ -153,4 +177,4 @@ def test_an_expected_non_200_status_is_reachable() -> None:
 )
 def test_wget_messages_map_onto_the_taxonomy(err: str, http: int | None, outcome: Outcome) -> None:
     exit_code = 8 if http else (5 if "certificate" in err else 4)
-    assert classify("wget", exit_code, http, None, err, "", "", TARGET)[0] is outcome
+    assert verdict("wget", exit_code, http, None, err, "", "", TARGET)[0] is outcome

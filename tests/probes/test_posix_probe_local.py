@@ -186,3 +186,32 @@ def test_probe_script_passes_shellcheck() -> None:
         subprocess.run([checker, "-s", "sh", str(src)], check=True)
     finally:
         src.unlink()
+
+
+@pytest.mark.parametrize("code", [54, 64])
+def test_curl_tls_codes_54_and_64_get_the_issuer_look_up(
+    code: int, servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """curl's 54 (TLS engine) and 64 (TLS required) fail like any TLS error: probe.sh looks
+    the issuer up, as the classifier's TLS codes say. No curl here fails that way on its
+    own, so the verifying call answers with the code and every other call is real curl."""
+    real = shutil.which("curl")
+    assert real is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "curl"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'for a in "$@"; do\n'
+        f'  case "$a" in -k|--version) exec {real} "$@";; esac\n'
+        "done\n"
+        f"printf '\\nAUDW 000|000||0.001|0.002|0.000|0.003\\ncurl: ({code}) TLS setup failed\\n'\n"
+        f"exit {code}\n"
+    )
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(servers.ca_bundle))
+    target = Target(url=f"https://localhost:{servers.untrusted_port}/", name="tls")
+    ((outcome, detail, tool),) = _audit([target], ProbeSettings(connect_timeout=2, max_time=2))
+    assert (outcome, tool) == (Outcome.TLS_FAILURE, "curl")
+    assert detail.startswith("TLS setup failed (issuer: ") and "Contoso SSL Inspection CA" in detail

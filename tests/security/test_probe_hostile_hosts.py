@@ -67,11 +67,11 @@ def _only(tmp: Path, tool: str) -> str:
 
 
 def _probe(
-    targets: list[Target], settings: ProbeSettings = FAST, script: str | None = None
+    targets: list[Target], settings: ProbeSettings = FAST, command: str | None = None
 ) -> tuple[RawOutput, ProbeResult]:
     job = build_posix_job(targets, settings)
-    if script is not None:
-        job = ProbeJob(script=script, stdin=job.stdin)
+    if command is not None:
+        job = ProbeJob(script=job.script, command=command)
     raw = asyncio.run(LocalTransport().run(HOST, job, 120))
     return raw, parse_posix(raw, targets, settings.nonce)
 
@@ -103,13 +103,13 @@ def test_the_agent_proxy_password_never_appears_in_any_process_arguments(
             f"https_proxy=http://agent:{password}@127.0.0.1:{proxy.port}\n"
         )
         # The agent's configuration, seen only by this probe: its own mount namespace.
-        script = (
+        command = (
             "unshare -m --propagation private /bin/sh -c "
             f"'mount --bind {etc_default} /etc/default && exec /bin/sh -s'"
         )
         box: list[ProbeResult] = []
         run = threading.Thread(
-            target=lambda: box.append(_probe([Target(url=url, name="ok")], settings, script)[1])
+            target=lambda: box.append(_probe([Target(url=url, name="ok")], settings, command)[1])
         )
         run.start()
         try:
