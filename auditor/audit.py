@@ -19,7 +19,7 @@ from types import MappingProxyType
 from auditor import __version__
 from auditor.models import AuditedHost, Connection, Host, HostResult, Target
 from auditor.probes import ProbeSettings, Scrubber
-from auditor.reportdir import prepare
+from auditor.reportdir import DirIdentity, prepare
 from auditor.results import AuditRun, ResultsWriter, RunInfo
 from auditor.scheduler import Probes, Schedule, run_audit
 from auditor.settings import ReportSettings, SSHSettings, WinRMSettings
@@ -44,6 +44,8 @@ class AuditConfig:
     warnings: tuple[str, ...] = ()
     host_lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """The inventory line of each host, for naming a host's bad setting."""
+    out_dir_id: DirIdentity | None = None
+    """The report directory as prepared; a directory swapped in later is refused."""
 
 
 TransportFactory = Callable[[Connection, AuditConfig], Transport]
@@ -78,10 +80,11 @@ def host_warnings(transports: Transports, hosts: Sequence[Host]) -> Mapping[str,
     return MappingProxyType(found)
 
 
-def prepare_out_dir(path: Path, force: bool, mode: int) -> None:
+def prepare_out_dir(path: Path, force: bool, mode: int) -> DirIdentity:
     """Create the report directory, or accept an existing one only if this user owns it,
     nobody else can write to it, and it is empty (or `force`); see `auditor.reportdir`."""
-    prepare(path, force, mode).close()
+    with prepare(path, force, mode) as directory:
+        return directory.identity
 
 
 def default_out_dir() -> Path:
@@ -118,7 +121,7 @@ def execute(
         options=MappingProxyType(dict(config.options_shown)),
         warnings=config.warnings,
     )
-    writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode)
+    writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode, config.out_dir_id)
     writer.start(info)
 
     run_secrets = _run_secrets(config)

@@ -27,6 +27,10 @@ def dir_mode(file_mode: int) -> int:
     return 0o700 | (0o050 if file_mode & 0o040 else 0) | (0o005 if file_mode & 0o004 else 0)
 
 
+DirIdentity = tuple[int, int]
+"""A directory's (device, inode): which directory it is, whatever its path names later."""
+
+
 class ReportDir:
     """An open, verified report directory; files are created relative to its descriptor."""
 
@@ -34,10 +38,16 @@ class ReportDir:
         self._fd = fd
         self.path = path
 
+    @property
+    def identity(self) -> DirIdentity:
+        st = os.fstat(self._fd)
+        return (st.st_dev, st.st_ino)
+
     @classmethod
-    def open(cls, path: Path) -> ReportDir:
+    def open(cls, path: Path, expect: DirIdentity | None = None) -> ReportDir:
         """Open `path` as a directory without following a final symbolic link, and refuse it
-        unless this user owns it and group and others cannot write to it."""
+        unless this user owns it and group and others cannot write to it, and (with
+        `expect`) unless it is still the very directory the run prepared."""
         try:
             fd = os.open(path, _DIR_FLAGS)
         except OSError as exc:
@@ -50,7 +60,11 @@ class ReportDir:
                 raise InputError("exists and is not a directory", str(path)) from None
             raise InputError(f"cannot open report directory: {exc.strerror}", str(path)) from None
         try:
-            _check_owner_only(os.fstat(fd), path)
+            st = os.fstat(fd)
+            _check_owner_only(st, path)
+            if expect is not None and (st.st_dev, st.st_ino) != expect:
+                # Someone who can write the parent swapped another directory in.
+                raise InputError("report directory was replaced during the run", str(path))
         except BaseException:
             os.close(fd)
             raise
@@ -165,4 +179,4 @@ def prepare(path: Path, force: bool, file_mode: int) -> ReportDir:
     return directory
 
 
-__all__ = ["ReportDir", "dir_mode", "prepare"]
+__all__ = ["DirIdentity", "ReportDir", "dir_mode", "prepare"]

@@ -28,7 +28,7 @@ from auditor.models import (
     UnauditedHost,
 )
 from auditor.outcomes import HostOutcome
-from auditor.reportdir import ReportDir
+from auditor.reportdir import DirIdentity, ReportDir
 
 SCHEMA_VERSION = 1
 
@@ -404,11 +404,11 @@ class ResultsWriter:
     last (the final RunInfo). A file without the end line was cut short.
     """
 
-    def __init__(self, path: Path, mode: int = 0o600) -> None:
+    def __init__(self, path: Path, mode: int = 0o600, expect: DirIdentity | None = None) -> None:
         self.path = path
         # Created afresh relative to the verified directory: an existing entry (a planted
         # link, a file with a foreign owner or mode) is removed, never written through.
-        with ReportDir.open(path.parent) as directory:
+        with ReportDir.open(path.parent, expect) as directory:
             fd = directory.create(path.name, mode)
         self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
         self._failed = False

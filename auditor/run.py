@@ -184,7 +184,9 @@ def run_from_settings(settings: Settings) -> int:
     warned = host_warnings(transports, config.hosts)
     if warned:
         config = replace(config, warnings=(*config.warnings, *_host_warning_lines(warned)))
-    prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
+    # Pinned from here on: every later open of the directory must find this very one.
+    out_dir_id = prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
+    config = replace(config, out_dir_id=out_dir_id)
     quiet = settings.report.quiet
     for warning in config.warnings:
         warn(warning)
@@ -195,7 +197,7 @@ def run_from_settings(settings: Settings) -> int:
         run, signum = execute(config, transports, on_result=progress.update)
     finally:
         progress.close()
-    write_reports(run, config.out_dir, config.formats, config.report_mode)
+    write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id)
     if not quiet:
         _echo(render_summary(run, color=sys.stderr.isatty()))
         _echo(f"reports: {config.out_dir}/")
@@ -255,6 +257,6 @@ def render_from_results(
     runs = [read_results(p) for p in paths]
     run = runs[0] if len(runs) == 1 else merge_runs(runs)
     mode = parse_mode(report_mode) if report_mode is not None else ReportSettings.mode
-    prepare_out_dir(out_dir, force, mode)
-    write_reports(run, out_dir, tuple(formats), mode)
+    out_dir_id = prepare_out_dir(out_dir, force, mode)
+    write_reports(run, out_dir, tuple(formats), mode, out_dir_id)
     return exit_status(run)

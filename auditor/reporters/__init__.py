@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auditor.errors import InputError
-from auditor.reportdir import ReportDir
+from auditor.reportdir import DirIdentity, ReportDir
 from auditor.reporters.base import Reporter
 from auditor.reporters.csv import CsvReporter
 from auditor.reporters.html import HtmlReporter
@@ -32,7 +32,11 @@ REPORTERS: dict[str, type[Reporter]] = {
 
 
 def write_reports(
-    run: AuditRun, out_dir: Path, formats: Sequence[str], mode: int = 0o600
+    run: AuditRun,
+    out_dir: Path,
+    formats: Sequence[str],
+    mode: int = 0o600,
+    expect: DirIdentity | None = None,
 ) -> list[Path]:
     """Render `formats` of `run` into `out_dir` (which must exist); return the paths written.
 
@@ -54,7 +58,7 @@ def write_reports(
         # Reporters already replace text UTF-8 cannot hold; "replace" is the last guard.
         rendered.append((out_dir / reporter.filename, text.encode("utf-8", "replace")))
     written: list[Path] = []
-    with ReportDir.open(out_dir) as directory:
+    with ReportDir.open(out_dir, expect) as directory:
         for path, data in rendered:
             directory.write_atomic(path.name, data, mode)
             written.append(path)

@@ -135,3 +135,24 @@ def test_results_writer_replaces_a_planted_link(tmp_path: Path) -> None:
     assert victim.read_text() == "keep me"
     assert not planted.is_symlink()
     assert json.loads(planted.read_text(encoding="utf-8"))["type"] == "run"
+
+
+def test_a_report_directory_swapped_during_the_run_is_refused(tmp_path: Path) -> None:
+    """Whoever can write the parent of `-o` may rename the prepared directory away and put
+    another one (owned by the same user, owner-only) in its place between the run's opens:
+    the results stream and the reports refuse to write into it."""
+    from auditor.audit import prepare_out_dir
+
+    out = tmp_path / "out"
+    pinned = prepare_out_dir(out, False, 0o600)
+    out.rename(tmp_path / "moved")
+    out.mkdir(mode=0o700)
+    (out / "report.html").write_text("someone else's file\n")
+    with pytest.raises(InputError, match="replaced during the run"):
+        ResultsWriter(out / "results.jsonl", 0o600, pinned)
+    with pytest.raises(InputError, match="replaced during the run"):
+        write_reports(sample_run(), out, ["html"], 0o600, pinned)
+    assert (out / "report.html").read_text() == "someone else's file\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]
+    # The directory the run prepared is still accepted wherever it is named from.
+    write_reports(sample_run(), tmp_path / "moved", ["html"], 0o600, pinned)
