@@ -22,6 +22,7 @@ from auditor.probes import ProbeSettings, Scrubber
 from auditor.reportdir import DirIdentity, prepare
 from auditor.results import AuditRun, ResultsWriter, RunInfo
 from auditor.scheduler import Probes, Schedule, run_audit
+from auditor.secret import BECOME_PASSWORD_VARS, SSH_PASSWORD_VARS, WINRM_PASSWORD_VARS
 from auditor.settings import ReportSettings, SSHSettings, WinRMSettings
 from auditor.transports.base import SettingsSource, Transport
 
@@ -158,13 +159,10 @@ def execute(
 # Shorter secrets are not searched for: masking every "ab" in every message would destroy
 # the evidence and hide nothing worth hiding.
 _MIN_SECRET = 4
-# Inventory variables that hold a password the auditor may send to a host.
-_PASSWORD_VARS = (
-    "ansible_password",
-    "ansible_ssh_pass",
-    "ansible_winrm_password",
-    "ansible_become_password",
-    "ansible_become_pass",
+# Every inventory variable that holds a password of the host's (the WinRM alias
+# `ansible_winrm_pass` was missing from a list written here by hand).
+_PASSWORD_VARS = tuple(
+    dict.fromkeys((*SSH_PASSWORD_VARS, *WINRM_PASSWORD_VARS, *BECOME_PASSWORD_VARS))
 )
 
 

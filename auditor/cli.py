@@ -43,12 +43,6 @@ def _range(name: str) -> click.IntRange | click.FloatRange:
     return click.FloatRange(key.low, key.high)
 
 
-def _safe(text: str) -> str:
-    """`text` for the terminal: no escape sequence, control, bidi or zero-width character
-    from an input file gets through (one sanitiser for the whole tool)."""
-    return for_terminal(text)
-
-
 def _fail(message: str) -> NoReturn:
     """Print one error line and exit 2. Every error the tool reports goes through here, and
     a message may quote any input file (a host name, a targets key, a section header), so it
@@ -475,7 +469,7 @@ def config_cmd(ctx: click.Context, /, as_json: bool, only_changed: bool, **kw: A
         value = item["value"]
         text = ",".join(str(v) for v in value) if isinstance(value, list) else value
         text = "-" if text is None or text == "" else str(text)
-        click.echo(_safe(f"{name:{width}} = {text}  ({item['source']})"))
+        click.echo(for_terminal(f"{name:{width}} = {text}  ({item['source']})"))
 
 
 @main.command("inventory")
@@ -544,7 +538,7 @@ def inventory_cmd(
 
 
 def _safe_lines(text: str) -> str:
-    return "\n".join(_safe(line) for line in text.split("\n"))
+    return "\n".join(for_terminal(line) for line in text.split("\n"))
 
 
 @main.command("report")

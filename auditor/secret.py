@@ -58,6 +58,13 @@ def secret_from_file(path: Path, setting: str = "--password-file") -> Secret:
     return Secret(text.rstrip("\r\n"))
 
 
+# Inventory variables that hold a password, first match wins (Ansible's names and aliases).
+SSH_PASSWORD_VARS = ("ansible_password", "ansible_ssh_pass")
+WINRM_PASSWORD_VARS = ("ansible_password", "ansible_winrm_password", "ansible_winrm_pass")
+# Never sent by the auditor, but a host's password all the same: scrubbed like the others.
+BECOME_PASSWORD_VARS = ("ansible_become_password", "ansible_become_pass")
+
+
 def inventory_secret(host: str, hostvars: Mapping[str, Any], *names: str) -> Secret | None:
     """A password given in the inventory (first of `names` that is set), wrapped.
 

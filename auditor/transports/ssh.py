@@ -25,7 +25,7 @@ from auditor.errors import HostLevelError, InputError
 from auditor.material import KEY_LIMIT, KNOWN_HOSTS_LIMIT, MaterialError, read_material
 from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
-from auditor.secret import Secret, inventory_secret
+from auditor.secret import SSH_PASSWORD_VARS, Secret, inventory_secret
 from auditor.settings import PASSPHRASE_ENV, HostKeyPolicy, SSHSettings
 from auditor.transports.base import (
     MAX_OUTPUT_BYTES,
@@ -200,9 +200,7 @@ class SSHTransport(Transport):
                 self._load_key_set(jump, setting, host, source, keys)
                 jumps[endpoint.jump] = jump
             try:
-                passwords[host.name] = inventory_secret(
-                    host.name, host.vars, "ansible_password", "ansible_ssh_pass"
-                )
+                passwords[host.name] = inventory_secret(host.name, host.vars, *SSH_PASSWORD_VARS)
             except InputError as exc:
                 endpoints[host.name] = HostLevelError(HostOutcome.ERROR, exc.message)
                 continue

@@ -46,7 +46,7 @@ from winrm.protocol import Protocol
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Host
 from auditor.outcomes import HostOutcome
-from auditor.secret import Secret, inventory_secret
+from auditor.secret import WINRM_PASSWORD_VARS, Secret, inventory_secret
 from auditor.settings import WinRMSettings
 from auditor.transports.base import (
     MAX_OUTPUT_BYTES,
@@ -219,9 +219,7 @@ def resolve_endpoint(host: Host, options: WinRMSettings, password: Secret | None
     cert_pem = _var(hv, "ansible_winrm_cert_pem") or options.cert_pem
     cert_key_pem = _var(hv, "ansible_winrm_cert_key_pem") or options.cert_key_pem
     user = host.user or options.user
-    inventory_password = inventory_secret(
-        host.name, hv, "ansible_password", "ansible_winrm_password", "ansible_winrm_pass"
-    )
+    inventory_password = inventory_secret(host.name, hv, *WINRM_PASSWORD_VARS)
     secret = inventory_password if inventory_password is not None else password
     if auth in _NO_PASSWORD:
         # The identity is the client certificate or the ticket in the Kerberos credential

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.support.cli import audit, environ
 
 INVENTORY_PASSWORD = "Hunter2-Inventory"
@@ -26,13 +28,19 @@ exit 6
 """
 
 
-def test_a_host_cannot_send_back_any_secret_the_auditor_holds(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "variable",
+    ["ansible_password", "ansible_ssh_pass", "ansible_winrm_pass", "ansible_become_pass"],
+)
+def test_a_host_cannot_send_back_any_secret_the_auditor_holds(
+    tmp_path: Path, variable: str
+) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "curl").write_text(LEAKY_CURL)
     (bin_dir / "curl").chmod(0o755)
     inventory = tmp_path / "inv.ini"
-    inventory.write_text(f"box ansible_connection=local ansible_password={INVENTORY_PASSWORD}\n")
+    inventory.write_text(f"box ansible_connection=local {variable}={INVENTORY_PASSWORD}\n")
     out = tmp_path / "out"
     env = environ(
         PATH=f"{bin_dir}:{environ()['PATH']}",
