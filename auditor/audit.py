@@ -201,7 +201,15 @@ def without_secrets(result: HostResult, scrub: Scrubber) -> HostResult:
             for o in result.observations
         )
         facts = MappingProxyType({k: scrub(v) for k, v in result.facts.items()})
-        return replace(result, observations=observations, facts=facts)
+        agent = result.agent
+        if agent is not None:
+            agent = replace(
+                agent,
+                version=scrub(agent.version),
+                proxies=tuple(scrub(p) for p in agent.proxies),
+                notes=tuple(scrub(n) for n in agent.notes),
+            )
+        return replace(result, observations=observations, facts=facts, agent=agent)
     return replace(result, detail=scrub(result.detail))
 
 

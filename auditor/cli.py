@@ -201,9 +201,10 @@ AUDIT_OPTIONS = [
         f"[default: {_PROBE.connect_timeout:g}].",
     ),
     click.option(
-        "--agent-proxy",
+        "--direct",
         is_flag=True,
-        help="Probe through the proxy the Qualys agent is configured with, when set.",
+        help="Probe as the login session would, not through the Qualys agent's own proxy "
+        "and CA bundle (the default on hosts with the agent).",
     ),
     click.option("-u", "--user", metavar="USER", help="Default remote user (inventory wins)."),
     click.option(

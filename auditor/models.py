@@ -211,6 +211,68 @@ class Observation:
     time_total: float | None = None
 
 
+# --- The Qualys agent on a host (verdict rules and fact sources: auditor.agent) ---------
+
+
+class AgentVerdict(StrEnum):
+    """Will this host's agent download from the CDN?"""
+
+    CDN_READY = "cdn_ready"
+    """Eligible version, and every CDN URL is reachable along the agent's own path."""
+    CDN_BLOCKED = "cdn_blocked"
+    """Eligible version, but a CDN URL is not reachable: it silently falls back."""
+    TOO_OLD = "too_old"
+    """Installed, but older than the first CDN version: upgrade first."""
+    NO_AGENT = "no_agent"
+    UNKNOWN = "unknown"
+    """Could not tell; the verdict's reason says why."""
+
+
+class ProbePath(StrEnum):
+    """Which way the probe's requests went on the host."""
+
+    AGENT_PROXY = "agent_proxy"
+    """Through the agent's first configured proxy, as the agent goes."""
+    AGENT_DIRECT = "agent_direct"
+    """The agent has no proxy: straight out, without the login session's proxy variables
+    (the agent runs as a service and does not see them; inferred, unverified)."""
+    SESSION = "session"
+    """As the login session would go (its own proxy variables, if any): `--direct`, or
+    a host without an agent."""
+
+
+@dataclass(frozen=True)
+class AgentFacts:
+    """What a probe found about the agent on one host. Every proxy text is masked
+    (`user:***@`) by the parser that built it; nothing here is a secret."""
+
+    installed: bool | None = None
+    """None: the probe could not tell (no package manager, unreadable registry)."""
+    version: str = ""
+    running: bool | None = None
+    source: str = ""
+    """Where installation and version were read (dpkg, rpm, registry, service)."""
+    config: str = ""
+    """The file or registry key the proxy settings were read from ("" if none)."""
+    proxy_key: str = ""
+    """The setting the proxy list came from (qualys_https_proxy, https_proxy, ...)."""
+    proxies: tuple[str, ...] = ()
+    """The agent's proxies in the order it tries them, masked."""
+    credentials_encrypted: bool = False
+    """The proxy credentials look encrypted by the vendor's utility: the auditor cannot
+    use them (never tries to decrypt), so a proxy's 407 says nothing about the agent."""
+    ca_bundle: bool = False
+    """The agent's proxy CA bundle exists (the probe trusted it too)."""
+    path: ProbePath = ProbePath.SESSION
+    notes: tuple[str, ...] = ()
+    """Why something could not be told, or was read with doubts (bounded, masked)."""
+
+    @property
+    def proxy(self) -> str:
+        """The proxy the agent tries first (masked), "" for none."""
+        return self.proxies[0] if self.proxies else ""
+
+
 @dataclass(frozen=True)
 class AuditedHost:
     """A host the probe ran on: one observation per target, in target order."""
@@ -220,6 +282,8 @@ class AuditedHost:
     duration: float = 0.0
     facts: Mapping[str, str] = field(default_factory=_empty, compare=False)
     runner: str = ""
+    agent: AgentFacts | None = None
+    """What the probe found about the Qualys agent (masked); None when it did not ask."""
     warnings: tuple[str, ...] = ()
     """Trust weakened for this host on the user's say-so (e.g. TLS validation off)."""
 

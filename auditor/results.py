@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from auditor.errors import AuditorError, InputError
 from auditor.models import (
+    AgentFacts,
     AuditedHost,
     Host,
     HostResult,
@@ -83,16 +84,29 @@ def result_to_dict(result: HostResult) -> dict[str, Any]:
         base["host_outcome"] = None
         base["detail"] = ""
         base["facts"] = dict(result.facts)
+        base["agent"] = agent_to_dict(result.agent)
         base["observations"] = [_observation_dict(o) for o in result.observations]
     else:
         base["host_outcome"] = result.outcome.value
         base["detail"] = result.detail
         base["facts"] = {}
+        base["agent"] = None
         base["observations"] = []
     return base
 
 
 _OBSERVATION_FIELDS = tuple(f.name for f in fields(Observation))
+
+
+def agent_to_dict(agent: AgentFacts | None) -> dict[str, Any] | None:
+    """The agent's facts as stored (every proxy text already masked by the probe's parser)."""
+    if agent is None:
+        return None
+    data = {f.name: getattr(agent, f.name) for f in fields(AgentFacts)}
+    data["proxies"] = list(agent.proxies)
+    data["notes"] = list(agent.notes)
+    data["path"] = agent.path.value
+    return data
 
 
 def _observation_dict(o: Observation) -> dict[str, Any]:
@@ -365,6 +379,8 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
             facts=MappingProxyType(f.text_map("facts")),
             runner=runner,
             warnings=warnings,
+            # Results files written before agent facts existed have none.
+            agent=None if f.data.get("agent") is None else _build(AgentFacts, f.child("agent")),
         )
     return UnauditedHost(
         host=host,

@@ -91,6 +91,7 @@ async def audit_host(
                 duration=time.monotonic() - start,
                 facts=parsed.facts,
                 runner=schedule.runner,
+                agent=parsed.agent,
             )
         except HostLevelError as exc:
             outcome = HostOutcome(exc.outcome)

@@ -282,7 +282,7 @@ KEYS: tuple[Key, ...] = (
     Key("probe_timeout", Kind.FLOAT, "--probe-timeout", ("probe.max_time",), 0.5, 3600),
     Key("probe_connect_timeout", Kind.FLOAT, "--probe-connect-timeout",
         ("probe.connect_timeout",), 0.5, 3600),
-    Key("agent_proxy", Kind.BOOL, "--agent-proxy", ("probe.agent_proxy",)),
+    Key("direct", Kind.BOOL, "--direct", ("probe.direct",)),
     Key("user", Kind.STR, "--user", ("ssh.user",)),
     Key("ssh_keys", Kind.PATHS, "--ssh-key", ("ssh.keys",)),
     Key("known_hosts", Kind.PATH, "--known-hosts", ("ssh.known_hosts",)),

@@ -153,7 +153,7 @@ def test_a_bad_ansible_cfg_names_file_and_line(
         ("forks = 5\ntimeout = \n", 2, "not valid TOML"),
         ("formats = ['html', 'pdf']\n", 1, "'pdf' is not one of"),
         ("host_key_policy = 'off'\n", 1, "'off' is not one of"),
-        ("agent_proxy = 'yes'\n", 1, "is not a boolean"),
+        ("direct = 'yes'\n", 1, "is not a boolean"),
         ("report_mode = '9'\n", 1, "report_mode: '9' is not an octal file mode"),
         ("report_mode = 600\n", 1, "report_mode: 600 is not an octal file mode"),
     ],
@@ -234,7 +234,7 @@ def test_a_fifo_in_place_of_a_settings_file_is_refused_without_blocking(
     [
         ("AUDITOR_FORKS", "0", "AUDITOR_FORKS: forks: '0' is not in the range 1..100000"),
         ("AUDITOR_TIMEOUT", "soon", "AUDITOR_TIMEOUT: timeout: 'soon' is not a number"),
-        ("AUDITOR_AGENT_PROXY", "sometimes", "is not a boolean"),
+        ("AUDITOR_DIRECT", "sometimes", "is not a boolean"),
         ("AUDITOR_WINRM_TRANSPORT", "digest", "'digest' is not one of"),
         ("AUDITOR_REPORT_MODE", "777", "report_mode: '777' must be between 000 and 666"),
     ],

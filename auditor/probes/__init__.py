@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import unquote
 
-from auditor.models import Observation, Target
+from auditor.models import AgentFacts, Observation, Target
 from auditor.transports.base import ProbeJob, RawOutput
 
 
@@ -29,8 +29,9 @@ class ProbeSettings:
 
     connect_timeout: float = 5.0
     max_time: float = 10.0
-    # Probe through the proxy the Qualys agent itself is configured with, when one is set.
-    agent_proxy: bool = False
+    # By default a host with the Qualys agent is probed the way its agent goes (the agent's
+    # first proxy, its CA bundle); direct probes as the login session would (`--direct`).
+    direct: bool = False
     # A per-run random marker: a record must carry it to count, so text printed by a hostile
     # tool on the host cannot forge a record.
     nonce: str = field(default_factory=lambda: secrets.token_hex(8))
@@ -42,6 +43,8 @@ class ProbeResult:
 
     observations: tuple[Observation, ...]
     facts: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    agent: AgentFacts | None = None
+    """What the probe found about the Qualys agent; None when the probe does not ask."""
 
 
 class Probe(ABC):

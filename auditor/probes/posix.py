@@ -23,6 +23,7 @@ from auditor.probes import (
     escape_controls,
     mask_userinfo,
 )
+from auditor.probes.agentfacts import collect_posix, config_secrets, posix_agent_facts
 from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
@@ -48,7 +49,7 @@ def build_posix_job(targets: Sequence[Target], settings: ProbeSettings) -> Probe
         f"nonce {settings.nonce}",
         f"connect_timeout {_seconds(settings.connect_timeout)}",
         f"max_time {_seconds(settings.max_time)}",
-        f"agent_proxy {1 if settings.agent_proxy else 0}",
+        f"agent_proxy {0 if settings.direct else 1}",
     ]
     for index, target in enumerate(targets):
         if any(c.isspace() or ord(c) < 32 for c in target.url):
@@ -124,7 +125,10 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
         if fields[0] == "P" and len(fields) == 3 and fields[1] in _PROXY_NAMES:
             proxies.setdefault(fields[1], fields[2])
     shown_proxies = [f[12] for f in lines if f[0] == "T" and len(f) == 14]
-    scrub = Scrubber.for_settings([*proxies.values(), *shown_proxies])
+    agent_records = collect_posix(lines)
+    agent_proxies = config_secrets(agent_records) if agent_records else ()
+    scrub = Scrubber.for_settings([*proxies.values(), *shown_proxies, *agent_proxies])
+    agent = posix_agent_facts(agent_records, scrub)[0] if agent_records else None
     records: dict[int, list[str]] = {}
     facts: dict[str, str] = {}
     done = False
@@ -174,7 +178,7 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
             )
         else:
             observations.append(observation_from_fields(target, record, scrub))
-    return ProbeResult(observations=tuple(observations), facts=MappingProxyType(facts))
+    return ProbeResult(observations=tuple(observations), facts=MappingProxyType(facts), agent=agent)
 
 
 def observation_from_fields(

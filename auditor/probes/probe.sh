@@ -29,7 +29,8 @@ unset AUDITOR_NONCE AUDITOR_CT AUDITOR_MT AUDITOR_AGENT_PROXY AUDITOR_TAB AUDITO
     AUDITOR_NL AUDITOR_Q400 AUDITOR_TOOL AUDITOR_PY AUDITOR_CERTS AUDITOR_PARALLEL \
     _line _f _rest _o _last _file _p _env_proxy _idx _url _out _rc _w _err _issuer \
     _old_ifs _t0 _status _elapsed _shown_proxy _host _os _l _ver _v _maj _min _count \
-    _targets _watchdog _running _n _oldest _entry _name _value
+    _targets _watchdog _running _n _oldest _entry _name _value _installed _asked _q _h \
+    _first_out _first_rc AUDITOR_TRUST_AGENT AUDITOR_AGENT_FILES AUDITOR_AGENT_CA AUDITOR_CONF_MAX
 
 AUDITOR_NONCE=""
 AUDITOR_CT=5
@@ -39,6 +40,8 @@ AUDITOR_AGENT_PROXY=0
 # process per URL at the same moment (the PowerShell probe caps its runspaces at 10).
 AUDITOR_PARALLEL=8
 AUDITOR_CERTS=0
+# 1: the agent's proxy CA bundle is trusted besides the system's (probing the agent's path).
+AUDITOR_TRUST_AGENT=0
 AUDITOR_TAB=$(printf '\t')
 AUDITOR_SEP=$(printf '\001')
 AUDITOR_NL='
@@ -86,19 +89,133 @@ auditor_last_line() {
     esac
 }
 
-# The proxy the Qualys agent is configured with (RPM and Debian families), if any.
-auditor_agent_proxy() {
-    for _file in /etc/sysconfig/qualys-cloud-agent /etc/default/qualys-cloud-agent; do
-        [ -r "$_file" ] || continue
-        _p=$(sed -n -e 's/^[[:space:]]*qualys_https_proxy[[:space:]]*=[[:space:]]*//p' \
-                    -e 's/^[[:space:]]*https_proxy[[:space:]]*=[[:space:]]*//p' "$_file" \
-             | head -n 1 | tr -d "\"'")
-        if [ -n "$_p" ]; then
-            printf '%s' "$_p"
-            return 0
+# --- The Qualys Cloud Agent on this host ------------------------------------------------------
+# The probe sends what it reads raw and bounded (A and C records); the auditor parses it as
+# data. The shell reads the agent's proxy setting only to probe the way the agent goes, and
+# takes it as text: the file is never sourced.
+AUDITOR_AGENT_FILES="/etc/sysconfig/qualys-cloud-agent /etc/default/qualys-cloud-agent"
+AUDITOR_AGENT_CA=/etc/qualys/cloud-agent/cert/ca-bundle.crt
+# Bytes of a configuration file read and sent; one more is read to tell the auditor it was cut.
+AUDITOR_CONF_MAX=16384
+
+# Is the package installed, and which version (dpkg-query or rpm, whichever the host has; a
+# Debian host with rpm installed asks both). Sets _installed to 1 when a database says so.
+auditor_agent_package() {
+    _installed=0
+    _asked=0
+    if command -v dpkg-query >/dev/null 2>&1; then
+        _asked=1
+        # shellcheck disable=SC2016 # ${Status} is dpkg-query's format, not the shell's
+        _out=$(LC_ALL=C dpkg-query -W -f '${Status}|${Version}' qualys-cloud-agent 2>/dev/null)
+        _rc=$?
+        auditor_emit A pkg dpkg "$_rc" "$_out"
+        case "$_rc:$_out" in 0:*" installed|"*) _installed=1 ;; esac
+    fi
+    if [ "$_installed" = 0 ] && command -v rpm >/dev/null 2>&1; then
+        _asked=1
+        _out=$(LC_ALL=C rpm -q --qf '%{VERSION}-%{RELEASE}' qualys-cloud-agent 2>/dev/null)
+        _rc=$?
+        auditor_emit A pkg rpm "$_rc" "$_out"
+        [ "$_rc" != 0 ] || _installed=1
+    fi
+    [ "$_asked" = 1 ] || auditor_emit A pkg none "" ""
+}
+
+# Is the agent's daemon running: systemd's word where systemd runs, else a process whose
+# name is the daemon's (/proc/PID/comm holds at most 15 characters).
+auditor_agent_service() {
+    if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+        auditor_emit A svc systemd "$(systemctl is-active qualys-cloud-agent 2>/dev/null)"
+        return 0
+    fi
+    _running=0
+    for _f in /proc/[0-9]*/comm; do
+        IFS= read -r _l <"$_f" 2>/dev/null || continue
+        case "$_l" in qualys-cloud-ag*)
+            _running=1
+            break
+            ;;
+        esac
+    done
+    auditor_emit A svc proc "$_running"
+}
+
+# The agent's configuration file $1, at most AUDITOR_CONF_MAX bytes (+1), sent as hex chunks
+# ("C file seq hex"), all in one pipeline. Only a regular file: a FIFO would never end.
+auditor_agent_conf() {
+    [ -f "$1" ] && [ -r "$1" ] || return 0
+    dd if="$1" bs=$((AUDITOR_CONF_MAX + 1)) count=1 2>/dev/null | auditor_hex | fold -w 400 \
+        | awk -v p="AUD1 $AUDITOR_NONCE" -v f="$1" '{ print p "\tC\t" f "\t" NR "\t" $0 }'
+    auditor_emit A conf "$1"
+}
+
+# The proxy the agent tries first, from file $1, in _p: the last qualys_https_proxy= line,
+# else the last https_proxy= line; quotes stripped; the first entry of a ';' list.
+auditor_agent_first_proxy() {
+    _p=""
+    [ -f "$1" ] && [ -r "$1" ] || return 0
+    # Bounded like the copy the auditor sees; NUL bytes are dropped by the substitution.
+    _rest=$(dd if="$1" bs="$AUDITOR_CONF_MAX" count=1 2>/dev/null | tr -d '\000\r')
+    _q=""
+    _h=""
+    while [ -n "$_rest" ]; do
+        _l=${_rest%%"$AUDITOR_NL"*}
+        case "$_rest" in
+            *"$AUDITOR_NL"*) _rest=${_rest#*"$AUDITOR_NL"} ;;
+            *) _rest="" ;;
+        esac
+        _l=${_l#"${_l%%[![:space:]]*}"}
+        _l=${_l#export }
+        case "$_l" in
+            "qualys_https_proxy="*) _q=${_l#qualys_https_proxy=} ;;
+            "https_proxy="*) _h=${_l#https_proxy=} ;;
+        esac
+    done
+    _p=${_q:-$_h}
+    case "$_p" in
+        \"*) _p=${_p#\"} && _p=${_p%%\"*} ;;
+        \'*) _p=${_p#\'} && _p=${_p%%\'*} ;;
+        *) _p=${_p%%[[:space:]]*} ;;
+    esac
+    _p=${_p%%;*}
+    _p=${_p#"${_p%%[![:space:]]*}"}
+    _p=${_p%"${_p##*[![:space:]]}"}
+}
+
+# Agent facts, and the way the probe goes: through the agent's first proxy (trusting its CA
+# bundle) when asked to follow the agent and the agent is installed; else the session's way.
+auditor_agent() {
+    auditor_agent_package
+    auditor_agent_service
+    _p=""
+    for _file in $AUDITOR_AGENT_FILES; do
+        auditor_agent_conf "$_file"
+        if [ -z "$_p" ]; then
+            auditor_agent_first_proxy "$_file"
         fi
     done
-    return 1
+    if [ -f "$AUDITOR_AGENT_CA" ]; then
+        auditor_emit A ca 1
+    else
+        auditor_emit A ca 0
+    fi
+    if [ "$AUDITOR_AGENT_PROXY" != 1 ] || [ "$_installed" != 1 ]; then
+        auditor_emit A path session
+        return 0
+    fi
+    # The agent is a service: the login session's proxy variables are not its own.
+    unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+    [ -f "$AUDITOR_AGENT_CA" ] && AUDITOR_TRUST_AGENT=1
+    if [ -n "$_p" ]; then
+        auditor_emit P agent "$_p"
+        # To every tool through the environment, never argv.
+        https_proxy=$_p
+        http_proxy=$_p
+        export https_proxy http_proxy
+        auditor_emit A path agent_proxy
+    else
+        auditor_emit A path agent_direct
+    fi
 }
 
 # The proxy the tools will use for URL $1, from the environment (for the report), in _env_proxy.
@@ -133,16 +250,38 @@ auditor_curl_issuer() {
     fi
 }
 
+# One curl request for URL $1 (more options after it), its output in _out, exit code in _rc.
+auditor_curl_run() {
+    _url=$1
+    shift
+    _out=$(curl -q -sS -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
+        --max-time "$AUDITOR_MT" \
+        -w '\nAUDW %{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}\n' \
+        "$@" -- "$_url" 2>&1)
+    _rc=$?
+}
+
 auditor_curl() {
     _idx=$1
     _url=$2
     # -q first: the login user's ~/.curlrc (an "insecure" line is common behind TLS
     # inspection) must not decide the verdict.
-    _out=$(curl -q -sS -o /dev/null --globoff --connect-timeout "$AUDITOR_CT" \
-        --max-time "$AUDITOR_MT" \
-        -w '\nAUDW %{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}\n' \
-        -- "$_url" 2>&1)
-    _rc=$?
+    auditor_curl_run "$_url"
+    case "$AUDITOR_TRUST_AGENT:$_rc" in
+        1:35 | 1:60 | 1:77 | 1:83 | 1:90 | 1:91)
+            # The agent trusts its proxy CA bundle as well as the system's CAs: a chain the
+            # system refused gets a second look with the bundle (for the origin, and for an
+            # HTTPS proxy). Only a success replaces the first answer.
+            _first_out=$_out
+            _first_rc=$_rc
+            auditor_curl_run "$_url" --cacert "$AUDITOR_AGENT_CA" \
+                --proxy-cacert "$AUDITOR_AGENT_CA"
+            if [ "$_rc" != 0 ]; then
+                _out=$_first_out
+                _rc=$_first_rc
+            fi
+            ;;
+    esac
     auditor_last_line "$_out" "AUDW "
     _w=$_last
     # curl's own message: the last "curl: (N) text" line, without its "curl: (N) ".
@@ -341,15 +480,7 @@ auditor_main() {
     done
     # The host's own proxy settings first, before the agent's proxy may replace them.
     auditor_proxies
-    if [ "$AUDITOR_AGENT_PROXY" = 1 ]; then
-        # The agent's proxy goes to every tool through the environment, never argv.
-        if _p=$(auditor_agent_proxy); then
-            auditor_emit P agent "$_p"
-            https_proxy=$_p
-            http_proxy=$_p
-            export https_proxy http_proxy
-        fi
-    fi
+    auditor_agent
     if command -v curl >/dev/null 2>&1; then
         AUDITOR_TOOL=curl
     elif command -v wget >/dev/null 2>&1; then

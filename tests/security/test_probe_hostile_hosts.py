@@ -25,6 +25,7 @@ from auditor.probes import ProbeResult, ProbeSettings
 from auditor.probes.posix import build_posix_job, parse_posix, probe_source
 from auditor.transports.base import ProbeJob, RawOutput
 from auditor.transports.local import LocalTransport
+from tests.support import agentbox
 from tests.support.loopback import (
     Loopback,
     auth_proxy,
@@ -79,7 +80,7 @@ def _probe(
 # --- item 2: proxy credentials never in process arguments -------------------------------
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+@pytest.mark.skipif(not agentbox.available(), reason="needs root, unshare and dpkg")
 @pytest.mark.parametrize("tool", TOOLS)
 def test_the_agent_proxy_password_never_appears_in_any_process_arguments(
     servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tool: str
@@ -94,18 +95,22 @@ def test_the_agent_proxy_password_never_appears_in_any_process_arguments(
     monkeypatch.setenv("SSL_CERT_FILE", str(servers.ca_bundle))
     for name in ("http_proxy", "https_proxy", "all_proxy", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
-    etc_default = tmp_path / "default"
-    etc_default.mkdir()
     url = f"https://localhost:{servers.https_port}/status"
-    settings = ProbeSettings(connect_timeout=5, max_time=20, agent_proxy=True)
+    settings = ProbeSettings(
+        connect_timeout=5,
+        max_time=20,
+    )
     with auth_proxy("agent", password, servers.https_port) as proxy:
-        (etc_default / "qualys-cloud-agent").write_text(
-            f"https_proxy=http://agent:{password}@127.0.0.1:{proxy.port}\n"
-        )
-        # The agent's configuration, seen only by this probe: its own mount namespace.
-        command = (
-            "unshare -m --propagation private /bin/sh -c "
-            f"'mount --bind {etc_default} /etc/default && exec /bin/sh -s'"
+        # The agent installed with its configuration, seen only by this probe: its own
+        # mount namespace.
+        command = agentbox.agent_box(
+            tmp_path,
+            version="6.4.0",
+            etc_files={
+                "default/qualys-cloud-agent": (
+                    f"https_proxy=http://agent:{password}@127.0.0.1:{proxy.port}\n"
+                )
+            },
         )
         box: list[ProbeResult] = []
         run = threading.Thread(
