@@ -83,6 +83,9 @@ class Evidence:
     issuer: str = ""
     proxy: str = ""
     elapsed: float | None = None
+    connect_time: float | None = None
+    """Seconds until the TCP connection (to the proxy, when one is used) was made; 0 when
+    it never was (curl's time_connect)."""
 
 
 def classify(evidence: Evidence, target: Target) -> tuple[Outcome, str]:
@@ -90,6 +93,38 @@ def classify(evidence: Evidence, target: Target) -> tuple[Outcome, str]:
     if evidence.tool == POWERSHELL_TOOL:
         return _powershell(evidence, target)
     return _posix(evidence, target)
+
+
+def failed_at_proxy(evidence: Evidence, outcome: Outcome) -> bool:
+    """True when the request failed at the proxy itself (its name, its port, TLS to it, or
+    its refusal), not at the URL beyond it."""
+    if not evidence.proxy or outcome is Outcome.REACHABLE:
+        return False
+    if outcome is Outcome.PROXY_DENIED:
+        return True
+    if evidence.tool == POWERSHELL_TOOL:
+        # Invoke-WebRequest connects to the proxy, never to the URL: a refused socket or an
+        # unresolved proxy name is the proxy's.
+        return evidence.reason.startswith("Proxy") or evidence.socket_error in _REFUSED_SOCKET
+    code = evidence.exit_code
+    if evidence.tool == "wget":
+        code = _wget_as_curl(code, evidence.http_status, evidence.message, evidence.elapsed)[0]
+    return _posix_at_proxy(evidence, code)
+
+
+def _posix_at_proxy(ev: Evidence, exit_code: int | None) -> bool:
+    """Through a proxy, curl connects only to the proxy: a name it could not resolve (5), a
+    connection refused (7), a connect that never completed (28 with no time_connect), or a
+    TLS failure before any CONNECT answer on an https:// proxy are the proxy's."""
+    if not ev.proxy:
+        return False
+    if exit_code in (5, 7):
+        return True
+    if exit_code == 28:
+        return ev.tool == "curl" and ev.connect_time == 0 and not ev.connect_status
+    if exit_code in CURL_TLS_CODES:
+        return ev.proxy.lower().startswith("https:") and not ev.connect_status
+    return False
 
 
 def tunnel_status(evidence: Evidence, outcome: Outcome) -> int | None:
@@ -121,6 +156,13 @@ def _posix(ev: Evidence, target: Target) -> tuple[Outcome, str]:
             )
         expected = _expected_text(target.expected_status)
         return Outcome.HTTP_ERROR, f"HTTP {http} (expected {expected}){via}"
+    if exit_code is not None and exit_code != 56 and _posix_at_proxy(ev, exit_code):
+        outcome = {
+            5: Outcome.DNS_FAILURE,
+            7: Outcome.TIMEOUT if "timed out" in lowered else Outcome.REFUSED,
+            28: Outcome.TIMEOUT,
+        }.get(exit_code, Outcome.TLS_FAILURE)
+        return outcome, f"proxy {proxy} not usable: {err or outcome.value}"
     if exit_code in (5, 6):
         return Outcome.DNS_FAILURE, err or (
             "could not resolve the proxy's name"

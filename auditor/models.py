@@ -205,6 +205,9 @@ class Observation:
     tls_issuer: str = ""
     proxy: str = ""
     exit_code: int | None = None
+    at_proxy: bool = False
+    """The request failed at the proxy itself (`proxy`), not beyond it: the remediation is
+    aimed at the proxy or the path to it."""
     time_dns: float | None = None
     time_connect: float | None = None
     time_tls: float | None = None

@@ -74,8 +74,41 @@ _HOST_HINTS: dict[HostOutcome, str] = {
 }
 
 
-def target_hint(outcome: Outcome, host: str, port: int) -> str:
-    """One-line remediation for a target-level outcome, naming the URL's host and port."""
+# The request failed at the proxy itself (not listening, refused, name, TLS to it): the
+# device to fix is the proxy or the path from the host to it, not the host's egress to the URL.
+_AT_PROXY_HINTS: dict[Outcome, str] = {
+    Outcome.DNS_FAILURE: "make the proxy's name ({proxy}) resolvable from this host, or fix "
+    "the proxy setting (for the agent: its configuration file or registry)",
+    Outcome.REFUSED: "the proxy {proxy} refused the connection: start it (is it listening on "
+    "that port?) or fix the proxy setting",
+    Outcome.TIMEOUT: "the proxy {proxy} did not answer: allow TCP from this host to the proxy "
+    "on the firewall between them, or fix the proxy setting",
+    Outcome.TLS_FAILURE: "TLS to the proxy {proxy} failed: add the proxy's CA to the trusted "
+    "bundle (for the agent: /etc/qualys/cloud-agent/cert/ca-bundle.crt) or fix its certificate",
+}
+# Through a working proxy, a failure to reach the URL is the proxy's upstream: its egress
+# firewall, its resolver, or its TLS inspection, not this host's.
+_VIA_PROXY_HINTS: dict[Outcome, str] = {
+    Outcome.DNS_FAILURE: "the proxy {proxy} could not resolve {host}: fix the proxy's DNS",
+    Outcome.REFUSED: "the proxy {proxy} could not reach {host}: allow TCP {port} to {host} on "
+    "the proxy's egress firewall",
+    Outcome.TIMEOUT: "the proxy {proxy} could not reach {host} in time: allow TCP {port} to "
+    "{host} on the proxy's egress firewall or route",
+    Outcome.TLS_FAILURE: "exempt {host} from TLS inspection on the proxy {proxy}, or trust the "
+    "issuer shown (for the agent: its CA bundle)",
+}
+
+
+def target_hint(
+    outcome: Outcome, host: str, port: int, proxy: str = "", at_proxy: bool = False
+) -> str:
+    """One-line remediation for a target-level outcome, naming the URL's host and port, and
+    aimed at the proxy when the request went through `proxy` (masked) and failed there
+    (`at_proxy`) or beyond it."""
+    if proxy:
+        hints = _AT_PROXY_HINTS if at_proxy else _VIA_PROXY_HINTS
+        if outcome in hints:
+            return hints[outcome].format(host=host, port=port, proxy=proxy)
     return _TARGET_HINTS[outcome].format(host=host, port=port)
 
 

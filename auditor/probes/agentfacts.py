@@ -316,3 +316,24 @@ def posix_agent_facts(
         notes=tuple(_text(scrub(n)) for n in notes[:_MAX_NOTES]),
     )
     return facts, config
+
+
+def _address(proxy: str) -> str:
+    """A proxy's host and port, whatever its scheme or (masked) credentials."""
+    found = _SCHEME.match(proxy)
+    return proxy[found.end() if found else 0 :].rpartition("@")[2].rstrip("/").lower()
+
+
+def failover_note(agent: AgentFacts | None, proxy: str) -> str:
+    """When the probe went through one of the agent's fail-over proxies, which one and why
+    ("" when it used the first, or no agent proxy)."""
+    if agent is None or agent.path is not ProbePath.AGENT_PROXY or not proxy:
+        return ""
+    addresses = [_address(p) for p in agent.proxies]
+    used = _address(proxy)
+    if not addresses or used == addresses[0] or used not in addresses:
+        return ""
+    n = addresses.index(used) + 1
+    return (
+        f"through the agent's proxy {n} of {len(addresses)}: the one(s) before it could not be used"
+    )

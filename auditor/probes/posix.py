@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from functools import cache
 from importlib import resources
 from types import MappingProxyType
 
-from auditor.classify import Evidence, classify
+from auditor.classify import Evidence, classify, failed_at_proxy
 from auditor.errors import HostLevelError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
@@ -23,7 +24,12 @@ from auditor.probes import (
     escape_controls,
     mask_userinfo,
 )
-from auditor.probes.agentfacts import collect_posix, config_secrets, posix_agent_facts
+from auditor.probes.agentfacts import (
+    collect_posix,
+    config_secrets,
+    failover_note,
+    posix_agent_facts,
+)
 from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
@@ -177,7 +183,11 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
                 )
             )
         else:
-            observations.append(observation_from_fields(target, record, scrub))
+            observation = observation_from_fields(target, record, scrub)
+            note = failover_note(agent, observation.proxy)
+            if note:
+                observation = replace(observation, detail=f"{observation.detail} ({note})")
+            observations.append(observation)
     return ProbeResult(observations=tuple(observations), facts=MappingProxyType(facts), agent=agent)
 
 
@@ -204,6 +214,7 @@ def observation_from_fields(
         issuer=issuer,
         proxy=proxy,
         elapsed=_float(total),
+        connect_time=_float(conn),
     )
     outcome, detail = classify(evidence, target)
     return Observation(
@@ -216,6 +227,7 @@ def observation_from_fields(
         tls_issuer=issuer,
         proxy=proxy,
         exit_code=exit_code,
+        at_proxy=failed_at_proxy(evidence, outcome),
         time_dns=_float(dns),
         time_connect=_float(conn),
         time_tls=_float(tls),

@@ -32,7 +32,14 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
-from auditor.classify import POWERSHELL_TOOL, Evidence, Tunnel, classify, tunnel_status
+from auditor.classify import (
+    POWERSHELL_TOOL,
+    Evidence,
+    Tunnel,
+    classify,
+    failed_at_proxy,
+    tunnel_status,
+)
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Observation, Target
 from auditor.outcomes import HostOutcome, Outcome
@@ -318,6 +325,7 @@ def _observation(target: Target, rec: Mapping[str, Any] | None, missing: str) ->
         tool=TOOL,
         tls_issuer=_issuer(rec),
         proxy=clean_text(found.proxy, 300),
+        at_proxy=failed_at_proxy(found, outcome),
         time_total=found.elapsed,
     )
 

@@ -30,7 +30,8 @@ unset AUDITOR_NONCE AUDITOR_CT AUDITOR_MT AUDITOR_AGENT_PROXY AUDITOR_TAB AUDITO
     _line _f _rest _o _last _file _p _env_proxy _idx _url _out _rc _w _err _issuer \
     _old_ifs _t0 _status _elapsed _shown_proxy _host _os _l _ver _v _maj _min _count \
     _targets _watchdog _running _n _oldest _entry _name _value _installed _asked _q _h \
-    _first_out _first_rc AUDITOR_TRUST_AGENT AUDITOR_AGENT_FILES AUDITOR_AGENT_CA AUDITOR_CONF_MAX
+    _first_out _first_rc _left AUDITOR_AGENT_REST AUDITOR_TRUST_AGENT AUDITOR_AGENT_FILES \
+    AUDITOR_AGENT_CA AUDITOR_CONF_MAX
 
 AUDITOR_NONCE=""
 AUDITOR_CT=5
@@ -42,6 +43,7 @@ AUDITOR_PARALLEL=8
 AUDITOR_CERTS=0
 # 1: the agent's proxy CA bundle is trusted besides the system's (probing the agent's path).
 AUDITOR_TRUST_AGENT=0
+AUDITOR_AGENT_REST=""
 AUDITOR_TAB=$(printf '\t')
 AUDITOR_SEP=$(printf '\001')
 AUDITOR_NL='
@@ -150,7 +152,8 @@ auditor_agent_conf() {
 }
 
 # The proxy the agent tries first, from file $1, in _p: the last qualys_https_proxy= line,
-# else the last https_proxy= line; quotes stripped; the first entry of a ';' list.
+# else the last https_proxy= line; quotes stripped; the first entry of a ';' list. The
+# entries after it (the agent's fail-over proxies) in AUDITOR_AGENT_REST.
 auditor_agent_first_proxy() {
     _p=""
     [ -f "$1" ] && [ -r "$1" ] || return 0
@@ -177,6 +180,8 @@ auditor_agent_first_proxy() {
         \'*) _p=${_p#\'} && _p=${_p%%\'*} ;;
         *) _p=${_p%%[[:space:]]*} ;;
     esac
+    AUDITOR_AGENT_REST=""
+    case "$_p" in *";"*) AUDITOR_AGENT_REST=${_p#*;} ;; esac
     _p=${_p%%;*}
     _p=${_p#"${_p%%[![:space:]]*}"}
     _p=${_p%"${_p##*[![:space:]]}"}
@@ -200,6 +205,7 @@ auditor_agent() {
         auditor_emit A ca 0
     fi
     if [ "$AUDITOR_AGENT_PROXY" != 1 ] || [ "$_installed" != 1 ]; then
+        AUDITOR_AGENT_REST=""
         auditor_emit A path session
         return 0
     fi
@@ -261,12 +267,49 @@ auditor_curl_run() {
     _rc=$?
 }
 
+# Did the last request fail at the proxy itself: its name (5), its port (7), or a connect
+# to it that never completed (28 with a zero time_connect)? The classifier's rule, too.
+auditor_curl_at_proxy() {
+    case "$_rc" in
+        5 | 7) return 0 ;;
+        28)
+            auditor_last_line "$_out" "AUDW "
+            _w=${_last#*|*|*|*|}
+            _w=${_w%%|*}
+            case "${_w#0.}" in
+                *[!0]*) return 1 ;;
+                *) return 0 ;;
+            esac
+            ;;
+    esac
+    return 1
+}
+
 auditor_curl() {
     _idx=$1
     _url=$2
     # -q first: the login user's ~/.curlrc (an "insecure" line is common behind TLS
     # inspection) must not decide the verdict.
     auditor_curl_run "$_url"
+    # The agent tries its proxies in order, the next when one cannot be used (up to five
+    # in all): so does the probe, and the record names the proxy that answered.
+    _left=$AUDITOR_AGENT_REST
+    _n=1
+    while [ -n "$_left" ] && [ "$_n" -lt 5 ] && auditor_curl_at_proxy; do
+        _p=${_left%%;*}
+        case "$_left" in
+            *";"*) _left=${_left#*;} ;;
+            *) _left="" ;;
+        esac
+        _p=${_p#"${_p%%[![:space:]]*}"}
+        _p=${_p%"${_p##*[![:space:]]}"}
+        [ -n "$_p" ] || continue
+        _n=$((_n + 1))
+        https_proxy=$_p
+        http_proxy=$_p
+        _shown_proxy=$_p
+        auditor_curl_run "$_url"
+    done
     case "$AUDITOR_TRUST_AGENT:$_rc" in
         1:35 | 1:60 | 1:77 | 1:83 | 1:90 | 1:91)
             # The agent trusts its proxy CA bundle as well as the system's CAs: a chain the

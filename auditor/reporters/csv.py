@@ -141,7 +141,7 @@ def _row(result: HostResult, target: Target, observation: Observation | None) ->
         o.outcome.value,
         _int(o.http_status),
         cell(o.detail),
-        cell(target_hint(o.outcome, target.hostname, target.port)),
+        cell(target_hint(o.outcome, target.hostname, target.port, o.proxy, o.at_proxy)),
         cell(o.tls_issuer),
         cell(o.proxy),
         cell(o.remote_ip),

@@ -127,7 +127,14 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
         f"{result.host.name} ({result.host.address}) cannot reach {target.url}: {kind}",
         *([detail] if detail else []),
         *_evidence(observation),
-        f"remediation: {target_hint(observation.outcome, target.hostname, target.port)}",
+        "remediation: "
+        + target_hint(
+            observation.outcome,
+            target.hostname,
+            target.port,
+            observation.proxy,
+            observation.at_proxy,
+        ),
     ]
     failure = (
         f'      <failure type="{kind}" message="{xml_attr(message)}">'
