@@ -21,9 +21,20 @@ of the CDN URLs into one `AgentVerdict`. Facts and their sources:
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
-from auditor.models import AgentFacts, AgentVerdict, Observation, Platform, Target
+from auditor.models import (
+    AgentFacts,
+    AgentVerdict,
+    AuditedHost,
+    HostResult,
+    Observation,
+    Platform,
+    Target,
+)
 from auditor.outcomes import Outcome
 
 # Verified (see the module docstring): the first agent versions that download from the CDN.
@@ -104,4 +115,101 @@ def agent_verdict(
     return (
         AgentVerdict.CDN_BLOCKED,
         f"{target.hostname}: {obs.outcome} (the agent falls back to the platform)",
+    )
+
+
+def host_verdict(result: HostResult, targets: Sequence[Target]) -> tuple[AgentVerdict, str]:
+    """The agent verdict of one host's result (a host not audited is `unknown`)."""
+    if isinstance(result, AuditedHost):
+        if result.agent is None:
+            return AgentVerdict.UNKNOWN, "the probe did not report the agent"
+        return agent_verdict(result.agent, result.host.platform, targets, result.observations)
+    return AgentVerdict.UNKNOWN, f"host not audited ({result.outcome})"
+
+
+@dataclass(frozen=True)
+class AgentCounts:
+    """How many hosts have each agent verdict."""
+
+    hosts: int
+    counts: Mapping[AgentVerdict, int]
+
+    def __getitem__(self, verdict: AgentVerdict) -> int:
+        return self.counts.get(verdict, 0)
+
+
+def count_verdicts(results: Iterable[HostResult], targets: Sequence[Target]) -> AgentCounts:
+    """Verdict counts over `results`; hosts skipped by design are not counted."""
+    counts: dict[AgentVerdict, int] = dict.fromkeys(AgentVerdict, 0)
+    hosts = 0
+    for result in results:
+        if result.skipped:
+            continue
+        hosts += 1
+        counts[host_verdict(result, targets)[0]] += 1
+    return AgentCounts(hosts, MappingProxyType(counts))
+
+
+def by_group(
+    results: Sequence[HostResult], targets: Sequence[Target]
+) -> list[tuple[str, AgentCounts]]:
+    """Verdict counts per inventory group (a host counts in each of its groups), by name."""
+    members: dict[str, list[HostResult]] = {}
+    for result in results:
+        for group in result.host.groups or ("ungrouped",):
+            members.setdefault(group, []).append(result)
+    return [(g, count_verdicts(members[g], targets)) for g in sorted(members)]
+
+
+def _n(count: int, one: str, many: str) -> str:
+    return f"{count:,} {one if count == 1 else many}"
+
+
+def fleet_sentence(counts: AgentCounts) -> str:
+    """The fleet answer in one line: "Of 1,312 hosts: 1,040 agents will use the CDN, 88
+    agents are blocked from it (they fall back to the platform), 151 agents are too old to
+    use it, 33 hosts have no agent" (and how many could not be told, when any)."""
+    c = counts
+    parts = [
+        f"{_n(c[AgentVerdict.CDN_READY], 'agent', 'agents')} will use the CDN",
+        f"{_n(c[AgentVerdict.CDN_BLOCKED], 'agent is', 'agents are')} blocked from it "
+        "(they fall back to the platform)",
+        f"{_n(c[AgentVerdict.TOO_OLD], 'agent is', 'agents are')} too old to use it",
+        f"{_n(c[AgentVerdict.NO_AGENT], 'host has', 'hosts have')} no agent",
+    ]
+    if c[AgentVerdict.UNKNOWN]:
+        parts.append(f"{_n(c[AgentVerdict.UNKNOWN], 'host', 'hosts')} could not be told")
+    return f"Of {_n(c.hosts, 'host', 'hosts')}: " + ", ".join(parts)
+
+
+def agent_report(result: HostResult, targets: Sequence[Target]) -> dict[str, Any]:
+    """The `"agent"` object of one host in report.json (every proxy already masked)."""
+    verdict, reason = host_verdict(result, targets)
+    facts = result.agent if isinstance(result, AuditedHost) else None
+    return {
+        "installed": None if facts is None else facts.installed,
+        "version": facts.version or None if facts is not None else None,
+        "uses_cdn": uses_cdn(facts, result.host.platform),
+        "proxy": facts.proxy if facts is not None else "",
+        "proxies": list(facts.proxies) if facts is not None else [],
+        "ca_bundle": facts.ca_bundle if facts is not None else False,
+        "running": facts.running if facts is not None else None,
+        "verdict": verdict.value,
+        "reason": reason,
+        "path": facts.path.value if facts is not None else "",
+        "credentials_encrypted": facts.credentials_encrypted if facts is not None else False,
+        "source": facts.source if facts is not None else "",
+        "config": facts.config if facts is not None else "",
+        "proxy_key": facts.proxy_key if facts is not None else "",
+        "notes": list(facts.notes) if facts is not None else [],
+    }
+
+
+def require_agent_failures(results: Iterable[HostResult], targets: Sequence[Target]) -> int:
+    """Hosts that fail `--require-agent`: no agent, or one too old to use the CDN."""
+    return sum(
+        1
+        for r in results
+        if not r.skipped
+        and host_verdict(r, targets)[0] in (AgentVerdict.NO_AGENT, AgentVerdict.TOO_OLD)
     )

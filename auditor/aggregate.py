@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from auditor.agent import require_agent_failures
 from auditor.models import AuditedHost, HostResult, Target, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.results import AuditRun
@@ -135,10 +136,13 @@ def target_outcome_counts(run: AuditRun) -> tuple[tuple[Outcome, int], ...]:
     return tuple((o, counts[o]) for o in Outcome if counts[o])
 
 
-def exit_status(run: AuditRun) -> int:
-    """0 all audited hosts reach all targets; 1 something blocked; 3 nothing blocked but
-    some hosts not audited. Skipped hosts count for nothing here. (2 is bad input,
-    decided before a run starts.)"""
+def exit_status(run: AuditRun, require_agent: bool = False) -> int:
+    """0 all audited hosts reach all targets; 1 something blocked (or, with
+    `require_agent`, a host has no Qualys agent or one too old for the CDN); 3 nothing
+    blocked but some hosts not audited. Skipped hosts count for nothing here. (2 is bad
+    input, decided before a run starts.)"""
+    if require_agent and require_agent_failures(run.results, run.info.targets):
+        return EXIT_BLOCKED
     blocked = any(
         o.outcome is not Outcome.REACHABLE
         for r in run.results

@@ -201,6 +201,12 @@ AUDIT_OPTIONS = [
         f"[default: {_PROBE.connect_timeout:g}].",
     ),
     click.option(
+        "--require-agent",
+        is_flag=True,
+        help="Exit 1 when a host has no Qualys Cloud Agent, or one too old to use the CDN "
+        "(Linux 6.4+, Windows 5.7+).",
+    ),
+    click.option(
         "--direct",
         is_flag=True,
         help="Probe as the login session would, not through the Qualys agent's own proxy "

@@ -132,6 +132,8 @@ def build_config(settings: Settings) -> AuditConfig:
         "connect_timeout": str(settings.ssh.connect_timeout),
         "retries": str(schedule.retries),
         "probe_timeout": str(settings.probe.max_time),
+        "direct": str(settings.probe.direct),
+        "require_agent": str(settings.report.require_agent),
         "shard": source.shard or "",
         "host_key_policy": str(settings.ssh.host_key_policy),
     }
@@ -203,7 +205,7 @@ def run_from_settings(settings: Settings) -> int:
         _echo(f"reports: {config.out_dir}/")
     if signum is not None:
         return exit_code_for_signal(signum)
-    return exit_status(run)
+    return exit_status(run, require_agent=settings.report.require_agent)
 
 
 def _host_warning_lines(warned: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:

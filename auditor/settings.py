@@ -126,6 +126,8 @@ class ReportSettings:
     """None: a fresh directory per run."""
     force: bool = False
     quiet: bool = False
+    require_agent: bool = False
+    """Exit 1 when a host has no Qualys agent, or one too old to use the CDN."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +285,7 @@ KEYS: tuple[Key, ...] = (
     Key("probe_connect_timeout", Kind.FLOAT, "--probe-connect-timeout",
         ("probe.connect_timeout",), 0.5, 3600),
     Key("direct", Kind.BOOL, "--direct", ("probe.direct",)),
+    Key("require_agent", Kind.BOOL, "--require-agent", ("report.require_agent",)),
     Key("user", Kind.STR, "--user", ("ssh.user",)),
     Key("ssh_keys", Kind.PATHS, "--ssh-key", ("ssh.keys",)),
     Key("known_hosts", Kind.PATH, "--known-hosts", ("ssh.known_hosts",)),

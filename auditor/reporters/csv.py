@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 
+from auditor.agent import agent_report
 from auditor.models import AuditedHost, HostResult, Observation, Target, UnauditedHost
 from auditor.outcomes import Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
@@ -47,6 +48,10 @@ COLUMNS: tuple[str, ...] = (
     "target",
     "exit_code",
     "warnings",
+    "agent_version",
+    "agent_uses_cdn",
+    "agent_proxy",
+    "agent_verdict",
 )
 """The column order. New columns are only ever appended."""
 
@@ -163,10 +168,23 @@ def rows(run: AuditRun) -> list[list[str]]:
     targets = run.info.targets
     for result in run.results:
         observations = result.observations if isinstance(result, AuditedHost) else ()
+        agent = _agent_cells(result, targets)
         for index, target in enumerate(targets):
             obs = observations[index] if index < len(observations) else None
-            out.append(_row(result, target, obs))
+            out.append([*_row(result, target, obs), *agent])
     return out
+
+
+def _agent_cells(result: HostResult, targets: tuple[Target, ...]) -> list[str]:
+    """agent_version, agent_uses_cdn, agent_proxy (masked), agent_verdict: per host."""
+    facts = agent_report(result, targets)
+    uses = facts["uses_cdn"]
+    return [
+        cell(facts["version"] or ""),
+        "" if uses is None else str(uses).lower(),
+        cell(facts["proxy"]),
+        facts["verdict"],
+    ]
 
 
 class CsvReporter(Reporter):

@@ -1,7 +1,8 @@
 """report.json: the whole run in a versioned, machine-readable form.
 
 Shape: ``{"schema_version", "run", "summary", "hosts"}``. ``hosts`` holds one
-`result_to_dict` entry per inventory host; ``summary`` holds the fleet aggregates (per URL,
+`result_to_dict` entry per inventory host, its ``agent`` object replaced by the agent's
+verdict and facts (`auditor.agent.agent_report`); ``summary`` holds the fleet aggregates (per URL,
 per host-level outcome, per group, per platform) so a consumer never has to recount them.
 
 The output is always strict JSON: non-finite numbers become ``null`` and text that cannot be
@@ -16,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from auditor.agent import AgentCounts, agent_report, count_verdicts, fleet_sentence
+from auditor.agent import by_group as agents_by_group
 from auditor.aggregate import (
     SliceSummary,
     TargetSummary,
@@ -27,6 +30,7 @@ from auditor.aggregate import (
     summarize_targets,
     target_outcome_counts,
 )
+from auditor.models import AgentVerdict
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.base import Reporter
 from auditor.results import SCHEMA_VERSION, AuditRun, RunInfo, info_to_dict, result_to_dict
@@ -114,6 +118,25 @@ def build_summary(run: AuditRun) -> dict[str, Any]:
         "host_outcomes": {o.value: host_counts.get(o, 0) for o in HostOutcome},
         "groups": [_slice_dict(s) for s in by_group(run)],
         "platforms": [_slice_dict(s) for s in by_platform(run)],
+        "agents": _agents_dict(run),
+    }
+
+
+def _counts_dict(counts: AgentCounts) -> dict[str, Any]:
+    return {"hosts": counts.hosts, **{v.value: counts[v] for v in AgentVerdict}}
+
+
+def _agents_dict(run: AuditRun) -> dict[str, Any]:
+    """The fleet answer: agent verdict counts, its sentence, and the same per group."""
+    targets = run.info.targets
+    fleet = count_verdicts(run.results, targets)
+    return {
+        **_counts_dict(fleet),
+        "sentence": fleet_sentence(fleet),
+        "groups": [
+            {"name": name, **_counts_dict(counts)}
+            for name, counts in agents_by_group(run.results, targets)
+        ],
     }
 
 
@@ -132,7 +155,9 @@ def build_report(run: AuditRun) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "run": run_dict(run.info),
         "summary": build_summary(run),
-        "hosts": [result_to_dict(r) for r in run.results],
+        "hosts": [
+            {**result_to_dict(r), "agent": agent_report(r, run.info.targets)} for r in run.results
+        ],
     }
 
 

@@ -4,7 +4,9 @@ A host that reaches the URL passes. A blocked host fails with the target outcome
 failure type. A host that could not be audited also FAILS (type = its host-level outcome,
 e.g. ``unreachable``): a CI gate must never go green because hosts silently dropped out.
 A host skipped by design (a connection the auditor has no transport for, such as
-``network_cli``) is a ``<skipped>`` testcase: visible, and not a failure.
+``network_cli``) is a ``<skipped>`` testcase: visible, and not a failure. When hosts have
+the Qualys agent, one more testsuite holds a testcase per such host: an agent blocked from
+the CDN (it would silently fall back to the platform) fails.
 
 Hostile text (host names, probe details) cannot break the document: characters XML 1.0
 forbids are removed, so are bidi and zero-width characters (a CI page shows them to people),
@@ -17,7 +19,15 @@ import math
 import re
 from collections.abc import Iterator
 
-from auditor.models import AuditedHost, HostResult, Observation, Target, UnauditedHost
+from auditor.agent import host_verdict
+from auditor.models import (
+    AgentVerdict,
+    AuditedHost,
+    HostResult,
+    Observation,
+    Target,
+    UnauditedHost,
+)
 from auditor.outcomes import Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.results import AuditRun
@@ -170,13 +180,53 @@ def _suites(run: AuditRun) -> Iterator[tuple[str, int, int, int]]:
         yield head + props + "".join(cases) + "  </testsuite>\n", tests, failures, skipped
 
 
+AGENT_SUITE = "qualys-cloud-agent: downloads from the CDN"
+
+
+def _agent_suite(run: AuditRun) -> Iterator[tuple[str, int, int, int]]:
+    """One more testsuite when any host has the Qualys agent: a testcase per such host. An
+    agent that cannot reach the CDN (`cdn_blocked`: it silently falls back) fails; one that
+    could not be judged is skipped with the reason; ready and too-old agents pass (the
+    verdict is in the case's output; `--require-agent` gates on too-old ones)."""
+    targets = run.info.targets
+    hosts = [r for r in run.results if isinstance(r, AuditedHost) and r.agent and r.agent.installed]
+    if not hosts:
+        return
+    cases: list[str] = []
+    failures = skipped = 0
+    for result in hosts:
+        verdict, reason = host_verdict(result, targets)
+        head = (
+            f'    <testcase classname="{xml_attr(_classname(result))}" '
+            f'name="{xml_attr(result.host.name)}" time="0.000">\n'
+        )
+        if verdict is AgentVerdict.CDN_BLOCKED:
+            failures += 1
+            body = (
+                f'      <failure type="{verdict.value}" message="{xml_attr(reason)}">'
+                f"{xml_text(reason)}</failure>\n"
+            )
+        elif verdict is AgentVerdict.UNKNOWN:
+            skipped += 1
+            body = f'      <skipped message="{xml_attr(reason)}"/>\n'
+        else:
+            body = f"      <system-out>{xml_text(f'{verdict.value}: {reason}')}</system-out>\n"
+        cases.append(head + body + "    </testcase>\n")
+    head = (
+        f'  <testsuite name="{xml_attr(AGENT_SUITE)}" tests="{len(cases)}" '
+        f'failures="{failures}" errors="0" skipped="{skipped}" '
+        f'time="{_seconds(run.info.duration)}" timestamp="{xml_attr(run.info.started)}">\n'
+    )
+    yield head + "".join(cases) + "  </testsuite>\n", len(cases), failures, skipped
+
+
 class JunitReporter(Reporter):
     """junit.xml (see the module docstring)."""
 
     filename = "junit.xml"
 
     def render(self, run: AuditRun) -> str:
-        suites = list(_suites(run))
+        suites = [*_suites(run), *_agent_suite(run)]
         tests = sum(t for _, t, _, _ in suites)
         failures = sum(f for _, _, f, _ in suites)
         skipped = sum(k for _, _, _, k in suites)

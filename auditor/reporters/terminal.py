@@ -16,8 +16,10 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
+from auditor.agent import by_group as agents_by_group
+from auditor.agent import count_verdicts, fleet_sentence, host_verdict
 from auditor.aggregate import fully_ready, host_outcome_counts, summarize_targets
-from auditor.models import AuditedHost, HostResult, UnauditedHost
+from auditor.models import AgentVerdict, AuditedHost, HostResult, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome, host_hint
 from auditor.results import AuditRun
 from auditor.textsafe import for_terminal
@@ -88,6 +90,7 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
     if info.inventory:
         facts.append(f"inventory {sanitize(info.inventory, 80)}")
     lines.append("  " + ", ".join(facts))
+    lines.extend(agent_lines(run, paint, max_groups=max_hosts // 2))
     for warning in info.warnings:
         lines.append(paint(f"WARNING: {sanitize(warning, 200)}", "warn"))
     if info.interrupted:
@@ -143,6 +146,37 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
         if len(skipped) > max_hosts:
             lines.append(f"  and {len(skipped) - max_hosts} more (see the HTML or CSV report)")
     return "\n".join(lines) + "\n"
+
+
+def agent_lines(
+    run: AuditRun, paint: Callable[[str, str], str], *, max_groups: int = 10
+) -> list[str]:
+    """The fleet's agent answer (first in the summary) and the same per group, when any
+    host reported on the Qualys agent; then the hosts whose agent is blocked from the CDN."""
+    if not any(isinstance(r, AuditedHost) and r.agent is not None for r in run.results):
+        return []
+    targets = run.info.targets
+    fleet = count_verdicts(run.results, targets)
+    style = "bad" if fleet[AgentVerdict.CDN_BLOCKED] else "good"
+    lines = [paint(f"Qualys Cloud Agent: {fleet_sentence(fleet)}", style)]
+    groups = agents_by_group(run.results, targets)
+    if len(groups) > 1:
+        for name, counts in groups[:max_groups]:
+            lines.append(f"  {sanitize(name, 40)}: {fleet_sentence(counts)}")
+        if len(groups) > max_groups:
+            lines.append(f"  and {len(groups) - max_groups} more groups (see report.json)")
+    blocked = [
+        (r, why)
+        for r in run.results
+        for verdict, why in [host_verdict(r, targets)]
+        if verdict is AgentVerdict.CDN_BLOCKED
+    ]
+    for result, why in blocked[: max(max_groups, 1)]:
+        name = sanitize(result.host.name, 60)
+        lines.append(f"  agent blocked: {name}: {sanitize(why, 120)}")
+    if len(blocked) > max_groups:
+        lines.append(f"  and {len(blocked) - max_groups} more agents blocked")
+    return lines
 
 
 def _blocked_line(run: AuditRun, result: AuditedHost) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -258,3 +259,30 @@ def test_a_password_file_must_be_owner_only_and_never_reaches_any_output(
     assert secret not in proc.stdout + proc.stderr
     for path in out.iterdir():
         assert secret not in path.read_text(), path
+
+
+@pytest.mark.skipif(
+    not (shutil.which("dpkg-query") or shutil.which("rpm")), reason="no package database"
+)
+def test_require_agent_fails_a_host_without_the_agent(tmp_path: Path, servers: Loopback) -> None:
+    """This machine has no Qualys agent: the same audit exits 0 without the gate, 1 with it,
+    and the report says why."""
+    inv = _inventory(tmp_path, "[here]\nbox1 ansible_connection=local\n")
+    ok = f"https://localhost:{servers.https_port}/status"
+    plain = audit("-i", str(inv), "--url", ok, "--out", str(tmp_path / "a"), env=_env(servers))
+    assert plain.returncode == 0, plain.stderr
+    gated = audit(
+        "-i",
+        str(inv),
+        "--url",
+        ok,
+        "--require-agent",
+        "--out",
+        str(tmp_path / "b"),
+        env=_env(servers),
+    )
+    assert gated.returncode == 1, gated.stderr
+    assert "Qualys Cloud Agent: Of 1 host: 0 agents will use the CDN" in gated.stderr
+    report = json.loads((tmp_path / "b" / "report.json").read_text())
+    assert report["hosts"][0]["agent"]["verdict"] == "no_agent"
+    assert report["run"]["options"]["require_agent"] == "True"
