@@ -44,6 +44,16 @@ CDN_MIN_VERSION: dict[Platform, tuple[int, int]] = {
 }
 # Targets of this category are the CDN (the built-in catalog's `cask` entries).
 CDN_CATEGORY = "CDN"
+# A URL given by hand counts as the CDN when its host is a `cask.` name: the vendor's CDN
+# hosts are named so (verified for US1 and US3, the pattern inferred for the others).
+_CDN_HOST = re.compile(r"^cask\.")
+
+
+def is_cdn(target: Target) -> bool:
+    """True for a target the agent downloads from: the catalog's CDN, or a `cask.` host."""
+    return target.category == CDN_CATEGORY or bool(_CDN_HOST.match(target.hostname))
+
+
 # "6.4.0.123", "1:6.4.0-12" (dpkg epoch), "6.4.0.123-1" (rpm release): major.minor leads.
 _VERSION = re.compile(r"^(?:\d+:)?(\d{1,6})\.(\d{1,6})")
 
@@ -97,9 +107,7 @@ def agent_verdict(
             AgentVerdict.TOO_OLD,
             f"agent {facts.version} predates the CDN ({need}+): it always uses the platform",
         )
-    cdn = [
-        (t, o) for t, o in zip(targets, observations, strict=False) if t.category == CDN_CATEGORY
-    ]
+    cdn = [(t, o) for t, o in zip(targets, observations, strict=False) if is_cdn(t)]
     if not cdn:
         return AgentVerdict.UNKNOWN, "no CDN URL was probed (add the platform's CDN target)"
     failed = [(t, o) for t, o in cdn if o.outcome is not Outcome.REACHABLE]

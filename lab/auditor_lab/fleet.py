@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditor_lab import netns, pki, render
+from auditor_lab import agent, netns, pki, render
 from auditor_lab.errors import LabError
 from auditor_lab.netns import Proc
 from auditor_lab.spec import (
@@ -205,10 +205,18 @@ returns the process, or None when nothing is to run."""
 def _start_sshd(ctx: HostContext) -> subprocess.Popen[bytes] | None:
     sshd = netns.tool("sshd")
     assert sshd is not None  # preflight checked
+    argv = [
+        sshd,
+        "-D",
+        "-f",
+        str(ctx.host_dir / "sshd_config"),
+        "-E",
+        str(ctx.host_dir / "sshd.log"),
+    ]
     return netns.start_in_namespace(
         ctx.host.namespace,
         ctx.host.name,
-        [sshd, "-D", "-f", str(ctx.host_dir / "sshd_config"), "-E", str(ctx.host_dir / "sshd.log")],
+        agent.sshd_argv(ctx.host, ctx.host_dir, argv),
         ctx.host_dir / "sshd.log",
     )
 
@@ -643,6 +651,7 @@ def _etc_netns(directory: Path, host: HostSpec, shadow: str | None = None) -> No
         path = etc / "shadow"
         path.write_text(render.etc_shadow(shadow))
         path.chmod(0o600)
+    agent.write_agent_files(host, directory / "hosts" / host.name)
     (etc / "hosts").write_text(render.etc_hosts(host))
     (etc / "resolv.conf").write_text(render.RESOLV_CONF)
     ssl = etc / "ssl"

@@ -30,6 +30,7 @@ SITE_NOTES: dict[str, str] = {
     "site_b": "proxy, TLS-interception and HTTP conditions",
     "site_c": "hosts the auditor cannot audit (host-level outcomes)",
     "scale": "plain reachable hosts added with extra_hosts",
+    "site_agent": "hosts with the Qualys Cloud Agent: versions and the agent's own proxies",
     "win_egress": "Windows hosts (WinRM): firewall, name-resolution, proxy and TLS conditions",
     "win_winrm": "Windows hosts the auditor cannot audit (WinRM-level outcomes)",
 }
@@ -139,6 +140,7 @@ def lab_json(
                 "detail": h.detail,
                 "proxy": h.proxy,
                 "condition": h.condition,
+                **({"agent_verdict": h.agent_verdict} if h.agent_verdict else {}),
             }
             for h in hosts
         },

@@ -136,6 +136,12 @@ class HostSpec:
     wsman_behaviour: str = "normal"
     password_login: bool = False
     powershell: str = "5.1"
+    agent_version: str = ""
+    """The Qualys agent package version the host's dpkg reports ("" for no agent)."""
+    agent_conf: str = ""
+    """The host's /etc/default/qualys-cloud-agent ("" for none)."""
+    agent_verdict: str = ""
+    """The agent verdict an audit of `PROBE_URL` must report ("" where not designed)."""
 
     @property
     def namespace(self) -> str:
@@ -285,6 +291,101 @@ def design_hosts() -> list[HostSpec]:
         ),
     ]
     return [replace(row, address=f"10.213.1.{10 + i}") for i, row in enumerate(rows)]
+
+
+AGENT_FIRST_ADDRESS = 60
+"""Hosts with the Qualys agent sit on 10.213.1.60 onwards."""
+AGENT_PROXY_SECRET = "Lab-Agent-Pr0xy-Pass"  # noqa: S105 - planted, to prove it never leaks
+"""The password in `agentcreds`'s proxy URL: it must appear in no output of the auditor."""
+AGENT_ENCRYPTED = "a2V5LWZyb20tdGhlLXZlbmRvcnMtZW5jcnlwdGlvbi11dGlsaXR5"
+"""A credential shaped like the vendor's utility's output (its real format is not public)."""
+DEAD_PROXY_URL = f"http://{CDN_ADDRESS}:3130"
+"""A proxy address where nothing listens."""
+_NO_DIRECT = f"ip daddr {CDN_ADDRESS} tcp dport {{ 80, 443 }} reject with tcp reset"
+
+
+def agent_hosts() -> list[HostSpec]:
+    """Linux hosts with the Qualys Cloud Agent "installed" (`auditor_lab.agent`): versions
+    below and above the first CDN version (6.4), the agent's own proxy (working where direct
+    egress is refused, not listening, the first of two down, with credentials, with
+    encrypted credentials). Every design host without these fields has no agent."""
+    creds_proxy = f"http://labagent:{AGENT_PROXY_SECRET}@{CDN_ADDRESS}:{PROXY_PORT}"
+    enc_proxy = f"http://{AGENT_ENCRYPTED}:{AGENT_ENCRYPTED}@{CDN_ADDRESS}:{DENY_PROXY_PORT}"
+    rows = [
+        HostSpec(
+            "agentproxy",
+            "",
+            "site_agent",
+            Outcome.REACHABLE,
+            condition="agent 6.4 whose proxy is the lab's CONNECT proxy; direct egress refused",
+            proxy=PROXY_URL,
+            nft_rules=(_NO_DIRECT,),
+            agent_version="6.4.0.57-1",
+            agent_conf=f"https_proxy={PROXY_URL}\n",
+            agent_verdict="cdn_ready",
+        ),
+        HostSpec(
+            "agentold",
+            "",
+            "site_agent",
+            Outcome.REACHABLE,
+            condition="agent 6.3, older than the CDN: it always uses the platform",
+            agent_version="6.3.1.20-1",
+            agent_verdict="too_old",
+        ),
+        HostSpec(
+            "agentdead",
+            "",
+            "site_agent",
+            Outcome.REFUSED,
+            detail="not usable",
+            condition="agent 7.0 whose proxy does not listen (direct egress is open)",
+            proxy=DEAD_PROXY_URL,
+            agent_version="7.0.0.12-1",
+            agent_conf=f'qualys_https_proxy="{DEAD_PROXY_URL}"\n',
+            agent_verdict="cdn_blocked",
+        ),
+        HostSpec(
+            "agentfailover",
+            "",
+            "site_agent",
+            Outcome.REACHABLE,
+            detail="proxy 2 of 2",
+            condition="agent 6.5 with two proxies, the first down; direct egress refused",
+            proxy=PROXY_URL,
+            nft_rules=(_NO_DIRECT,),
+            agent_version="6.5.0.3-1",
+            agent_conf=f'qualys_https_proxy="{DEAD_PROXY_URL};{PROXY_URL}"\n',
+            agent_verdict="cdn_ready",
+        ),
+        HostSpec(
+            "agentcreds",
+            "",
+            "site_agent",
+            Outcome.REACHABLE,
+            condition="agent 6.4 whose proxy URL holds a user name and password",
+            proxy=f"http://***@{CDN_ADDRESS}:{PROXY_PORT}",
+            nft_rules=(_NO_DIRECT,),
+            agent_version="6.4.1.9-1",
+            agent_conf=f"# the agent's proxy\nexport https_proxy='{creds_proxy}'\n",
+            agent_verdict="cdn_ready",
+        ),
+        HostSpec(
+            "agentenc",
+            "",
+            "site_agent",
+            Outcome.PROXY_DENIED,
+            detail="403",
+            condition="agent 6.4 whose proxy credentials are encrypted; the proxy answers 403",
+            proxy=f"http://***@{CDN_ADDRESS}:{DENY_PROXY_PORT}",
+            agent_version="6.4.0.1-1",
+            agent_conf=f"https_proxy={enc_proxy}\n",
+            agent_verdict="unknown",
+        ),
+    ]
+    return [
+        replace(row, address=f"10.213.1.{AGENT_FIRST_ADDRESS + i}") for i, row in enumerate(rows)
+    ]
 
 
 WINDOWS_FIRST_ADDRESS = 100
@@ -532,4 +633,4 @@ def scale_hosts(count: int) -> list[HostSpec]:
 
 def fleet(extra_hosts: int = 0) -> list[HostSpec]:
     """The Linux and Windows design hosts followed by `extra_hosts` scale hosts."""
-    return design_hosts() + windows_hosts() + scale_hosts(extra_hosts)
+    return design_hosts() + agent_hosts() + windows_hosts() + scale_hosts(extra_hosts)

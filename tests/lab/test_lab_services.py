@@ -178,7 +178,7 @@ def test_inventory_reads_back_through_ansible_inventory(lab: LabInfo, tmp_path: 
         timeout=60,
     ).stdout
     inv = json.loads(out)
-    assert sorted(inv["linux"]["children"]) == ["site_a", "site_b", "site_c"]
+    assert sorted(inv["linux"]["children"]) == ["site_a", "site_agent", "site_b", "site_c"]
     hostvars = inv["_meta"]["hostvars"]
     assert set(hostvars) == {h.name for h in lab.hosts}
     for host in lab.hosts:

@@ -1,0 +1,72 @@
+"""Lab hosts with the Qualys Cloud Agent "installed": each such host's sshd (and so every
+probe session) sees its own package database entry and its own agent configuration file,
+and no other host or process of the machine sees either.
+
+- /etc/default/qualys-cloud-agent: `ip netns exec` mounts every entry of /etc/netns/NAME/
+  over /etc, so the host gets /etc/netns/NAME/default, a copy of the machine's /etc/default
+  with the agent's file added.
+- /var/lib/dpkg/status: `ip netns exec` gives sshd a mount namespace of its own; a bind mount
+  made there, before sshd starts, replaces the status file with the host's copy (the
+  machine's entries plus a `qualys-cloud-agent` one) for that sshd and its sessions only.
+
+Nothing runs as the agent: the probe's "running" check answers false on these hosts.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from auditor_lab import netns
+from auditor_lab.spec import HostSpec
+
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+ETC_DEFAULT = Path("/etc/default")
+AGENT_FILE = "qualys-cloud-agent"
+
+
+def has_agent(host: HostSpec) -> bool:
+    return bool(host.agent_version or host.agent_conf)
+
+
+def dpkg_entry(version: str) -> str:
+    """A status-file stanza that dpkg-query reads as an installed package."""
+    return (
+        f"Package: {AGENT_FILE}\n"
+        "Status: install ok installed\n"
+        "Priority: optional\n"
+        "Section: admin\n"
+        "Maintainer: Auditor Lab <lab@lab.test>\n"
+        "Architecture: amd64\n"
+        f"Version: {version}\n"
+        "Description: lab stand-in for the Qualys Cloud Agent package\n\n"
+    )
+
+
+def write_agent_files(host: HostSpec, host_dir: Path) -> None:
+    """The host's /etc/netns default folder and its dpkg status copy (in `host_dir`)."""
+    if not has_agent(host):
+        return
+    default = netns.ETC_NETNS / host.namespace / "default"
+    if ETC_DEFAULT.is_dir():
+        shutil.copytree(ETC_DEFAULT, default, symlinks=True, dirs_exist_ok=True)
+    default.mkdir(parents=True, exist_ok=True)
+    if host.agent_conf:
+        conf = default / AGENT_FILE
+        conf.write_text(host.agent_conf)
+        # It may hold proxy credentials: root only, as the agent's own file is.
+        conf.chmod(0o600)
+    base = (
+        DPKG_STATUS.read_text(encoding="utf-8", errors="replace") if DPKG_STATUS.is_file() else ""
+    )
+    entry = dpkg_entry(host.agent_version) if host.agent_version else ""
+    (host_dir / "dpkg-status").write_text(base.rstrip("\n") + "\n\n" + entry)
+
+
+def sshd_argv(host: HostSpec, host_dir: Path, sshd_argv: list[str]) -> list[str]:
+    """`sshd_argv`, wrapped so the host's dpkg status file is mounted first (in sshd's own
+    mount namespace) when the host has the agent."""
+    if not has_agent(host) or not DPKG_STATUS.is_file():
+        return sshd_argv
+    script = 'mount --bind "$0" /var/lib/dpkg/status && exec "$@"'
+    return ["sh", "-c", script, str(host_dir / "dpkg-status"), *sshd_argv]

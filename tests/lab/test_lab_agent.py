@@ -1,0 +1,193 @@
+"""Agent-aware audits against the lab: real sshd hosts whose own dpkg database and
+/etc/default hold the Qualys Cloud Agent (`auditor_lab.agent`), each probed the way its
+agent goes, with the verdict and the fleet answer in every report, and a planted proxy
+password in no output and no process's arguments."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+from auditor_lab import LabInfo
+from auditor_lab.spec import (
+    AGENT_PROXY_SECRET,
+    DEAD_PROXY_URL,
+    PROBE_URL,
+    PROXY_URL,
+    agent_hosts,
+    design_hosts,
+)
+
+from tests.support.cli import audit_argv, environ
+from tests.support.proc import command_lines
+
+AGENTS = {spec.name: spec for spec in agent_hosts()}
+SECRET = AGENT_PROXY_SECRET.encode()
+
+
+def _lab_run(lab: LabInfo, out: Path, *args: str) -> tuple[int, str, list[bytes]]:
+    """The audit over the lab's Linux sites (SSH), with every process's argv sampled while
+    it runs; returns the exit status, its terminal output and the argv seen."""
+    assert lab.ssh_password is not None
+    argv = audit_argv(
+        lab.inventory,
+        lab.known_hosts,
+        PROBE_URL,
+        out,
+        "--limit",
+        "site_a:site_b:site_agent",
+        "--timeout",
+        "60",
+        "--probe-timeout",
+        "4",
+        "--probe-connect-timeout",
+        "3",
+        *args,
+    )
+    env = environ(AUDITOR_SSH_PASSWORD=lab.ssh_password.read_text().strip())
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen: list[bytes] = []
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            seen.extend(command_lines())
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        done.set()
+        sampler.join(30)
+    text = (stdout + stderr).decode(errors="replace")
+    assert "Traceback" not in text, text
+    return proc.returncode, text, seen
+
+
+@pytest.fixture(scope="module")
+def agent_run(
+    lab: LabInfo, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[int, str, list[bytes], Path]:
+    out = tmp_path_factory.mktemp("agent") / "out"
+    status, text, seen = _lab_run(lab, out)
+    return status, text, seen, out
+
+
+def _hosts(out: Path) -> dict[str, Any]:
+    report = json.loads((out / "report.json").read_text())
+    return {h["host"]["name"]: h for h in report["hosts"]}
+
+
+@pytest.mark.parametrize("name", sorted(AGENTS))
+def test_each_agent_host_is_probed_along_its_agents_path(
+    agent_run: tuple[int, str, list[bytes], Path], name: str
+) -> None:
+    spec = AGENTS[name]
+    host = _hosts(agent_run[3])[name]
+    (obs,) = host["observations"]
+    assert obs["outcome"] == spec.outcome.value, obs
+    assert spec.detail in obs["detail"], obs
+    assert obs["proxy"] == spec.proxy, obs
+    agent = host["agent"]
+    assert agent["verdict"] == spec.agent_verdict, agent
+    assert agent["installed"] is True and agent["version"] == spec.agent_version
+    assert agent["path"] == ("agent_proxy" if spec.agent_conf else "agent_direct")
+
+
+def test_agent_facts_say_where_they_come_from(
+    agent_run: tuple[int, str, list[bytes], Path],
+) -> None:
+    hosts = _hosts(agent_run[3])
+    failover = hosts["agentfailover"]["agent"]
+    assert failover["proxies"] == [DEAD_PROXY_URL, PROXY_URL]
+    assert failover["proxy"] == DEAD_PROXY_URL
+    assert failover["proxy_key"] == "qualys_https_proxy"
+    assert failover["config"] == "/etc/default/qualys-cloud-agent"
+    assert failover["source"] == "dpkg"
+    dead = hosts["agentdead"]["observations"][0]
+    assert dead["at_proxy"] is True
+    creds = hosts["agentcreds"]["agent"]
+    assert creds["proxy"] == "http://labagent:***@10.213.0.1:3128"
+    enc = hosts["agentenc"]["agent"]
+    assert enc["credentials_encrypted"] is True
+    assert "encrypted" in enc["reason"]
+    assert enc["proxy"] == "http://***@10.213.0.1:3129"
+    # Design hosts have no agent: the same probe says so.
+    for spec in design_hosts():
+        if spec.site in ("site_a", "site_b"):
+            assert hosts[spec.name]["agent"]["verdict"] == "no_agent", spec.name
+
+
+def test_the_fleet_answer_leads_the_summary_and_the_reports(
+    agent_run: tuple[int, str, list[bytes], Path],
+) -> None:
+    status, text, _, out = agent_run
+    assert status == 1
+    audited = [s for s in design_hosts() if s.site in ("site_a", "site_b")]
+    total = len(audited) + len(AGENTS)
+    line = next(x for x in text.splitlines() if x.startswith("Qualys Cloud Agent:"))
+    assert line == (
+        f"Qualys Cloud Agent: Of {total} hosts: 3 agents will use the CDN, 1 agent is blocked "
+        f"from it (they fall back to the platform), 1 agent is too old to use it, "
+        f"{len(audited)} hosts have no agent, 1 host could not be told"
+    )
+    assert text.index("Qualys Cloud Agent:") < text.index("Readiness")
+    assert "  site_agent: Of 6 hosts: 3 agents will use the CDN" in text
+    rows = {r["host"]: r for r in csv.DictReader((out / "report.csv").open(newline=""))}
+    assert rows["agentold"]["agent_verdict"] == "too_old"
+    assert rows["agentold"]["agent_uses_cdn"] == "false"
+    assert rows["agentproxy"]["agent_proxy"] == PROXY_URL
+    junit = (out / "junit.xml").read_text()
+    assert 'type="cdn_blocked"' in junit and "agentdead" in junit
+
+
+def test_the_planted_proxy_password_is_in_no_output_and_no_argv(
+    agent_run: tuple[int, str, list[bytes], Path],
+) -> None:
+    _, text, seen, out = agent_run
+    assert AGENT_PROXY_SECRET not in text
+    for path in out.iterdir():
+        assert SECRET not in path.read_bytes(), path
+    assert seen, "no process was sampled"
+    assert [c for c in seen if SECRET in c] == []
+
+
+def test_direct_probes_without_the_agents_proxy(
+    lab: LabInfo, tmp_path: Path, agent_run: tuple[int, str, list[bytes], Path]
+) -> None:
+    """`--direct`: the dead-proxy host reaches the CDN directly, the proxy-only host is
+    refused, and the report says which path was probed."""
+    out = tmp_path / "direct"
+    _lab_run(lab, out, "--direct")
+    hosts = _hosts(out)
+    assert hosts["agentdead"]["observations"][0]["outcome"] == "reachable"
+    assert hosts["agentdead"]["agent"]["path"] == "session"
+    assert hosts["agentproxy"]["observations"][0]["outcome"] == "refused"
+    assert hosts["agentproxy"]["observations"][0]["at_proxy"] is False
+
+
+def _gate(lab: LabInfo, out: Path, hosts: str) -> subprocess.CompletedProcess[bytes]:
+    argv = audit_argv(
+        lab.inventory, lab.known_hosts, PROBE_URL, out, "--limit", hosts, "--require-agent"
+    )
+    return subprocess.run(argv, env=environ(), capture_output=True, timeout=300)
+
+
+def test_require_agent_gates_on_missing_and_old_agents(lab: LabInfo, tmp_path: Path) -> None:
+    """Every host reaches the CDN; the gate still fails while one agent is too old."""
+    gated = _gate(lab, tmp_path / "a", "agentproxy:agentfailover:agentold")
+    assert gated.returncode == 1, gated.stderr
+    hosts = _hosts(tmp_path / "a")
+    assert {n: h["observations"][0]["outcome"] for n, h in hosts.items()} == dict.fromkeys(
+        ("agentproxy", "agentfailover", "agentold"), "reachable"
+    )
+    passed = _gate(lab, tmp_path / "b", "agentproxy:agentfailover")
+    assert passed.returncode == 0, passed.stderr
+    assert _gate(lab, tmp_path / "c", "direct").returncode == 1  # no agent
