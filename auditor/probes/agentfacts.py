@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from auditor.models import AgentFacts, ProbePath
 from auditor.probes import Scrubber, escape_controls
@@ -336,4 +337,105 @@ def failover_note(agent: AgentFacts | None, proxy: str) -> str:
     n = addresses.index(used) + 1
     return (
         f"through the agent's proxy {n} of {len(addresses)}: the one(s) before it could not be used"
+    )
+
+
+# --- Windows -------------------------------------------------------------------------------
+# Verified: the service is QualysAgent and the agent's settings live under HKLM\SOFTWARE\Qualys
+# (vendor's Windows "Anti-Virus and HIPS Exclusions" page); its proxy is set there with
+# QualysProxy.exe, which alone can encrypt the proxy credentials, and otherwise the system
+# (WinHTTP) proxy, a PAC URL or WPAD applies; a failed proxy is followed by a direct attempt
+# (fail open) (https://docs.qualys.com/en/ca/install-guide/windows/configuration/configure_proxy.htm).
+# Unverified: the registry value names QualysProxy.exe writes. Values are recognised by name
+# (proxy / PAC / WPAD / credential words) and by shape (host:port), so a guess at exact
+# names never decides. The WinHTTP blob layout (size, counter, flags, length-prefixed proxy
+# and bypass lists) is the one `netsh winhttp` stores, read here from public descriptions
+# (unverified against a real host in this project).
+_CREDENTIAL_NAME = re.compile(r"user|pass|cred|auth", re.IGNORECASE)
+_PAC_NAME = re.compile(r"pac|wpad", re.IGNORECASE)
+_PROXY_VALUE = re.compile(r"^\s*(?:https?://)?[^\s;/]+:\d{1,5}")
+_MAX_VALUES = 20
+
+
+def _values(rec: dict[str, Any]) -> list[tuple[str, str, str]]:
+    raw = rec.get("values")
+    if isinstance(raw, dict):  # ConvertTo-Json unwraps a one-element array
+        raw = [raw]
+    out: list[tuple[str, str, str]] = []
+    for item in raw if isinstance(raw, list) else []:
+        if isinstance(item, dict) and len(out) < _MAX_VALUES:
+            key, name, value = (str(item.get(k, ""))[:2000] for k in ("key", "name", "value"))
+            out.append((key, name, value))
+    return out
+
+
+def winhttp_proxy(hex_blob: str) -> str:
+    """The proxy list of a WinHttpSettings blob (hex), "" when it says direct or is broken."""
+    if not re.fullmatch(r"(?:[0-9a-fA-F]{2}){0,4096}", hex_blob):
+        return ""
+    blob = bytes.fromhex(hex_blob)
+    if len(blob) < 16 or not blob[8] & 2:
+        return ""
+    length = int.from_bytes(blob[12:16], "little")
+    if length <= 0 or 16 + length > len(blob):
+        return ""
+    return blob[16 : 16 + length].decode("ascii", errors="replace")
+
+
+def _windows_proxies(rec: dict[str, Any]) -> tuple[str, str, tuple[str, ...], list[str]]:
+    """(config, key, raw proxies, notes) from the agent record, as the probe chose them."""
+    notes: list[str] = []
+    chosen: tuple[str, str, tuple[str, ...]] | None = None
+    for key, name, value in _values(rec):
+        if _PAC_NAME.search(name) and value.strip():
+            notes.append(f"{_text(name)}: {_text(value)} (PAC/WPAD is not evaluated by the probe)")
+        elif chosen is None and not _CREDENTIAL_NAME.search(name) and _PROXY_VALUE.match(value):
+            found = tuple(p.strip() for p in value.split(";") if p.strip())[:MAX_PROXIES]
+            chosen = (_text(key), _text(name), found)
+    if chosen is not None:
+        return (*chosen, notes)
+    system = winhttp_proxy(str(rec.get("winhttp", "")))
+    if system:
+        found = tuple(p.strip() for p in system.split(";") if p.strip())[:MAX_PROXIES]
+        return "WinHTTP", "WinHttpSettings", found, notes
+    return "", "", (), notes
+
+
+def windows_agent_secrets(rec: dict[str, Any]) -> tuple[str, ...]:
+    """The proxy settings and credential values of the agent record, for the scrubber only
+    (a credential value is given as a URL's password so the scrubber takes it whole)."""
+    proxies = list(_windows_proxies(rec)[2])
+    for _, name, value in _values(rec):
+        if _CREDENTIAL_NAME.search(name) and value:
+            proxies.append(f"http://user:{value}@credential")
+    return tuple(proxies)
+
+
+def windows_agent_facts(rec: dict[str, Any], scrub: Scrubber) -> AgentFacts:
+    """The agent's facts from the Windows probe's agent record (masked, scrubbed)."""
+    installed = {"yes": True, "no": False}.get(str(rec.get("installed", "")))
+    service = str(rec.get("service", ""))[:40]
+    config, key, proxies, notes = _windows_proxies(rec)
+    encrypted = any(_CREDENTIAL_NAME.search(n) and v for _, n, v in _values(rec))
+    if encrypted:
+        notes.append("proxy credentials are set (QualysProxy.exe stores them encrypted)")
+    if installed is None:
+        notes.append("neither an uninstall entry nor the QualysAgent service could be read")
+    try:
+        path = ProbePath(str(rec.get("path", "")))
+    except ValueError:
+        path = ProbePath.SESSION
+    source = str(rec.get("source", ""))
+    return AgentFacts(
+        installed=installed,
+        version=_text(scrub(str(rec.get("version", "")))),
+        running=(service == "Running") if service and installed else None,
+        source=source if source in ("uninstall", "service") else "",
+        config=scrub(config),
+        proxy_key=scrub(key),
+        proxies=tuple(scrub(mask_proxy(p)) for p in proxies),
+        credentials_encrypted=encrypted,
+        ca_bundle=False,
+        path=path,
+        notes=tuple(_text(scrub(n)) for n in notes[:_MAX_NOTES]),
     )

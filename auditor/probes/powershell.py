@@ -51,6 +51,7 @@ from auditor.probes import (
     escape_controls,
     mask_userinfo,
 )
+from auditor.probes.agentfacts import windows_agent_facts, windows_agent_secrets
 from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput
 
 RECORD_MARK = "AUDITOR-PS1"
@@ -146,6 +147,8 @@ def encode_data(targets: Sequence[Target], settings: ProbeSettings) -> str:
         "connect_ms": max(100, int(settings.connect_timeout * 1000)),
         "parallel": min(len(targets), MAX_PARALLEL),
         "deadline": probe_deadline(len(targets), settings),
+        # Probe the way the Qualys agent goes (its own proxy), unless told --direct.
+        "agent_path": not settings.direct,
         "targets": entries,
     }
     text = json.dumps(doc, separators=(",", ":"), ensure_ascii=True)
@@ -339,9 +342,11 @@ def _issuer(rec: Mapping[str, Any]) -> str:
     return clean_text(escape_controls(value[: _MAX_FIELD * 4]), 300)
 
 
-def _scrubbed(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records with every secret of the proxies they name removed from every text."""
-    scrub = Scrubber.for_settings(r["proxy"] for r in records if isinstance(r.get("proxy"), str))
+def _scrubbed(records: list[dict[str, Any]], more: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The records with every secret of the proxies they name (and of the agent's proxy
+    settings, `more`) removed from every text."""
+    named = [r["proxy"] for r in records if isinstance(r.get("proxy"), str)]
+    scrub = Scrubber.for_settings([*named, *more])
     if not scrub.secrets:
         return records
     return [{k: scrub(v) if isinstance(v, str) else v for k, v in r.items()} for r in records]
@@ -356,9 +361,16 @@ def parse_powershell(raw: RawOutput, targets: Sequence[Target], nonce: str) -> P
     """
     if not _NONCE_RE.fullmatch(nonce):
         raise ValueError("probe nonce must be 1-64 ASCII letters or digits")
-    records = _scrubbed(_records(raw.stdout, nonce))
+    found = _records(raw.stdout, nonce)
+    agent_record = next((r for r in found if r.get("kind") == "agent"), None)
+    agent_secrets = windows_agent_secrets(agent_record) if agent_record else ()
+    records = _scrubbed(found, agent_secrets)
     if not records:
         raise _no_records(raw)
+    agent = None
+    if agent_record is not None:
+        scrub = Scrubber.for_settings(agent_secrets)
+        agent = windows_agent_facts(agent_record, scrub)
     facts: dict[str, str] = {}
     by_index: dict[int, dict[str, Any]] = {}
     fatal = ""
@@ -387,7 +399,7 @@ def parse_powershell(raw: RawOutput, targets: Sequence[Target], nonce: str) -> P
     observations = tuple(
         _observation(target, by_index.get(i), missing) for i, target in enumerate(targets)
     )
-    return ProbeResult(observations=observations, facts=MappingProxyType(facts))
+    return ProbeResult(observations=observations, facts=MappingProxyType(facts), agent=agent)
 
 
 class PowerShellProbe(Probe):

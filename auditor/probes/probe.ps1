@@ -15,6 +15,14 @@
 #
 # Records out, one per line on stdout:  AUDITOR-PS1 <nonce> <base64 of UTF-8 JSON>
 #   {"kind":"facts", "hostname", "os", "os_version", "ps_version", "ps_edition"}
+#   {"kind":"agent", "installed", "version", "source", "service", "values", "winhttp", "path"}
+#        the Qualys Cloud Agent, raw and bounded (the auditor parses and masks it):
+#        installed  yes / no / '' (could not tell); version and source (uninstall entry or
+#        service); service  the QualysAgent service's status; values  [{key, name, value}]
+#        of the Qualys registry hive whose names speak of a proxy, PAC or WPAD (the names
+#        QualysProxy.exe writes are not public: unverified); winhttp  hex of the WinHTTP
+#        proxy settings blob; path  agent_proxy when the requests go through the agent's
+#        proxy, else session
 #   {"kind":"target", "i", "status", "type", "reason", "msg", "inner", "sock", "tls",
 #    "tunnel", "issuer", "proxy", "ms"}     one per target, in completion order:
 #        status  HTTP status of the response (0: none); type: the exception's full type name;
@@ -81,6 +89,71 @@ Send-Record (@{
     ps_edition = [string]$PSVersionTable.PSEdition
 } | ConvertTo-Json -Compress)
 
+# The Qualys Cloud Agent. Verified: the service is QualysAgent and the agent keeps its
+# settings under HKLM\SOFTWARE\Qualys (vendor's Windows "Anti-Virus and HIPS Exclusions"
+# page); its proxy is set there by QualysProxy.exe, else the system (WinHTTP) proxy applies
+# (Windows install guide, "Proxy Configuration"). The value names are not public, so every
+# value whose name speaks of a proxy, PAC or WPAD is sent, bounded, for the auditor to read.
+$agent = [ordered]@{
+    kind = 'agent'; installed = ''; version = ''; source = ''; service = ''
+    values = @(); winhttp = ''; path = 'session'
+}
+$agentProxy = ''
+try {
+    $un = @('HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall\*', 'HKLM:\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall\*')
+    $hit = Get-ItemProperty $un -ErrorAction SilentlyContinue | Where-Object { [string]$_.DisplayName -like 'Qualys Cloud*Agent*' } | Select-Object -First 1
+    if ($hit) {
+        $agent.installed = 'yes'
+        $agent.version = [string]$hit.DisplayVersion
+        $agent.source = 'uninstall'
+    }
+    $svc = Get-Service -Name QualysAgent -ErrorAction SilentlyContinue
+    if ($svc) {
+        $agent.service = [string]$svc.Status
+        if (-not $agent.installed) {
+            $agent.installed = 'yes'
+            $agent.source = 'service'
+        }
+    } elseif (-not $agent.installed) {
+        $agent.installed = 'no'
+    }
+    foreach ($k in @(Get-ChildItem 'HKLM:\SOFTWARE\Qualys' -Recurse -ErrorAction SilentlyContinue | Select-Object -First 50) + @(Get-Item 'HKLM:\SOFTWARE\Qualys' -ErrorAction SilentlyContinue)) {
+        if (-not $k) {
+            continue
+        }
+        foreach ($n in $k.GetValueNames()) {
+            if ($n -match 'proxy|pac|wpad' -and $agent.values.Count -lt 20) {
+                $v = [string]$k.GetValue($n)
+                $agent.values += [ordered]@{ key = [string]$k.Name; name = $n; value = $v.Substring(0, [Math]::Min($v.Length, 2000)) }
+                if (-not $agentProxy -and $n -notmatch 'pac|wpad|user|pass|cred|auth' -and $v -match '^\s*(https?://)?[^\s;/]+:\d+') {
+                    $agentProxy = ($v -split ';')[0].Trim()
+                }
+            }
+        }
+    }
+    $wh = (Get-ItemProperty 'HKLM:\SOFTWARE\Microsoft\Windows\CurrentVersion\Internet Settings\Connections' -Name WinHttpSettings -ErrorAction SilentlyContinue).WinHttpSettings
+    if ($wh) {
+        $agent.winhttp = (($wh | Select-Object -First 4096 | ForEach-Object { $_.ToString('x2') }) -join '')
+        # The blob: struct size, counter, flags (3: a proxy is set), proxy length, proxy.
+        if (-not $agentProxy -and $wh.Length -ge 16 -and ($wh[8] -band 2)) {
+            $len = [BitConverter]::ToInt32($wh, 12)
+            if ($len -gt 0 -and 16 + $len -le $wh.Length) {
+                $agentProxy = ([Text.Encoding]::ASCII.GetString($wh, 16, $len) -split ';')[0].Trim()
+            }
+        }
+    }
+} catch {
+}
+if ($agentProxy -and $agentProxy -notmatch '^https?://') {
+    $agentProxy = 'http://' + $agentProxy
+}
+if ($cfg.agent_path -and $agent.installed -eq 'yes' -and $agentProxy) {
+    $agent.path = 'agent_proxy'
+} else {
+    $agentProxy = ''
+}
+Send-Record ($agent | ConvertTo-Json -Compress -Depth 4)
+
 # 5.1's HttpWebRequest offers only SSL3/TLS 1.0 unless told otherwise (3072 = Tls12, written
 # as a number so that .NET 4.0's enum without the name still accepts it). PS 7 asks the OS.
 if ($PSVersionTable.PSVersion.Major -lt 6) {
@@ -92,7 +165,7 @@ if ($PSVersionTable.PSVersion.Major -lt 6) {
 
 # One target, run inside a runspace: every name it uses is defined here.
 $work = {
-    param($i, $u, $expect, $sec, $ms)
+    param($i, $u, $expect, $sec, $ms, $ap)
     $ProgressPreference = 'SilentlyContinue'
     # CONNECT to the URL's host and port over a stream already open to its proxy; true when
     # the proxy grants the tunnel (it is then open on that stream).
@@ -125,13 +198,19 @@ $work = {
         }
     } catch {
     }
+    # Probing the agent's path: its proxy, whatever the session's would be.
+    $via = @{}
+    if ($ap) {
+        $via['Proxy'] = $ap
+        $r.proxy = [string]([Uri]$ap)
+    }
     $sw = [Diagnostics.Stopwatch]::StartNew()
     $e = $null
     try {
         # SilentlyContinue: with -MaximumRedirection 0, 5.1 writes the 3xx response AND a
         # non-terminating "maximum redirection" error; Stop would lose the response.
         # Real failures are terminating errors and land in the catch below either way.
-        $resp = Invoke-WebRequest -UseBasicParsing -Uri $u -TimeoutSec $sec -MaximumRedirection 0 -ErrorAction SilentlyContinue
+        $resp = Invoke-WebRequest -UseBasicParsing -Uri $u -TimeoutSec $sec -MaximumRedirection 0 -ErrorAction SilentlyContinue @via
         if ($resp) {
             $r.status = [int]$resp.StatusCode
         }
@@ -245,7 +324,7 @@ $jobs = @()
 for ($i = 0; $i -lt $targets.Count; $i++) {
     $ps = [PowerShell]::Create()
     $ps.RunspacePool = $pool
-    [void]$ps.AddScript($work.ToString()).AddArgument($i).AddArgument([string]$targets[$i].url).AddArgument(@($targets[$i].expect)).AddArgument([int]$cfg.timeout).AddArgument([int]$cfg.connect_ms)
+    [void]$ps.AddScript($work.ToString()).AddArgument($i).AddArgument([string]$targets[$i].url).AddArgument(@($targets[$i].expect)).AddArgument([int]$cfg.timeout).AddArgument([int]$cfg.connect_ms).AddArgument($agentProxy)
     $jobs += @{ i = $i; ps = $ps; h = $ps.BeginInvoke(); done = $false }
 }
 

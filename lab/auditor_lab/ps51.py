@@ -53,13 +53,15 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
+
+from auditor_lab import winagent
 
 ALLOWED_NETWORKS = (
     ipaddress.ip_network("127.0.0.0/8"),
@@ -149,6 +151,8 @@ class Machine:
     ps_version: str = "5.1.17763.6414"
     console_width: int = 120
     clixml_progress: bool = True
+    agent: Mapping[str, Any] | None = None
+    """The Qualys agent on this host (`auditor_lab.winagent`); None: no agent."""
 
 
 @dataclass(frozen=True)
@@ -768,6 +772,11 @@ def run_probe(
         "ps_version": machine.ps_version,
     }
     emit(facts)
+    agent, via = winagent.agent_record(machine.agent, doc.get("agent_path") is True)
+    emit(agent)
+    if via:
+        # probe.ps1 hands the agent's proxy to Invoke-WebRequest (-Proxy) for every target.
+        network = replace(network, proxy=via, no_proxy=())
     targets = [t for t in doc.get("targets", []) if isinstance(t, dict)]
     timeout_s = max(1, int(doc.get("timeout", 10)))
     connect_ms = max(100, int(doc.get("connect_ms", 5000)))

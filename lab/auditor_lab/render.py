@@ -31,6 +31,7 @@ SITE_NOTES: dict[str, str] = {
     "site_c": "hosts the auditor cannot audit (host-level outcomes)",
     "scale": "plain reachable hosts added with extra_hosts",
     "site_agent": "hosts with the Qualys Cloud Agent: versions and the agent's own proxies",
+    "win_agent": "Windows hosts with the Qualys Cloud Agent (registry proxy, versions)",
     "win_egress": "Windows hosts (WinRM): firewall, name-resolution, proxy and TLS conditions",
     "win_winrm": "Windows hosts the auditor cannot audit (WinRM-level outcomes)",
 }

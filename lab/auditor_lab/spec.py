@@ -388,6 +388,49 @@ def agent_hosts() -> list[HostSpec]:
     ]
 
 
+WINDOWS_AGENT_FIRST_ADDRESS = 90
+"""Windows hosts with the Qualys agent sit on 10.213.1.90 onwards."""
+
+
+def windows_agent_hosts() -> list[HostSpec]:
+    """Windows hosts with the Qualys agent (`auditor_lab.winagent`), one per PowerShell: the
+    agent's registry proxy working where direct egress is refused (5.1), and an agent older
+    than the first Windows CDN version, 5.7 (7). `agent_conf` is the agent's registry proxy
+    value (the value name the lab writes is a stand-in: the real one is not public)."""
+    rows = [
+        HostSpec(
+            "winagent",
+            "",
+            "win_agent",
+            Outcome.REACHABLE,
+            condition="agent 5.7 whose registry proxy is the lab's CONNECT proxy; direct "
+            "egress refused",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            nft_rules=(_NO_DIRECT,),
+            agent_version="5.7.2.31",
+            agent_conf=f"{CDN_ADDRESS}:{PROXY_PORT}",
+            agent_verdict="cdn_ready",
+        ),
+        HostSpec(
+            "winagent7old",
+            "",
+            "win_agent",
+            Outcome.REACHABLE,
+            condition="agent 5.6 (older than the CDN) on PowerShell 7",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            powershell="7",
+            agent_version="5.6.1.8",
+            agent_verdict="too_old",
+        ),
+    ]
+    return [
+        replace(row, address=f"10.213.1.{WINDOWS_AGENT_FIRST_ADDRESS + i}")
+        for i, row in enumerate(rows)
+    ]
+
+
 WINDOWS_FIRST_ADDRESS = 100
 """Windows hosts sit on 10.213.1.100 onwards, clear of the Linux design hosts."""
 
@@ -633,4 +676,10 @@ def scale_hosts(count: int) -> list[HostSpec]:
 
 def fleet(extra_hosts: int = 0) -> list[HostSpec]:
     """The Linux and Windows design hosts followed by `extra_hosts` scale hosts."""
-    return design_hosts() + agent_hosts() + windows_hosts() + scale_hosts(extra_hosts)
+    return (
+        design_hosts()
+        + agent_hosts()
+        + windows_hosts()
+        + windows_agent_hosts()
+        + scale_hosts(extra_hosts)
+    )

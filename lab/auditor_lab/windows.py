@@ -59,7 +59,7 @@ def endpoint_config(host: HostSpec, host_dir: Path, password: str) -> dict[str, 
         "behaviour": host.wsman_behaviour,
         "powershell": host.powershell,
         "audit_log": str(host_dir / ACTIONS_FILE),
-        "machine": {"hostname": machine_name(host), "os": _OS},
+        "machine": {"hostname": machine_name(host), "os": _OS, **_agent(host)},
         "network": {
             # Names resolve through the namespace's own hosts file and resolver: real DNS
             # conditions, and no query ever leaves the namespace (resolv.conf points at its
@@ -73,6 +73,14 @@ def endpoint_config(host: HostSpec, host_dir: Path, password: str) -> dict[str, 
     if host.winrm_https:
         doc["tls"] = {"cert": str(host_dir / "winrm.pem"), "key": str(host_dir / "winrm.key")}
     return doc
+
+
+def _agent(host: HostSpec) -> dict[str, Any]:
+    """The emulated host's Qualys agent (`auditor_lab.winagent`), when it has one."""
+    if not host.agent_version:
+        return {}
+    values = [["ProxyUrl", host.agent_conf]] if host.agent_conf else []
+    return {"agent": {"version": host.agent_version, "values": values}}
 
 
 def _write_private_json(path: Path, doc: dict[str, Any]) -> None:

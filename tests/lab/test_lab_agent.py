@@ -21,6 +21,7 @@ from auditor_lab.spec import (
     PROXY_URL,
     agent_hosts,
     design_hosts,
+    windows_agent_hosts,
 )
 
 from tests.support.cli import audit_argv, environ
@@ -191,3 +192,54 @@ def test_require_agent_gates_on_missing_and_old_agents(lab: LabInfo, tmp_path: P
     passed = _gate(lab, tmp_path / "b", "agentproxy:agentfailover")
     assert passed.returncode == 0, passed.stderr
     assert _gate(lab, tmp_path / "c", "direct").returncode == 1  # no agent
+
+
+# --- Windows (the lab's WS-Management endpoint, PowerShell 5.1 and 7) ----------------------
+
+WIN_AGENTS = {spec.name: spec for spec in windows_agent_hosts()}
+
+
+@pytest.fixture(scope="module")
+def windows_run(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    assert lab.winrm_password is not None
+    out = tmp_path_factory.mktemp("winagent") / "out"
+    argv = audit_argv(
+        lab.inventory,
+        lab.known_hosts,
+        PROBE_URL,
+        out,
+        "--limit",
+        "win_agent",
+        "--timeout",
+        "60",
+        "--probe-timeout",
+        "4",
+    )
+    env = environ(AUDITOR_WINRM_PASSWORD=lab.winrm_password.read_text().strip())
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Qualys Cloud Agent: Of 2 hosts: 1 agent will use the CDN" in proc.stderr
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(WIN_AGENTS))
+def test_each_windows_agent_host_is_judged_from_the_registry_and_service(
+    windows_run: Path, name: str
+) -> None:
+    spec = WIN_AGENTS[name]
+    host = _hosts(windows_run)[name]
+    (obs,) = host["observations"]
+    assert obs["outcome"] == spec.outcome.value, obs
+    agent = host["agent"]
+    assert agent["verdict"] == spec.agent_verdict, agent
+    assert (agent["installed"], agent["version"], agent["source"]) == (
+        True,
+        spec.agent_version,
+        "uninstall",
+    )
+    if spec.agent_conf:
+        assert agent["proxies"] == [spec.agent_conf]
+        assert agent["path"] == "agent_proxy"
+        assert obs["proxy"] == f"http://{spec.agent_conf}/"
+    else:
+        assert agent["path"] == "session" and obs["proxy"] == ""

@@ -20,7 +20,7 @@ import pytest
 from auditor_lab import fleet, lab_down, lab_status, lab_up, netns
 from auditor_lab.errors import LabError
 from auditor_lab.netns import Proc
-from auditor_lab.spec import agent_hosts, design_hosts, windows_hosts
+from auditor_lab.spec import agent_hosts, design_hosts, windows_agent_hosts, windows_hosts
 
 pytestmark = [pytest.mark.lab_exclusive, pytest.mark.usefixtures("lab_slot")]
 
@@ -44,7 +44,7 @@ def test_scale_lab_of_200_extra_hosts_comes_up_and_goes_away_fast(
     up = time.monotonic() - started
     procs = _recorded(lab.directory)
     try:
-        design = design_hosts() + agent_hosts() + windows_hosts()
+        design = design_hosts() + agent_hosts() + windows_hosts() + windows_agent_hosts()
         assert len(lab.hosts) == len(design) + 200  # Linux and Windows design hosts, scale
         assert lab.host("scale-0200").address == "10.213.2.200"
         assert lab_status(lab.directory).healthy

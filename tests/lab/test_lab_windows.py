@@ -105,7 +105,7 @@ def test_windows_design_covers_every_condition_with_its_own_namespace() -> None:
 def test_inventory_gives_windows_hosts_winrm_settings_and_no_password() -> None:
     text = render.inventory(fleet(), "/srv/lab/id_ed25519")
     assert (
-        "[windows:children]\nwin_egress\nwin_winrm\n\n[windows:vars]\n"
+        "[windows:children]\nwin_egress\nwin_winrm\nwin_agent\n\n[windows:vars]\n"
         "ansible_connection=winrm\nansible_user=labadmin\nansible_winrm_transport=ntlm\n"
         "ansible_port=5985\nansible_winrm_scheme=http\n"
     ) in text
@@ -209,7 +209,7 @@ def test_the_inventory_reads_back_as_winrm_hosts_for_the_auditor_and_for_ansible
         timeout=60,
     ).stdout
     inv = json.loads(out)
-    assert sorted(inv["windows"]["children"]) == ["win_egress", "win_winrm"]
+    assert sorted(inv["windows"]["children"]) == ["win_agent", "win_egress", "win_winrm"]
     hostvars = inv["_meta"]["hostvars"]
     for spec in _windows(lab):
         hv = hostvars[spec.name]

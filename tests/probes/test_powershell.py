@@ -179,6 +179,7 @@ def test_the_lab_emulator_reads_back_exactly_what_the_builder_wrote() -> None:
         "connect_ms": 2000,
         "parallel": 3,
         "deadline": probe_deadline(3, settings),
+        "agent_path": True,
         "targets": [
             {"url": t.url, "expect": [200, 200] if t.name != "agent" else [200, 499]}
             for t in TARGETS
