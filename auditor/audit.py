@@ -57,6 +57,10 @@ class AuditConfig:
     warnings: tuple[str, ...] = ()
     host_lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """The inventory line of each host, for naming a host's bad setting."""
+    host_warnings: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """Per host, the trust its transport was told to weaken (from `host_warnings`)."""
     out_dir_id: DirIdentity | None = None
     """The report directory as prepared; a directory swapped in later is refused."""
 
@@ -121,7 +125,7 @@ def execute(
     Results stream to `results.jsonl` in the report directory as each host finishes, each
     with the warnings its transport gave for it.
     """
-    warned = host_warnings(transports, config.hosts)
+    warned = config.host_warnings
     started = datetime.now(UTC)
     info = RunInfo(
         run_id=secrets.token_hex(8),
@@ -399,7 +403,11 @@ def audit_from_settings(settings: Settings, warn: Callable[[str], None]) -> int:
     transports = prepare_transports(config)
     warned = host_warnings(transports, config.hosts)
     if warned:
-        config = replace(config, warnings=(*config.warnings, *_host_warning_lines(warned)))
+        config = replace(
+            config,
+            warnings=(*config.warnings, *_host_warning_lines(warned)),
+            host_warnings=warned,
+        )
     # Pinned from here on: every later open of the directory must find this very one.
     out_dir_id = prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
     config = replace(config, out_dir_id=out_dir_id)
