@@ -14,7 +14,7 @@ from types import MappingProxyType
 
 from auditor.classify import Evidence, classify, failed_at_proxy
 from auditor.errors import HostLevelError
-from auditor.models import Observation, Target
+from auditor.models import Observation, ProbeJob, RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import (
     Probe,
@@ -30,7 +30,6 @@ from auditor.probes.agentfacts import (
     failover_note,
     posix_agent_facts,
 )
-from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
 _NO_SECRETS = Scrubber()

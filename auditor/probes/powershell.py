@@ -41,7 +41,7 @@ from auditor.classify import (
     tunnel_status,
 )
 from auditor.errors import HostLevelError, InputError
-from auditor.models import Observation, Target
+from auditor.models import MAX_OUTPUT_BYTES, Observation, ProbeJob, RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import (
     Probe,
@@ -52,7 +52,6 @@ from auditor.probes import (
     mask_userinfo,
 )
 from auditor.probes.agentfacts import windows_agent_facts, windows_agent_secrets
-from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput
 
 RECORD_MARK = "AUDITOR-PS1"
 DATA_PLACEHOLDER = "@@AUDITOR_DATA@@"

@@ -18,11 +18,19 @@ from auditor_lab.ps51 import WINDOWS_POWERSHELL_51, Flavour, Machine, Network, O
 from auditor_lab.winagent import agent_record, winhttp_blob
 
 from auditor.agent import agent_verdict
-from auditor.models import AgentVerdict, AuditedHost, Connection, Host, Platform, ProbePath, Target
+from auditor.models import (
+    AgentVerdict,
+    AuditedHost,
+    Connection,
+    Host,
+    Platform,
+    ProbePath,
+    RawOutput,
+    Target,
+)
 from auditor.probes.agentfacts import winhttp_proxy
 from auditor.probes.powershell import parse_powershell
 from auditor.results import result_to_dict
-from auditor.transports.base import RawOutput
 
 NONCE = "winagent01"
 URL = "https://cask.qg3.apps.qualys.com/status"

@@ -20,7 +20,9 @@ from auditor.models import (
     Host,
     Observation,
     Platform,
+    ProbeJob,
     ProbePath,
+    RawOutput,
     Target,
 )
 from auditor.outcomes import Outcome
@@ -32,7 +34,6 @@ from auditor.probes.agentfacts import (
 )
 from auditor.probes.posix import build_posix_job, parse_posix
 from auditor.results import result_from_dict, result_to_dict
-from auditor.transports.base import ProbeJob, RawOutput
 from auditor.transports.local import LocalTransport
 from tests.support import agentbox
 from tests.support.loopback import Loopback, auth_proxy, loopback_servers
@@ -314,7 +315,9 @@ def _run(
     command: str, targets: list[Target], settings: ProbeSettings
 ) -> tuple[RawOutput, ProbeResult]:
     job = build_posix_job(targets, settings)
-    raw = asyncio.run(LocalTransport().run(HOST, ProbeJob(script=job.script, command=command), 120))
+    raw = asyncio.run(
+        LocalTransport().run_job(HOST, ProbeJob(script=job.script, command=command), 120)
+    )
     return raw, parse_posix(raw, targets, settings.nonce)
 
 

@@ -21,13 +21,13 @@ from auditor.models import (
     Host,
     Observation,
     Platform,
+    ProbeJob,
     ProbePath,
     Target,
 )
 from auditor.outcomes import Outcome, target_hint
 from auditor.probes import ProbeResult, ProbeSettings
 from auditor.probes.posix import build_posix_job, parse_posix
-from auditor.transports.base import ProbeJob
 from auditor.transports.local import LocalTransport
 from tests.support import agentbox
 from tests.support.loopback import (
@@ -162,7 +162,9 @@ def clean_env(servers: Loopback, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _run(command: str, targets: list[Target], settings: ProbeSettings) -> ProbeResult:
     job = build_posix_job(targets, settings)
-    raw = asyncio.run(LocalTransport().run(HOST, ProbeJob(script=job.script, command=command), 120))
+    raw = asyncio.run(
+        LocalTransport().run_job(HOST, ProbeJob(script=job.script, command=command), 120)
+    )
     return parse_posix(raw, targets, settings.nonce)
 
 

@@ -14,12 +14,14 @@ from auditor.aggregate import EXIT_BLOCKED, EXIT_OK, exit_status
 from auditor.models import (
     AgentFacts,
     AuditedHost,
+    AuditRun,
     Connection,
     Host,
     HostResult,
     Observation,
     Platform,
     ProbePath,
+    RunInfo,
     Target,
     UnauditedHost,
 )
@@ -28,7 +30,6 @@ from auditor.reporters.csv import COLUMNS, CsvReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import AGENT_SUITE, JunitReporter
 from auditor.reporters.terminal import render_summary
-from auditor.results import AuditRun, RunInfo
 
 CDN = Target(url="https://cask.qg3.apps.qualys.com/status", name="US3 CDN", category="CDN")
 PLATFORM = Target(
