@@ -205,34 +205,24 @@ CONFIG_FILES = ("/etc/sysconfig/qualys-cloud-agent", "/etc/default/qualys-cloud-
 def collect_posix(lines: Sequence[Sequence[str]]) -> PosixAgentRecords | None:
     """The agent records among a probe's records; None when the probe sent none (an older
     probe, or output cut before them)."""
-    packages: list[tuple[str, str, str]] = []
-    service = ("", "")
     chunks: dict[str, dict[int, str]] = {}
-    sent: list[str] = []
-    ca = path = ""
-    seen = False
+    agent: Sequence[str] | None = None
     for fields in lines:
         kind = fields[0]
-        if kind == "A" and len(fields) >= 3:
-            seen = True
-            what = fields[1]
-            if what == "pkg" and len(fields) == 5 and len(packages) < 2:
-                packages.append((fields[2], fields[3], fields[4]))
-            elif what == "svc" and len(fields) == 4:
-                service = (fields[2], fields[3])
-            elif what == "conf" and fields[2] in CONFIG_FILES:
-                sent.append(fields[2])
-            elif what == "ca":
-                ca = fields[2]
-            elif what == "path":
-                path = fields[2]
+        # A mgr1 status1 answer1 mgr2 status2 answer2 svc_how svc_state ca path conf_files
+        if kind == "A" and len(fields) == 12 and agent is None:
+            agent = fields
         elif kind == "C" and len(fields) == 4 and fields[1] in CONFIG_FILES:
             seq = fields[2]
             # 16 KiB + 1 as hex, 400 characters a chunk: at most 82 chunks a file.
             if seq.isdigit() and len(seq) <= 3 and re.fullmatch(r"[0-9a-f]{0,400}", fields[3]):
                 chunks.setdefault(fields[1], {}).setdefault(int(seq), fields[3])
-    if not seen:
+    if agent is None:
         return None
+    packages = tuple((m, r, o) for m, r, o in (agent[1:4], agent[4:7]) if m)
+    service = (agent[7], agent[8])
+    ca, path = agent[9], agent[10]
+    sent = agent[11].split()
     files = []
     for name in CONFIG_FILES:
         if name in sent:
@@ -242,7 +232,7 @@ def collect_posix(lines: Sequence[Sequence[str]]) -> PosixAgentRecords | None:
             if len(text) % 2:
                 text = text[:-1]
             files.append((name, bytes.fromhex(text)))
-    return PosixAgentRecords(tuple(packages), service, tuple(files), ca, path)
+    return PosixAgentRecords(packages, service, tuple(files), ca, path)
 
 
 def config_secrets(records: PosixAgentRecords) -> tuple[str, ...]:

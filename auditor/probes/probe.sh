@@ -29,9 +29,9 @@ unset AUDITOR_NONCE AUDITOR_CT AUDITOR_MT AUDITOR_AGENT_PROXY AUDITOR_TAB AUDITO
     AUDITOR_NL AUDITOR_Q400 AUDITOR_TOOL AUDITOR_PY AUDITOR_CERTS AUDITOR_PARALLEL \
     _line _f _rest _o _last _file _p _env_proxy _idx _url _out _rc _w _err _issuer \
     _old_ifs _t0 _status _elapsed _shown_proxy _host _os _l _ver _v _maj _min _count \
-    _targets _watchdog _running _n _oldest _entry _name _value _installed _asked _q _h \
+    _targets _watchdog _running _n _oldest _entry _name _value _installed _q _h \
     _first_out _first_rc _left AUDITOR_AGENT_REST AUDITOR_TRUST_AGENT AUDITOR_AGENT_FILES \
-    AUDITOR_AGENT_CA AUDITOR_CONF_MAX
+    AUDITOR_AGENT_CA AUDITOR_CONF_MAX _m1 _r1 _o1 _m2 _r2 _o2 _svc_how _svc_state _confs _ca _path
 
 AUDITOR_NONCE=""
 AUDITOR_CT=5
@@ -101,45 +101,52 @@ AUDITOR_AGENT_CA=/etc/qualys/cloud-agent/cert/ca-bundle.crt
 AUDITOR_CONF_MAX=16384
 
 # Is the package installed, and which version (dpkg-query or rpm, whichever the host has; a
-# Debian host with rpm installed asks both). Sets _installed to 1 when a database says so.
+# Debian host with rpm installed asks both): each database's name, exit status and answer in
+# _m1 _r1 _o1 (and _m2 _r2 _o2). Sets _installed to 1 when a database says so.
 auditor_agent_package() {
     _installed=0
-    _asked=0
+    _m1=none
+    _r1=""
+    _o1=""
+    _m2=""
+    _r2=""
+    _o2=""
     if command -v dpkg-query >/dev/null 2>&1; then
-        _asked=1
+        _m1=dpkg
         # shellcheck disable=SC2016 # ${Status} is dpkg-query's format, not the shell's
-        _out=$(LC_ALL=C dpkg-query -W -f '${Status}|${Version}' qualys-cloud-agent 2>/dev/null)
-        _rc=$?
-        auditor_emit A pkg dpkg "$_rc" "$_out"
-        case "$_rc:$_out" in 0:*" installed|"*) _installed=1 ;; esac
+        _o1=$(LC_ALL=C dpkg-query -W -f '${Status}|${Version}' qualys-cloud-agent 2>/dev/null)
+        _r1=$?
+        case "$_r1:$_o1" in 0:*" installed|"*) _installed=1 ;; esac
     fi
     if [ "$_installed" = 0 ] && command -v rpm >/dev/null 2>&1; then
-        _asked=1
-        _out=$(LC_ALL=C rpm -q --qf '%{VERSION}-%{RELEASE}' qualys-cloud-agent 2>/dev/null)
-        _rc=$?
-        auditor_emit A pkg rpm "$_rc" "$_out"
-        [ "$_rc" != 0 ] || _installed=1
+        _m2=rpm
+        _o2=$(LC_ALL=C rpm -q --qf '%{VERSION}-%{RELEASE}' qualys-cloud-agent 2>/dev/null)
+        _r2=$?
+        [ "$_r2" != 0 ] || _installed=1
+        if [ "$_m1" = none ]; then
+            _m1=$_m2 _r1=$_r2 _o1=$_o2 _m2="" _r2="" _o2=""
+        fi
     fi
-    [ "$_asked" = 1 ] || auditor_emit A pkg none "" ""
 }
 
 # Is the agent's daemon running: systemd's word where systemd runs, else a process whose
-# name is the daemon's (/proc/PID/comm holds at most 15 characters).
+# name is the daemon's (/proc/PID/comm holds at most 15 characters). In _svc_how _svc_state.
 auditor_agent_service() {
     if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-        auditor_emit A svc systemd "$(systemctl is-active qualys-cloud-agent 2>/dev/null)"
+        _svc_how=systemd
+        _svc_state=$(systemctl is-active qualys-cloud-agent 2>/dev/null)
         return 0
     fi
-    _running=0
+    _svc_how=proc
+    _svc_state=0
     for _f in /proc/[0-9]*/comm; do
         IFS= read -r _l <"$_f" 2>/dev/null || continue
         case "$_l" in qualys-cloud-ag*)
-            _running=1
+            _svc_state=1
             break
             ;;
         esac
     done
-    auditor_emit A svc proc "$_running"
 }
 
 # The agent's configuration file $1, at most AUDITOR_CONF_MAX bytes (+1), sent as hex chunks
@@ -148,7 +155,7 @@ auditor_agent_conf() {
     [ -f "$1" ] && [ -r "$1" ] || return 0
     dd if="$1" bs=$((AUDITOR_CONF_MAX + 1)) count=1 2>/dev/null | auditor_hex | fold -w 400 \
         | awk -v p="AUD1 $AUDITOR_NONCE" -v f="$1" '{ print p "\tC\t" f "\t" NR "\t" $0 }'
-    auditor_emit A conf "$1"
+    _confs="$_confs$1 "
 }
 
 # The proxy the agent tries first, from file $1, in _p: the last qualys_https_proxy= line,
@@ -189,39 +196,40 @@ auditor_agent_first_proxy() {
 
 # Agent facts, and the way the probe goes: through the agent's first proxy (trusting its CA
 # bundle) when asked to follow the agent and the agent is installed; else the session's way.
+# All of it leaves in one record (each record costs the host a few processes):
+#   A mgr1 status1 answer1 mgr2 status2 answer2 svc_how svc_state ca path conf_files
 auditor_agent() {
     auditor_agent_package
     auditor_agent_service
     _p=""
+    _confs=""
     for _file in $AUDITOR_AGENT_FILES; do
         auditor_agent_conf "$_file"
         if [ -z "$_p" ]; then
             auditor_agent_first_proxy "$_file"
         fi
     done
-    if [ -f "$AUDITOR_AGENT_CA" ]; then
-        auditor_emit A ca 1
+    _ca=0
+    [ ! -f "$AUDITOR_AGENT_CA" ] || _ca=1
+    _path=session
+    if [ "$AUDITOR_AGENT_PROXY" = 1 ] && [ "$_installed" = 1 ]; then
+        # The agent is a service: the login session's proxy variables are not its own.
+        unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
+        AUDITOR_TRUST_AGENT=$_ca
+        _path=agent_direct
+        if [ -n "$_p" ]; then
+            auditor_emit P agent "$_p"
+            # To every tool through the environment, never argv.
+            https_proxy=$_p
+            http_proxy=$_p
+            export https_proxy http_proxy
+            _path=agent_proxy
+        fi
     else
-        auditor_emit A ca 0
-    fi
-    if [ "$AUDITOR_AGENT_PROXY" != 1 ] || [ "$_installed" != 1 ]; then
         AUDITOR_AGENT_REST=""
-        auditor_emit A path session
-        return 0
     fi
-    # The agent is a service: the login session's proxy variables are not its own.
-    unset http_proxy HTTP_PROXY https_proxy HTTPS_PROXY all_proxy ALL_PROXY no_proxy NO_PROXY
-    [ -f "$AUDITOR_AGENT_CA" ] && AUDITOR_TRUST_AGENT=1
-    if [ -n "$_p" ]; then
-        auditor_emit P agent "$_p"
-        # To every tool through the environment, never argv.
-        https_proxy=$_p
-        http_proxy=$_p
-        export https_proxy http_proxy
-        auditor_emit A path agent_proxy
-    else
-        auditor_emit A path agent_direct
-    fi
+    auditor_emit A "$_m1" "$_r1" "$_o1" "$_m2" "$_r2" "$_o2" "$_svc_how" "$_svc_state" "$_ca" \
+        "$_path" "$_confs"
 }
 
 # The proxy the tools will use for URL $1, from the environment (for the report), in _env_proxy.

@@ -243,3 +243,25 @@ def test_each_windows_agent_host_is_judged_from_the_registry_and_service(
         assert obs["proxy"] == f"http://{spec.agent_conf}/"
     else:
         assert agent["path"] == "session" and obs["proxy"] == ""
+
+
+def test_the_demo_audit_leads_with_the_fleet_answer(lab: LabInfo, tmp_path: Path) -> None:
+    """`make demo`'s own audit (the built-in US3 catalog over the whole lab): the first lines
+    of its summary give the agent answer, per site as well."""
+    assert lab.ssh_password is not None and lab.winrm_password is not None
+    argv = [
+        *audit_argv(lab.inventory, lab.known_hosts, PROBE_URL, tmp_path / "demo"),
+        "--timeout",
+        "20",
+    ]
+    argv[argv.index("--url") : argv.index("--url") + 2] = ["--platform", "US3"]
+    env = environ(
+        AUDITOR_SSH_PASSWORD=lab.ssh_password.read_text().strip(),
+        AUDITOR_WINRM_PASSWORD=lab.winrm_password.read_text().strip(),
+    )
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (1, 3), proc.stderr
+    lines = proc.stderr.splitlines()
+    assert lines[2].startswith(f"Qualys Cloud Agent: Of {len(lab.hosts)} hosts: "), lines[:4]
+    assert any(line.startswith("  site_agent: Of 6 hosts") for line in lines)
+    assert any(line.startswith("  win_agent: Of 2 hosts") for line in lines)

@@ -153,6 +153,13 @@ def _raw(nonce: str, *records: str) -> RawOutput:
     return RawOutput(stdout=("\n".join(lines) + "\n").encode(), stderr=b"", exit_status=0)
 
 
+def _agent(
+    mgr: str, status: str, answer: str, svc: str = "0", path: str = "session", confs: str = CONF
+) -> str:
+    """The probe's one agent record (see probe.sh auditor_agent)."""
+    return "\t".join(["A", mgr, status, answer, "", "", "", "proc", svc, "1", path, confs])
+
+
 TARGET = Target(url="https://cask.example/status", name="cdn", category="CDN")
 T_OK = "T\t0\tcurl\t0\t200\t000\t\t\t\t\t\t\t\t"
 
@@ -163,14 +170,10 @@ def test_records_give_installed_version_and_masked_proxies_with_no_secret_left()
     hexed = conf.encode().hex()
     raw = _raw(
         nonce,
-        "A\tpkg\tdpkg\t0\tinstall ok installed|6.4.0.12-1",
-        "A\tsvc\tproc\t1",
+        _agent("dpkg", "0", "install ok installed|6.4.0.12-1", svc="1", path="agent_proxy"),
         f"C\t{CONF}\t1\t{hexed[:400]}",
         f"C\t{CONF}\t2\t{hexed[400:]}",
-        f"A\tconf\t{CONF}",
-        "A\tca\t1",
         "P\tagent\thttp://bob:Sup3r-S3cret@p1:3128",
-        "A\tpath\tagent_proxy",
         "H\th\tDebian\tcurl\tcurl 8",
         "T\t0\tcurl\t0\t200\t200\t\t\t\t\t\thttp://bob:Sup3r-S3cret@p1:3128\t\tSup3r-S3cret",
         "D\t1",
@@ -195,12 +198,14 @@ def test_records_give_installed_version_and_masked_proxies_with_no_secret_left()
 
 def test_an_agent_absent_from_dpkg_is_no_agent_and_no_database_is_unknown() -> None:
     nonce = "cd" * 8
-    absent = parse_posix(_raw(nonce, "A\tpkg\tdpkg\t1\t", T_OK, "D\t1"), [TARGET], nonce)
+    absent = parse_posix(_raw(nonce, _agent("dpkg", "1", ""), T_OK, "D\t1"), [TARGET], nonce)
     assert absent.agent is not None and absent.agent.installed is False
-    none = parse_posix(_raw(nonce, "A\tpkg\tnone\t\t", T_OK, "D\t1"), [TARGET], nonce)
+    none = parse_posix(_raw(nonce, _agent("none", "", ""), T_OK, "D\t1"), [TARGET], nonce)
     assert none.agent is not None and none.agent.installed is None
     assert "neither dpkg-query nor rpm" in none.agent.notes[0]
-    rpm = parse_posix(_raw(nonce, "A\tpkg\trpm\t0\t5.9.0.3-1", T_OK, "D\t1"), [TARGET], nonce).agent
+    rpm = parse_posix(
+        _raw(nonce, _agent("rpm", "0", "5.9.0.3-1"), T_OK, "D\t1"), [TARGET], nonce
+    ).agent
     assert rpm is not None and (rpm.installed, rpm.version, rpm.source) == (
         True,
         "5.9.0.3-1",
@@ -212,13 +217,16 @@ def test_forged_or_broken_records_are_ignored_not_trusted() -> None:
     nonce = "ef" * 8
     raw = _raw(
         nonce,
-        "A\tpkg\tdpkg\t0\tinstall ok installed|6.5",
+        _agent(
+            "dpkg",
+            "0",
+            "install ok installed|6.5",
+            path="somewhere-else",
+            confs=f"/etc/shadow {CONF}",
+        ),
         f"C\t/etc/shadow\t1\t{b'https_proxy=http://x:1'.hex()}",
-        "A\tconf\t/etc/shadow",
         f"C\t{CONF}\t1\tnot-hex",
         f"C\t{CONF}\t99999\t41",
-        f"A\tconf\t{CONF}",
-        "A\tpath\tsomewhere-else",
         T_OK,
         "D\t1",
     )
@@ -228,7 +236,7 @@ def test_forged_or_broken_records_are_ignored_not_trusted() -> None:
     assert agent.path is ProbePath.SESSION
     # A record of another run (wrong nonce) is not evidence.
     forged = RawOutput(
-        stdout=b"AUD1 0000000000000000\tA\tpkg\tdpkg\t0\tinstall ok installed|9.9\n"
+        stdout=_raw("0" * 16, _agent("dpkg", "0", "install ok installed|9.9")).stdout
         + _raw(nonce, T_OK, "D\t1").stdout,
         stderr=b"",
         exit_status=0,
