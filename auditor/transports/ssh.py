@@ -211,10 +211,11 @@ class SSHTransport(Transport):
                 self._load_key_set(jump, setting, host, source, keys)
                 jumps[endpoint.jump] = jump
             try:
-                passwords[host.name] = inventory_secret(host.name, host.vars, *SSH_PASSWORD_VARS)
+                passwords[host.name] = inventory_secret(*SSH_PASSWORD_VARS, hostvars=host.vars)
             except InputError as exc:
-                endpoints[host.name] = HostLevelError(HostOutcome.ERROR, exc.message)
-                continue
+                # A password that cannot be loaded is a setting that cannot be: the run
+                # stops here, before any host, as for a key file.
+                raise source.error(host, exc.message) from None
             endpoints[host.name] = endpoint
         kwargs: dict[str, Any] = {
             "known_hosts": known,
