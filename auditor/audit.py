@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 from auditor import __version__
 from auditor.models import AuditedHost, Connection, Host, HostResult, Target
@@ -47,6 +48,18 @@ class AuditConfig:
     """The inventory line of each host, for naming a host's bad setting."""
     out_dir_id: DirIdentity | None = None
     """The report directory as prepared; a directory swapped in later is refused."""
+
+
+class RunSink(Protocol):
+    """Another consumer of the results stream (the run history): told of the run when it
+    starts, of each host's result as kept (scrubbed, with its warnings), and of the run as
+    it ended. It must not raise: a sink that cannot keep up keeps its own error."""
+
+    def start(self, info: RunInfo) -> None: ...
+
+    def host(self, result: HostResult) -> None: ...
+
+    def end(self, run: AuditRun) -> None: ...
 
 
 TransportFactory = Callable[[Connection, AuditConfig], Transport]
@@ -103,6 +116,7 @@ def execute(
     config: AuditConfig,
     transports: Transports,
     on_result: Callable[[HostResult], None] | None = None,
+    sinks: Sequence[RunSink] = (),
 ) -> tuple[AuditRun, int | None]:
     """Run the audit with `transports` (from `prepare_transports`); returns the run and the
     signal number that interrupted it, if any.
@@ -124,6 +138,8 @@ def execute(
     )
     writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode, config.out_dir_id)
     writer.start(info)
+    for sink in sinks:
+        sink.start(info)
 
     run_secrets = _run_secrets(config)
 
@@ -138,6 +154,8 @@ def execute(
             result = replace(result, warnings=warnings)
         kept[result.host.name] = result
         writer.host(result)
+        for sink in sinks:
+            sink.host(result)
         if on_result is not None:
             on_result(result)
 
@@ -153,7 +171,10 @@ def execute(
         writer.end(final)
     finally:
         writer.close()
-    return AuditRun(info=final, results=tuple(kept[r.host.name] for r in results)), signum
+    run = AuditRun(info=final, results=tuple(kept[r.host.name] for r in results))
+    for sink in sinks:
+        sink.end(run)
+    return run, signum
 
 
 # Shorter secrets are not searched for: masking every "ab" in every message would destroy
@@ -253,6 +274,7 @@ def shard(hosts: Sequence[Host], index: int, count: int) -> tuple[Host, ...]:
 
 __all__ = [
     "AuditConfig",
+    "RunSink",
     "default_out_dir",
     "default_runner",
     "execute",

@@ -12,6 +12,7 @@ from typing import Any
 from auditor.aggregate import exit_status
 from auditor.audit import (
     AuditConfig,
+    Transports,
     default_out_dir,
     default_runner,
     execute,
@@ -22,10 +23,19 @@ from auditor.audit import (
     shard,
 )
 from auditor.errors import InputError
+from auditor.gate import Gate, evaluate, gate_line
+from auditor.history import History, HistoryError
 from auditor.models import Connection, Host
 from auditor.results import AuditRun, read_results
 from auditor.secret import Secret, secret_from_file
-from auditor.settings import HostKeyPolicy, ReportSettings, Settings, parse_mode
+from auditor.settings import (
+    GateSettings,
+    HistorySettings,
+    HostKeyPolicy,
+    ReportSettings,
+    Settings,
+    parse_mode,
+)
 from auditor.transports.base import Transport
 
 NO_HOST_KEY_WARNING = (
@@ -134,6 +144,8 @@ def build_config(settings: Settings) -> AuditConfig:
         "probe_timeout": str(settings.probe.max_time),
         "shard": source.shard or "",
         "host_key_policy": str(settings.ssh.host_key_policy),
+        "fail_under": "" if settings.gate.fail_under is None else f"{settings.gate.fail_under:g}",
+        "fail_on": ",".join(settings.gate.fail_on),
     }
     return AuditConfig(
         hosts=hosts,
@@ -171,10 +183,6 @@ def make_transport(connection: Connection, config: AuditConfig) -> Transport:
 
 def run_from_settings(settings: Settings) -> int:
     """Run an audit with `settings` (built once, by the CLI); returns the exit status."""
-    from auditor.cli import warn
-    from auditor.reporters import write_reports
-    from auditor.reporters.terminal import Progress, render_summary
-
     config = build_config(settings)
     settings = with_passwords(settings, config.hosts)
     config = replace(config, ssh=settings.ssh, winrm=settings.winrm)
@@ -184,6 +192,37 @@ def run_from_settings(settings: Settings) -> int:
     warned = host_warnings(transports, config.hosts)
     if warned:
         config = replace(config, warnings=(*config.warnings, *_host_warning_lines(warned)))
+    # The history is a setting like any other: opened, migrated and found writable before
+    # any host is contacted, so a corrupt, newer or locked database stops the run here.
+    history = open_history(settings.history)
+    try:
+        return _audit(settings, config, transports, history)
+    finally:
+        if history is not None:
+            history.close()
+
+
+def open_history(chosen: HistorySettings, create: bool = True) -> History | None:
+    """The run history `chosen` names (the default location unless a path is given), or
+    None when it is turned off."""
+    if chosen.disabled:
+        return None
+    import os
+
+    from auditor.history import History, default_path
+
+    path = chosen.path or default_path(os.environ)
+    return History.open(path, chosen.busy_timeout, create=create)
+
+
+def _audit(
+    settings: Settings, config: AuditConfig, transports: Transports, history: History | None
+) -> int:
+    from auditor.cli import warn
+    from auditor.history import HistoryRecorder
+    from auditor.reporters import write_reports
+    from auditor.reporters.terminal import Progress, render_summary
+
     # Pinned from here on: every later open of the directory must find this very one.
     out_dir_id = prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
     config = replace(config, out_dir_id=out_dir_id)
@@ -193,17 +232,49 @@ def run_from_settings(settings: Settings) -> int:
     progress = Progress(total=len(config.hosts))
     if quiet:
         progress.enabled = False
+    recorder = None
+    if history is not None:
+        recorder = HistoryRecorder(history, [h.name for h in config.hosts])
     try:
-        run, signum = execute(config, transports, on_result=progress.update)
+        run, signum = execute(
+            config,
+            transports,
+            on_result=progress.update,
+            sinks=() if recorder is None else (recorder,),
+        )
     finally:
         progress.close()
     write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id)
+    gate = _gate(settings.gate)
+    verdict = evaluate(run, gate) if gate.active else None
     if not quiet:
         _echo(render_summary(run, color=sys.stderr.isatty()))
+        if verdict is not None:
+            _echo(gate_line(verdict))
         _echo(f"reports: {config.out_dir}/")
+    failed = None if recorder is None else recorder.error
+    if recorder is not None and failed is None:
+        assert history is not None
+        kept = settings.history
+        try:
+            if kept.keep is not None or kept.keep_days is not None:
+                history.prune(recorder.inventory_key, kept.keep, kept.keep_days)
+        except HistoryError as exc:
+            failed = exc
+        if failed is None and not quiet:
+            _echo(f"run {run.info.run_id} recorded in {history.path}")
     if signum is not None:
+        if failed is not None:
+            warn(f"the run was not fully recorded: {failed}")
         return exit_code_for_signal(signum)
-    return exit_status(run)
+    if failed is not None:
+        # After the reports: the run's own files are never lost to a history failure.
+        raise failed
+    return verdict.exit_status if verdict is not None else exit_status(run)
+
+
+def _gate(chosen: GateSettings) -> Gate:
+    return Gate(fail_under=chosen.fail_under, fail_on=chosen.fail_on)
 
 
 def _host_warning_lines(warned: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
@@ -250,13 +321,49 @@ def render_from_results(
     formats: Sequence[str],
     force: bool,
     report_mode: str | None,
+    gate: GateSettings | None = None,
 ) -> int:
     """Render reports from results files (several: merge shards first)."""
-    from auditor.reporters import write_reports
-
     runs = [read_results(p) for p in paths]
     run = runs[0] if len(runs) == 1 else merge_runs(runs)
+    return render_run(run, out_dir, formats, force, report_mode, gate)
+
+
+def render_from_history(
+    chosen: HistorySettings,
+    ref: str,
+    out_dir: Path,
+    formats: Sequence[str],
+    force: bool,
+    report_mode: str | None,
+    gate: GateSettings | None = None,
+) -> int:
+    """Render every report of recorded run `ref` (an id or a unique prefix) again."""
+    history = open_history(replace(chosen, disabled=False), create=False)
+    assert history is not None
+    with history:
+        run = history.load(history.resolve(ref))
+    return render_run(run, out_dir, formats, force, report_mode, gate)
+
+
+def render_run(
+    run: AuditRun,
+    out_dir: Path,
+    formats: Sequence[str],
+    force: bool,
+    report_mode: str | None,
+    gate: GateSettings | None = None,
+) -> int:
+    """Write `run`'s reports into `out_dir`; the exit status is the gate's when one is
+    given, else the run's own."""
+    from auditor.reporters import write_reports
+
     mode = parse_mode(report_mode) if report_mode is not None else ReportSettings.mode
     out_dir_id = prepare_out_dir(out_dir, force, mode)
     write_reports(run, out_dir, tuple(formats), mode, out_dir_id)
+    chosen = _gate(gate or GateSettings())
+    if chosen.active:
+        verdict = evaluate(run, chosen)
+        _echo(gate_line(verdict))
+        return verdict.exit_status
     return exit_status(run)

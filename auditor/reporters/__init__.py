@@ -20,6 +20,7 @@ from auditor.reporters.csv import CsvReporter
 from auditor.reporters.html import HtmlReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import JunitReporter
+from auditor.reporters.prom import PromReporter
 from auditor.results import AuditRun
 
 REPORTERS: dict[str, type[Reporter]] = {
@@ -27,6 +28,7 @@ REPORTERS: dict[str, type[Reporter]] = {
     "csv": CsvReporter,
     "json": JsonReporter,
     "junit": JunitReporter,
+    "prom": PromReporter,
 }
 """Format name -> reporter class, in the order reports are usually listed."""
 
