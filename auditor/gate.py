@@ -125,7 +125,7 @@ def gate_line(result: GateResult) -> str:
             parts.append(f"{head}: passed — no URLs")
     for name, count in result.hits:
         if count:
-            parts.append(f"fail-on {name}: FAILED — seen {count:,} times")
+            parts.append(f"fail-on {name}: FAILED — seen {count:,} time{'s' if count != 1 else ''}")
         else:
             parts.append(f"fail-on {name}: passed — not seen")
     return " | ".join(parts)

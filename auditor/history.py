@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sqlite3
 import stat
@@ -254,10 +255,13 @@ class History:
         )
 
     def add_result(self, run_id: str, position: int, result: HostResult) -> None:
+        record = _finite(result_to_dict(result))
+        if record["duration"] is None:
+            record["duration"] = 0.0
         # OR IGNORE: a host is recorded once; the end of a run may offer it again.
         self._write(
             "INSERT OR IGNORE INTO results (run_id, position, host, record) VALUES (?, ?, ?, ?)",
-            (run_id, position, result.host.name, _dumps(result_to_dict(result))),
+            (run_id, position, result.host.name, _dumps(record)),
         )
 
     def end_run(self, run: AuditRun) -> None:
@@ -268,7 +272,7 @@ class History:
             " WHERE run_id = ?",
             (
                 info.finished,
-                info.duration,
+                info.duration if math.isfinite(info.duration) else 0.0,
                 state,
                 _dumps(info_to_dict(info)),
                 _dumps(_summary(run)),
@@ -442,6 +446,18 @@ def _dumps(data: Any) -> str:
     # ensure_ascii: a lone surrogate from a host's output is kept as a \u escape, since
     # SQLite text must be valid UTF-8.
     return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    """`value` with NaN and infinities as None: a record read back is checked like a
+    results file, which refuses them (no real timing is ever one)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _parse_time(text: str) -> datetime:
