@@ -136,6 +136,24 @@ def _create_file(path: Path) -> None:
     if not parent.exists():
         # Only the history's own directory is made, owner-only.
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        where = parent.stat()
+    except OSError as exc:
+        raise HistoryError(path, f"cannot use its directory: {exc.strerror}") from None
+    # SQLite reopens the file (and its -wal and -shm files) by name: in a directory others
+    # may write to without the sticky bit, they could swap a link in after these checks.
+    if where.st_mode & 0o022 and not where.st_mode & stat.S_ISVTX:
+        raise HistoryError(path, "its directory is writable by others; choose another place")
+    for suffix in ("-wal", "-shm", "-journal"):
+        side = Path(f"{path}{suffix}")
+        try:
+            st = side.lstat()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise HistoryError(path, f"cannot check {side.name}: {exc.strerror}") from None
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != os.geteuid():
+            raise HistoryError(path, f"{side.name} is not a regular file of this user's")
     flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
     try:
         fd = os.open(path, flags, 0o600)

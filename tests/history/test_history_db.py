@@ -87,6 +87,25 @@ def test_a_symlink_in_place_of_the_database_is_refused_not_followed(tmp_path: Pa
     assert not (tmp_path / "nowhere").exists()
 
 
+def test_a_planted_write_ahead_log_link_is_refused_not_followed(tmp_path: Path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    Path(f"{tmp_path / 'h.sqlite'}-wal").symlink_to(victim)
+    with pytest.raises(HistoryError, match=r"h\.sqlite-wal is not a regular file"):
+        History.open(tmp_path / "h.sqlite")
+    assert victim.read_text() == "precious"
+
+
+def test_a_directory_others_can_write_without_the_sticky_bit_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(HistoryError, match="its directory is writable by others"):
+        History.open(shared / "h.sqlite")
+    shared.chmod(0o1777)  # like /tmp: nobody can rename another's file there
+    History.open(shared / "h.sqlite").close()
+
+
 def test_a_database_others_can_write_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     History.open(path).close()
