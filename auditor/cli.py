@@ -15,7 +15,7 @@ import click
 from click.core import ParameterSource
 
 from auditor import __version__
-from auditor.errors import AuditorError, InputError, LabError
+from auditor.errors import AuditorError, InputError
 from auditor.probes import ProbeSettings
 from auditor.scheduler import Schedule
 from auditor.settings import (
@@ -23,13 +23,11 @@ from auditor.settings import (
     FORMATS,
     GATE_OUTCOMES,
     KEY_BY_NAME,
-    POWERSHELLS,
-    WINRM_TRANSPORTS,
     ReportSettings,
     Settings,
-    SSHSettings,
 )
 from auditor.textsafe import for_terminal
+from auditor.transports.options import POWERSHELLS, WINRM_TRANSPORTS, SSHSettings
 
 EXIT_USAGE = 2
 _SCHEDULE = Schedule()
@@ -428,11 +426,11 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
     130/143 interrupted (reports hold what finished). With --fail-under or --fail-on the
     gate decides instead: 1 failed, 0 passed.
     """
-    from auditor.run import run_from_settings
+    from auditor.audit import audit_from_settings
 
     _route_warnings()
     try:
-        status = run_from_settings(_settings(ctx, kw))
+        status = audit_from_settings(_settings(ctx, kw), warn)
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
@@ -634,17 +632,17 @@ def report_cmd(
     """Render reports again from a results.jsonl file, or from a run recorded in the history
     (by run id, or a unique prefix of one). Exit status as `audit`'s (the gate's with
     --fail-under/--fail-on); 2 on bad input."""
-    from auditor.run import render_from_history, render_from_results
+    from auditor.audit import reports_from_history, reports_from_results
 
     chosen = formats or DEFAULT_FORMATS
     try:
         settings = _settings(ctx, kw, secrets=False)
         if Path(source).exists() or not _looks_like_run_id(source):
-            status = render_from_results(
+            status = reports_from_results(
                 [Path(source)], out_dir, chosen, force, report_mode, settings.gate
             )
         else:
-            status = render_from_history(
+            status = reports_from_history(
                 settings.history, source, out_dir, chosen, force, report_mode, settings.gate
             )
     except AuditorError as exc:
@@ -676,8 +674,8 @@ def runs_cmd(
     """The runs recorded in the history, newest first."""
     import json
 
+    from auditor.audit import open_history
     from auditor.history import inventory_identity
-    from auditor.run import open_history
 
     try:
         settings = _settings(ctx, kw, secrets=False)
@@ -723,8 +721,8 @@ def diff_cmd(
     on a host audited both times); 0 otherwise; 2 bad input."""
     import json
 
+    from auditor.audit import open_history
     from auditor.diff import diff_runs, render_diff
-    from auditor.run import open_history
 
     try:
         settings = _settings(ctx, kw, secrets=False)
@@ -769,93 +767,15 @@ def merge_cmd(
     report_mode: str | None,
 ) -> None:
     """Combine the results of several runners (shards) into one report."""
-    from auditor.run import render_from_results
+    from auditor.audit import reports_from_results
 
     try:
-        status = render_from_results(
+        status = reports_from_results(
             list(results), out_dir, formats or DEFAULT_FORMATS, force, report_mode
         )
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
-
-
-@main.group("lab")
-def lab_group() -> None:
-    """The lab: a fleet of real OpenSSH hosts in network namespaces on this machine."""
-
-
-@lab_group.command("up")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path),
-    default=Path("lab"),
-    show_default=True,
-    help="Where the lab writes its inventory, keys and state.",
-)
-@click.option(
-    "--hosts",
-    "extra",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, 2000),
-    help="Extra plain hosts (group 'scale') for benchmarks.",
-)
-def lab_up_cmd(directory: Path, extra: int) -> None:
-    """Bring the lab up (root only)."""
-    from auditor.lab import lab_up
-
-    try:
-        info = lab_up(directory.resolve(), extra_hosts=extra)
-    except (LabError, InputError) as exc:
-        _fail(str(exc))
-    click.echo(f"lab up: {len(info.hosts)} hosts")
-    for spec in info.hosts:
-        click.echo(f"  {spec.name:24} {spec.address:15} expect {spec.outcome}")
-    click.echo(f"inventory:   {info.inventory}")
-    click.echo(f"known_hosts: {info.known_hosts}")
-    click.echo(f"key:         {info.key}")
-    env = []
-    if info.ssh_password is not None:
-        click.echo(f"SSH:         root's password on password-only hosts in {info.ssh_password}")
-        env.append(f'AUDITOR_SSH_PASSWORD="$(cat {info.ssh_password})"')
-    if info.winrm_password is not None:
-        click.echo(f"WinRM:       user {info.winrm_user}, password in {info.winrm_password}")
-        env.append(f'AUDITOR_WINRM_PASSWORD="$(cat {info.winrm_password})"')
-    click.echo(
-        f"try: {' '.join([*env, 'audit'])} -i {info.inventory} --known-hosts {info.known_hosts}"
-    )
-
-
-@lab_group.command("down")
-@click.option(
-    "--dir", "directory", type=click.Path(path_type=Path), default=Path("lab"), show_default=True
-)
-def lab_down_cmd(directory: Path) -> None:
-    """Remove everything the lab made (idempotent)."""
-    from auditor.lab import lab_down
-
-    try:
-        removed = lab_down(directory.resolve())
-    except LabError as exc:
-        _fail(str(exc))
-    click.echo(f"lab down: removed {len(removed)} items")
-
-
-@lab_group.command("status")
-@click.option(
-    "--dir", "directory", type=click.Path(path_type=Path), default=Path("lab"), show_default=True
-)
-def lab_status_cmd(directory: Path) -> None:
-    """Show what the lab has running."""
-    from auditor.lab import lab_status
-
-    try:
-        status = lab_status(directory.resolve())
-    except LabError as exc:
-        _fail(str(exc))
-    click.echo(str(status))
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from auditor.models import AuditedHost, HostResult, UnauditedHost
+from auditor.aggregate import observation_for
+from auditor.models import AuditedHost, AuditRun, HostResult, Target, UnauditedHost
 from auditor.outcomes import Outcome
-from auditor.results import AuditRun
 
 
 class ChangeKind(StrEnum):
@@ -91,9 +91,9 @@ class RunDiff:
         }
 
 
-def _seen(result: HostResult, index: int) -> Seen:
+def _seen(result: HostResult, index: int, target: Target) -> Seen:
     if isinstance(result, AuditedHost):
-        o = result.observations[index]
+        o = observation_for(result, index, target)
         return Seen(o.outcome.value, True, o.tls_issuer)
     assert isinstance(result, UnauditedHost)
     return Seen(result.outcome.value, False)
@@ -129,15 +129,16 @@ def diff_runs(old: AuditRun, new: AuditRun) -> RunDiff:
     `ChangeKind` order), then by host and URL."""
     old_urls = {t.url: i for i, t in enumerate(old.info.targets)}
     new_urls = {t.url: i for i, t in enumerate(new.info.targets)}
-    urls = [t.url for t in new.info.targets if t.url in old_urls]
+    urls = [t for t in new.info.targets if t.url in old_urls]
     before = {r.host.name: r for r in old.results}
     after = {r.host.name: r for r in new.results}
     changes = []
     for name in sorted(before.keys() | after.keys()):
         b, a = before.get(name), after.get(name)
-        for url in urls:
-            seen_b = None if b is None else _seen(b, old_urls[url])
-            seen_a = None if a is None else _seen(a, new_urls[url])
+        for target in urls:
+            url = target.url
+            seen_b = None if b is None else _seen(b, old_urls[url], target)
+            seen_a = None if a is None else _seen(a, new_urls[url], target)
             kind = classify(seen_b, seen_a)
             if kind is not None:
                 changes.append(Change(name, url, kind, seen_b, seen_a))

@@ -13,9 +13,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from auditor.models import AuditedHost, UnauditedHost
+from auditor.aggregate import observation_for
+from auditor.models import AuditedHost, AuditRun, UnauditedHost
 from auditor.outcomes import Outcome
-from auditor.results import AuditRun
 
 EXIT_GATE_PASSED = 0
 EXIT_GATE_FAILED = 1
@@ -75,7 +75,9 @@ def evaluate(run: AuditRun, gate: Gate) -> GateResult:
     urls: list[UrlVerdict] = []
     if gate.fail_under is not None:
         for index, target in enumerate(run.info.targets):
-            ready = sum(1 for r in audited if r.observations[index].outcome is Outcome.REACHABLE)
+            ready = sum(
+                1 for r in audited if observation_for(r, index, target).outcome is Outcome.REACHABLE
+            )
             # Exact: ready/scope < PCT/100, in integers and one float multiply, so 95 % of
             # 20 hosts (19) passes a 95 % gate; no hosts in scope proves nothing and fails.
             passed = scope > 0 and ready * 100 >= gate.fail_under * scope

@@ -30,10 +30,8 @@ from auditor.aggregate import summarize_targets
 from auditor.diff import Change, RunDiff, diff_runs
 from auditor.errors import AuditorError
 from auditor.gate import in_scope
-from auditor.models import HostResult
+from auditor.models import AuditRun, HostResult, RunInfo
 from auditor.results import (
-    AuditRun,
-    RunInfo,
     info_from_dict,
     info_to_dict,
     result_from_dict,

@@ -14,11 +14,10 @@ from datetime import datetime
 
 from auditor.aggregate import summarize_targets
 from auditor.gate import in_scope
-from auditor.models import AuditedHost, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.base import Reporter
 from auditor.reporters.json import clean_str
-from auditor.results import AuditRun
 
 PREFIX = "fleet_auditor"
 

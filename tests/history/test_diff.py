@@ -7,9 +7,8 @@ from dataclasses import replace
 import pytest
 
 from auditor.diff import ChangeKind, Seen, classify, diff_runs, render_diff
-from auditor.models import AuditedHost, HostResult, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, HostResult, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.results import AuditRun, RunInfo
 from tests.reporters.fleet import TARGETS, host, observe
 
 A, B = TARGETS[0], TARGETS[1]

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from auditor.gate import Gate, evaluate, format_percent, gate_line
-from auditor.models import AuditedHost, Connection, HostResult, Target, UnauditedHost
+from auditor.models import (
+    AuditedHost,
+    AuditRun,
+    Connection,
+    HostResult,
+    RunInfo,
+    Target,
+    UnauditedHost,
+)
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.results import AuditRun, RunInfo
 from tests.reporters.fleet import host, observe
 
 CDN = Target(url="https://cask.qg3.apps.qualys.com/status", name="US3 CDN")

@@ -20,9 +20,8 @@ from auditor.history import (
     default_path,
     run_context,
 )
-from auditor.models import AuditedHost
+from auditor.models import AuditedHost, AuditRun
 from auditor.outcomes import Outcome
-from auditor.results import AuditRun
 from tests.reporters.fleet import TARGETS, observe, sample_run
 
 

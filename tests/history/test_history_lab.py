@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from auditor_lab import LabInfo, netns, render
+from auditor_lab.spec import CDN_ADDRESS, PROBE_URL
 
-from auditor.lab import LabInfo, netns, render
-from auditor.lab.spec import CDN_ADDRESS, PROBE_URL
 from tests.support.cli import BIN, audit_argv, environ
 
 HOSTS = ("direct", "jump", "pwauth", "reject", "intercept")

@@ -7,10 +7,9 @@ import re
 
 import pytest
 
-from auditor.models import Target
+from auditor.models import AuditRun, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.prom import PromReporter, escape_label
-from auditor.results import AuditRun
 from tests.reporters.fleet import TARGETS, sample_run
 
 _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from auditor_lab import LabInfo
+from auditor_lab.spec import CDN_ADDRESS, INTERNAL_SSH_PORT, PROBE_URL, design_hosts
 
-from auditor.lab import LabInfo
-from auditor.lab.spec import CDN_ADDRESS, INTERNAL_SSH_PORT, PROBE_URL, design_hosts
 from tests.support.cli import BIN, audit, audit_argv, environ, report_hosts
 
 DESIGN = {spec.name: spec for spec in design_hosts()}
@@ -226,12 +226,13 @@ def test_jump_host_flag_multiplexes_one_connection(lab: LabInfo, tmp_path: Path)
     from auditor.probes import ProbeSettings
     from auditor.probes.posix import build_posix_job
     from auditor.transports.base import SettingsSource
-    from auditor.transports.ssh import SSHOptions, SSHTransport
+    from auditor.transports.options import SSHSettings
+    from auditor.transports.ssh import SSHTransport
 
     _, known = _jump_inventory(lab, tmp_path)
     jump = next(s for s in lab.hosts if s.name == "jump")
     transport = SSHTransport(
-        SSHOptions(
+        SSHSettings(
             user="root", keys=(lab.key,), known_hosts=known, jump_host=f"root@{jump.address}"
         )
     )
@@ -251,7 +252,7 @@ def test_jump_host_flag_multiplexes_one_connection(lab: LabInfo, tmp_path: Path)
 
     async def main() -> list[Any]:
         try:
-            return list(await asyncio.gather(*(transport.run(h, job, 30) for h in hosts)))
+            return list(await asyncio.gather(*(transport.run_job(h, job, 30) for h in hosts)))
         finally:
             assert len(transport._jumps) == 1  # one shared connection served all four
             await transport.close()
@@ -667,8 +668,8 @@ def test_keys_held_by_an_ssh_agent_log_in(lab: LabInfo, tmp_path: Path) -> None:
 def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
     lab: LabInfo, tmp_path: Path
 ) -> None:
-    from auditor.lab.fleet import restart_service
-    from auditor.lab.netns import namespace_members
+    from auditor_lab.fleet import restart_service
+    from auditor_lab.netns import namespace_members
 
     spec = lab.host("blackhole")
     proc = subprocess.Popen(
