@@ -20,6 +20,7 @@ import math
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -270,15 +271,24 @@ class History:
             ),
         )
 
-    def add_result(self, run_id: str, position: int, result: HostResult) -> None:
-        record = _finite(result_to_dict(result))
-        if record["duration"] is None:
-            record["duration"] = 0.0
-        # OR IGNORE: a host is recorded once; the end of a run may offer it again.
-        self._write(
-            "INSERT OR IGNORE INTO results (run_id, position, host, record) VALUES (?, ?, ?, ?)",
-            (run_id, position, result.host.name, _dumps(record)),
-        )
+    def add_results(self, run_id: str, results: Sequence[tuple[int, HostResult]]) -> None:
+        """Record (inventory position, result) pairs in one short transaction."""
+        rows = []
+        for position, result in results:
+            record = _finite(result_to_dict(result))
+            if record["duration"] is None:
+                record["duration"] = 0.0
+            rows.append((run_id, position, result.host.name, _dumps(record)))
+        try:
+            with self._transaction():
+                # OR IGNORE: a host is recorded once; the end of a run may offer it again.
+                self._conn.executemany(
+                    "INSERT OR IGNORE INTO results (run_id, position, host, record)"
+                    " VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+        except sqlite3.Error as exc:
+            raise HistoryError(self.path, _sqlite_reason(exc)) from None
 
     def end_run(self, run: AuditRun) -> None:
         info = run.info
@@ -569,11 +579,20 @@ class HistoryRecorder:
     and the caller reports the error afterwards.
     """
 
+    # Results are written in small batches: a commit per host costs more than the host's
+    # record at fleet scale, and each batch is one short transaction, so another audit
+    # writing the same file waits milliseconds, never the length of a run.
+    BATCH = 64
+    BATCH_SECONDS = 0.5
+
     def __init__(self, history: History, host_order: Sequence[str]) -> None:
         self.history = history
         self._order = {name: i for i, name in enumerate(host_order)}
         self._hosts = len(host_order)
         self._run_id = ""
+        self._pending: list[tuple[int, HostResult]] = []
+        self._offered: set[str] = set()
+        self._flushed = time.monotonic()
         self.error: HistoryError | None = None
         self.inventory_key = ""
 
@@ -593,13 +612,27 @@ class HistoryRecorder:
 
     def host(self, result: HostResult) -> None:
         position = self._order.get(result.host.name, len(self._order))
-        self._guard(self.history.add_result, self._run_id, position, result)
+        self._offered.add(result.host.name)
+        self._pending.append((position, result))
+        if (
+            len(self._pending) >= self.BATCH
+            or time.monotonic() - self._flushed >= self.BATCH_SECONDS
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        self._flushed = time.monotonic()
+        if pending:
+            self._guard(self.history.add_results, self._run_id, pending)
 
     def end(self, run: AuditRun) -> None:
         # Hosts the stream did not offer (none, today) are recorded from the final run,
         # so the history holds exactly one result per host.
         for result in run.results:
-            self.host(result)
+            if result.host.name not in self._offered:
+                self.host(result)
+        self.flush()
         self._guard(self.history.end_run, run)
 
 

@@ -183,6 +183,25 @@ def test_a_write_failing_mid_run_is_kept_not_raised(tmp_path: Path) -> None:
     history.close()
 
 
+def test_results_are_written_in_batches_and_a_quiet_spell_flushes_at_once(
+    tmp_path: Path,
+) -> None:
+    run = sample_run()
+    with History.open(tmp_path / "h.sqlite") as history:
+        recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+        recorder.BATCH_SECONDS = 3600.0
+        recorder.BATCH = 4
+        recorder.start(run.info)
+        for result in run.results[:3]:
+            recorder.host(result)
+        assert history.runs()[0].recorded == 0
+        recorder.host(run.results[3])
+        assert history.runs()[0].recorded == 4
+        recorder.BATCH_SECONDS = 0.0  # as if the next host came after a quiet spell
+        recorder.host(run.results[4])
+        assert history.runs()[0].recorded == 5
+
+
 def test_a_run_whose_process_died_reads_back_as_interrupted(tmp_path: Path) -> None:
     run = sample_run()
     with History.open(tmp_path / "h.sqlite") as history:
@@ -190,6 +209,7 @@ def test_a_run_whose_process_died_reads_back_as_interrupted(tmp_path: Path) -> N
         recorder.start(run.info)
         for result in run.results[:3]:
             recorder.host(result)
+        recorder.flush()  # what had been written when the process died
         (listed,) = history.runs()
         back = history.load(run.info.run_id)
     assert listed.state == RunState.RUNNING and listed.recorded == 3
