@@ -105,7 +105,9 @@ def inventory_identity(inventory: str) -> tuple[str, str]:
     if not inventory:
         return "", ""
     path = Path(inventory)
-    key = str(path.absolute())
+    # abspath, not resolve: "../prod.ini" and "prod.ini" from its own directory are the
+    # same inventory, but a link is the user's name for it and is kept.
+    key = os.path.abspath(inventory)
     digest = hashlib.sha256()
     try:
         if path.is_dir():

@@ -287,6 +287,22 @@ def test_the_default_location(env: dict[str, str], expected: str) -> None:
     assert default_path(env) == Path(expected)
 
 
+def test_an_inventory_is_known_by_its_absolute_path_and_content(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hashlib
+
+    from auditor.history import inventory_identity
+
+    (tmp_path / "sub").mkdir()
+    inv = tmp_path / "prod.ini"
+    inv.write_text("[g]\nh1\n")
+    monkeypatch.chdir(tmp_path / "sub")
+    key, sha = inventory_identity("../prod.ini")
+    assert key == str(inv) and sha == hashlib.sha256(b"[g]\nh1\n").hexdigest()
+    assert inventory_identity(str(inv)) == (key, sha)
+
+
 def test_the_test_session_never_writes_the_developers_history() -> None:
     assert os.environ["XDG_DATA_HOME"].startswith(
         os.path.realpath(os.environ.get("TMPDIR", "/tmp"))
