@@ -66,6 +66,10 @@ class AuditConfig:
     warnings: tuple[str, ...] = ()
     host_lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """The inventory line of each host, for naming a host's bad setting."""
+    host_warnings: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """Per host, the trust its transport was told to weaken (from `host_warnings`)."""
     out_dir_id: DirIdentity | None = None
     """The report directory as prepared; a directory swapped in later is refused."""
 
@@ -143,7 +147,7 @@ def execute(
     Results stream to `results.jsonl` in the report directory as each host finishes, each
     with the warnings its transport gave for it.
     """
-    warned = host_warnings(transports, config.hosts)
+    warned = config.host_warnings
     started = datetime.now(UTC)
     info = RunInfo(
         run_id=secrets.token_hex(8),
@@ -427,7 +431,11 @@ def audit_from_settings(settings: Settings, warn: Callable[[str], None]) -> int:
     transports = prepare_transports(config)
     warned = host_warnings(transports, config.hosts)
     if warned:
-        config = replace(config, warnings=(*config.warnings, *_host_warning_lines(warned)))
+        config = replace(
+            config,
+            warnings=(*config.warnings, *_host_warning_lines(warned)),
+            host_warnings=warned,
+        )
     # The history is a setting like any other: opened, migrated and found writable before
     # any host is contacted, so a corrupt, newer or locked database stops the run here.
     history = open_history(settings.history)
