@@ -485,6 +485,10 @@ def _audit(
     sinks = () if recorder is None else (recorder,)
     try:
         run, signum = execute(config, transports, on_result=progress.update, sinks=sinks)
+    except BaseException:
+        if recorder is not None:
+            recorder.abandon()
+        raise
     finally:
         progress.close()
     write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id)

@@ -292,6 +292,18 @@ class History:
         except sqlite3.Error as exc:
             raise HistoryError(self.path, _sqlite_reason(exc)) from None
 
+    def abandon_run(self, run_id: str) -> None:
+        """Mark a run whose audit stopped on an error as interrupted, with what it recorded."""
+        self._write(
+            "UPDATE runs SET state = ?, finished = ? WHERE run_id = ? AND state = ?",
+            (
+                RunState.INTERRUPTED,
+                datetime.now(UTC).isoformat(timespec="seconds"),
+                run_id,
+                RunState.RUNNING,
+            ),
+        )
+
     def end_run(self, run: AuditRun) -> None:
         info = run.info
         state = RunState.INTERRUPTED if info.interrupted else RunState.FINISHED
@@ -321,10 +333,10 @@ class History:
         if keep_days is not None:
             cutoff = datetime.now(UTC) - timedelta(days=keep_days)
         for index, (run_id, started, state) in enumerate(rows):
-            if state == RunState.RUNNING:
-                continue
-            too_many = keep is not None and index >= keep
             too_old = cutoff is not None and _parse_time(started) < cutoff
+            # A run still being recorded (another audit's) is never counted out by --keep;
+            # one "running" for longer than --keep-days is a process that died long ago.
+            too_many = keep is not None and index >= keep and state != RunState.RUNNING
             if too_many or too_old:
                 doomed.append(run_id)
         if doomed:
@@ -627,6 +639,12 @@ class HistoryRecorder:
         self._flushed = time.monotonic()
         if pending:
             self._guard(self.history.add_results, self._run_id, pending)
+
+    def abandon(self) -> None:
+        """The audit stopped on an error: keep what finished, and say it was interrupted."""
+        if self._run_id:
+            self.flush()
+            self._guard(self.history.abandon_run, self._run_id)
 
     def end(self, run: AuditRun) -> None:
         # Hosts the stream did not offer (none, today) are recorded from the final run,

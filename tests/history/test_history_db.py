@@ -216,6 +216,32 @@ def test_a_run_whose_process_died_reads_back_as_interrupted(tmp_path: Path) -> N
     assert back.info.interrupted is True and len(back.results) == 3
 
 
+def test_a_run_stopped_by_an_error_is_marked_interrupted_and_pruned_like_any(
+    tmp_path: Path,
+) -> None:
+    run = sample_run()
+    with History.open(tmp_path / "h.sqlite") as history:
+        recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+        recorder.start(run.info)
+        recorder.host(run.results[0])
+        recorder.abandon()
+        (listed,) = history.runs()
+        assert (listed.state, listed.recorded) == (RunState.INTERRUPTED, 1)
+        assert history.prune(listed.inventory_key, keep=None, keep_days=1) == 1
+
+
+def test_keep_never_counts_out_a_run_still_being_recorded(tmp_path: Path) -> None:
+    base = sample_run()
+    with History.open(tmp_path / "h.sqlite") as history:
+        record(history, _at(base, "old", "2026-01-01T00:00:00+00:00", Outcome.REACHABLE))
+        live = _at(base, "live", "2026-01-02T00:00:00+00:00", Outcome.REACHABLE)
+        HistoryRecorder(history, []).start(live.info)
+        record(history, _at(base, "new", "2026-01-03T00:00:00+00:00", Outcome.REACHABLE))
+        key = history.runs()[0].inventory_key
+        assert history.prune(key, keep=1, keep_days=None) == 1
+        assert [r.run_id for r in history.runs()] == ["new", "live"]
+
+
 def _at(run: AuditRun, run_id: str, started: str, cdn: Outcome) -> AuditRun:
     """`run` with a new id and time, its first host seeing the CDN as `cdn`."""
     first = run.results[0]
