@@ -185,10 +185,10 @@ class History:
     def open(cls, path: Path, busy_timeout: float = 30.0, create: bool = True) -> History:
         """Open (creating if `create`) and migrate the database; raises HistoryError with a
         one-line reason for a corrupt file, a newer schema, or a lock held past the timeout."""
-        if create:
-            _create_file(path)
-        elif not path.is_file():
+        if not create and not os.path.lexists(path):
             raise HistoryError(path, "no such history file")
+        # The same checks for reading: migrating an old file, or switching it to WAL, writes.
+        _create_file(path)
         try:
             conn = sqlite3.connect(
                 str(path), timeout=busy_timeout, isolation_level=None, check_same_thread=False

@@ -415,6 +415,20 @@ def test_bad_history_commands_are_one_line_and_exit_2(
     assert not (tmp_path / "out").exists()
 
 
+def test_the_read_commands_refuse_a_link_in_place_of_the_history(tmp_path: Path) -> None:
+    from auditor.history import History
+
+    History.open(tmp_path / "real.sqlite").close()
+    link = tmp_path / "h.sqlite"
+    link.symlink_to(tmp_path / "real.sqlite")
+    for args in (("runs",), ("diff",), ("report", "abcdef", "--out", str(tmp_path / "o"))):
+        proc = auditor(*args, "--history", str(link), env=_env(tmp_path))
+        assert proc.returncode == 2
+        assert proc.stderr.strip() == (
+            f"error: {link}: history: is a symbolic link; refusing to follow it"
+        ), args
+
+
 def test_diff_needs_two_runs_of_one_inventory(tmp_path: Path, servers: Loopback) -> None:
     db = tmp_path / "h.sqlite"
     inv = _inventory(tmp_path, 1)
