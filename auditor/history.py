@@ -22,8 +22,9 @@ import sqlite3
 import stat
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,9 @@ class HistoryError(AuditorError):
         super().__init__(f"{path}: history: {reason}")
 
 
-class RunState:
+class RunState(StrEnum):
+    """Where a recorded run stands."""
+
     RUNNING = "running"
     FINISHED = "finished"
     INTERRUPTED = "interrupted"
@@ -388,7 +391,7 @@ class History:
             inventory_key=key,
             inventory_sha256=sha,
             tool_version=version,
-            state=state,
+            state=RunState(state),
             hosts=int(hosts),
             recorded=int(data["recorded"]),
             audited=int(data["audited"]),
@@ -434,7 +437,7 @@ class History:
         try:
             info = info_from_dict(json.loads(row[0]))
             if row[1] == RunState.RUNNING:
-                info = _replace_info(info, interrupted=True)
+                info = replace(info, interrupted=True)
             results = tuple(result_from_dict(json.loads(r[0]), len(info.targets)) for r in records)
         except (ValueError, RecursionError) as exc:
             raise HistoryError(self.path, f"run {run_id}: bad record: {exc}") from None
@@ -474,12 +477,6 @@ class _Txn:
 
     def __exit__(self, kind: object, *rest: object) -> None:
         self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def _replace_info(info: RunInfo, **changes: Any) -> RunInfo:
-    from dataclasses import replace
-
-    return replace(info, **changes)
 
 
 def _dumps(data: Any) -> str:
@@ -551,7 +548,7 @@ class RunRecord:
     inventory_key: str
     inventory_sha256: str
     tool_version: str
-    state: str
+    state: RunState
     hosts: int
     recorded: int
     audited: int
