@@ -86,9 +86,21 @@ def test_every_run_is_recorded_by_default_in_the_data_directory_owner_only(
 ) -> None:
     inv = _inventory(tmp_path, 3)
     url = f"http://127.0.0.1:{servers.http_port}/"
-    proc = audit("-i", str(inv), "--url", url, "-o", str(tmp_path / "out"), env=_env(tmp_path))
+    secret = "history-must-never-hold-this-9f3k"
+    env = _env(tmp_path, AUDITOR_SSH_PASSWORD=secret, AUDITOR_WINRM_PASSWORD=secret)
+    proc = audit(
+        "-i", str(inv), "--url", url, "-o", str(tmp_path / "out"), "--runner", "r-1",
+        "--fail-on", "tls_failure", env=env,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     db = tmp_path / "data" / "fleet-auditor" / "history.sqlite"
+    ((info,),) = _rows(db, "SELECT info FROM runs")
+    meta = json.loads(info)
+    assert [t["url"] for t in meta["targets"]] == [url]
+    assert meta["runners"] == ["r-1"] and meta["tool_version"] and meta["finished"]
+    assert meta["options"]["fail_on"] == "tls_failure" and meta["options"]["inventory"] == str(inv)
+    for path in db.parent.iterdir():
+        assert secret.encode() not in path.read_bytes(), path
     assert db.stat().st_mode & 0o777 == 0o600
     ((run_id, state, inventory, sha, hosts),) = _rows(
         db, "SELECT run_id, state, inventory_key, inventory_sha256, hosts FROM runs"
