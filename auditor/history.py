@@ -18,8 +18,10 @@ import hashlib
 import json
 import math
 import os
+import queue
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -588,6 +590,10 @@ class HistoryRecorder:
     A write that fails during the run (the database locked past the timeout, a full disk)
     is kept in `error` and stops further writes; the audit goes on and writes its reports,
     and the caller reports the error afterwards.
+
+    Batches are written by a thread of their own: a commit that waits for another audit's
+    write, or a checkpoint's fsync, never stalls the event loop that keeps every host's
+    deadline. The run's first and last records are written in the caller's thread.
     """
 
     # Results are written in small batches: a commit per host costs more than the host's
@@ -606,6 +612,8 @@ class HistoryRecorder:
         self._flushed = time.monotonic()
         self.error: HistoryError | None = None
         self.inventory_key = ""
+        self._queue: queue.Queue[list[tuple[int, HostResult]] | None] = queue.Queue()
+        self._writer: threading.Thread | None = None
 
     def _guard(self, write: Any, *args: Any) -> None:
         if self.error is not None:
@@ -620,6 +628,18 @@ class HistoryRecorder:
         key, sha = inventory_identity(info.inventory)
         self.inventory_key = key
         self._guard(self.history.begin_run, info, self._hosts, key, sha)
+        self._writer = threading.Thread(target=self._write_batches, name="history", daemon=True)
+        self._writer.start()
+
+    def _write_batches(self) -> None:
+        while True:
+            batch = self._queue.get()
+            try:
+                if batch is None:
+                    return
+                self._guard(self.history.add_results, self._run_id, batch)
+            finally:
+                self._queue.task_done()
 
     def host(self, result: HostResult) -> None:
         position = self._order.get(result.host.name, len(self._order))
@@ -632,15 +652,32 @@ class HistoryRecorder:
             self.flush()
 
     def flush(self) -> None:
+        """Hand the results not yet written to the writer (written in the caller's thread
+        when there is no writer)."""
         pending, self._pending = self._pending, []
         self._flushed = time.monotonic()
-        if pending:
+        if not pending:
+            return
+        if self._writer is None:
             self._guard(self.history.add_results, self._run_id, pending)
+        else:
+            self._queue.put(pending)
+
+    def drain(self) -> None:
+        """Wait until every batch handed to the writer is written (or has failed)."""
+        self._queue.join()
+
+    def _stop(self) -> None:
+        if self._writer is not None:
+            self._queue.put(None)
+            self._writer.join()
+            self._writer = None
 
     def abandon(self) -> None:
         """The audit stopped on an error: keep what finished, and say it was interrupted."""
         if self._run_id:
             self.flush()
+            self._stop()
             self._guard(self.history.abandon_run, self._run_id)
 
     def end(self, run: AuditRun) -> None:
@@ -650,6 +687,7 @@ class HistoryRecorder:
             if result.host.name not in self._offered:
                 self.host(result)
         self.flush()
+        self._stop()
         self._guard(self.history.end_run, run)
 
 

@@ -194,12 +194,41 @@ def test_results_are_written_in_batches_and_a_quiet_spell_flushes_at_once(
         recorder.start(run.info)
         for result in run.results[:3]:
             recorder.host(result)
+        recorder.drain()
         assert history.runs()[0].recorded == 0
         recorder.host(run.results[3])
+        recorder.drain()
         assert history.runs()[0].recorded == 4
         recorder.BATCH_SECONDS = 0.0  # as if the next host came after a quiet spell
         recorder.host(run.results[4])
+        recorder.drain()
         assert history.runs()[0].recorded == 5
+        recorder.end(run)
+        assert recorder.error is None and history.runs()[0].recorded == len(run.results)
+
+
+def test_a_write_waiting_for_another_writer_never_holds_up_the_caller(tmp_path: Path) -> None:
+    import time
+
+    run = sample_run()
+    path = tmp_path / "h.sqlite"
+    with History.open(path, busy_timeout=60.0) as history:
+        recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+        recorder.BATCH = 1
+        recorder.start(run.info)
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")  # another audit's write, in progress
+        try:
+            t0 = time.monotonic()
+            for result in run.results:
+                recorder.host(result)  # each one a batch for the writer, which must wait
+            assert time.monotonic() - t0 < 5.0  # not the 60 s the writer may wait
+        finally:
+            holder.execute("COMMIT")
+            holder.close()
+        recorder.end(run)  # the writer waited the other write out
+        assert recorder.error is None
+        assert history.runs()[0].recorded == len(run.results)
 
 
 def test_a_run_whose_process_died_reads_back_as_interrupted(tmp_path: Path) -> None:
@@ -210,6 +239,7 @@ def test_a_run_whose_process_died_reads_back_as_interrupted(tmp_path: Path) -> N
         for result in run.results[:3]:
             recorder.host(result)
         recorder.flush()  # what had been written when the process died
+        recorder.drain()
         (listed,) = history.runs()
         back = history.load(run.info.run_id)
     assert listed.state == RunState.RUNNING and listed.recorded == 3
