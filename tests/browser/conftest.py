@@ -18,9 +18,16 @@ import pytest
 
 from tests.browser.chromium import Chromium, available
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # without the test extras: the `chromium` fixture skips (fails in CI)
+    expect = None
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_TIMEOUT_MS = 60_000
 """Every wait on the page (selectors, text): generous, for a busy two-core machine."""
+if expect is not None:
+    expect.set_options(timeout=PAGE_TIMEOUT_MS)
 
 
 def in_ci() -> bool:

@@ -13,14 +13,13 @@ import struct
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import expect
 
 from auditor.models import AuditedHost, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.html import ChangeRow, HtmlExtras, HtmlReporter, TrendPoint
 from auditor.results import AuditRun, RunInfo
 from tests.browser.chromium import pdf_pages, pdf_text_pages
-from tests.browser.conftest import PAGE_TIMEOUT_MS, Tab, in_ci
+from tests.browser.conftest import PAGE_TIMEOUT_MS, Tab, expect, in_ci
 from tests.reporters.fleet import (
     FORMULA_NAME,
     HOSTILE_NAME,
@@ -319,9 +318,9 @@ def test_print_stylesheet_applies(tab: Tab, tmp_path: Path, artifacts: Path) -> 
     assert len(text) == pages
     for number, page_text in enumerate(text, start=1):
         flat = " ".join(page_text.split())
-        # The footer on every page: run id, start time, page n of N.
-        assert "run print-run-0042" in flat, (number, flat[-300:])
-        assert f"page {number} of {pages}" in flat, (number, flat[-300:])
+        # The footer closes every page: run id, start time, page n of N.
+        footer = f"run print-run-0042 · started 2024-05-01T10:00:00Z page {number} of {pages}"
+        assert flat.endswith(footer), (number, flat[-300:])
         assert "« First" not in flat and "Next ›" not in flat
     first = " ".join(text[0].split())
     assert "US3 CDN: " in first and "hosts ready" in first
