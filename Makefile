@@ -2,8 +2,12 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+# The demo installs the product and the lab only; the tests add their toolchain on top.
+DEMO_STAMP := $(VENV)/.demo-installed
 STAMP  := $(VENV)/.installed
-SYSTEM_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget shellcheck openssl
+# What the lab fleet needs to run: sshd in namespaces, nftables, and the tools the probe uses.
+DEMO_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget openssl
+SYSTEM_PACKAGES := $(DEMO_PACKAGES) shellcheck
 # Kerberos tests: a throwaway MIT realm (kdc, kadmin.local, kinit), and the headers and
 # compiler the Kerberos Python bindings build with.
 SYSTEM_PACKAGES += krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
@@ -11,13 +15,20 @@ SYSTEM_PACKAGES += krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-
 # playwright package, which downloads no browser of its own) and poppler-utils to read the
 # printed PDF back.
 SYSTEM_PACKAGES += chromium poppler-utils
-LAB_DIR ?= lab
+LAB_DIR ?= demo
+PY_SOURCES := auditor lab/auditor_lab tests bench
 
-.PHONY: demo test lint typecheck unit sysdeps venv bench fuzz clean lab-down
+.PHONY: demo test lint typecheck unit sysdeps demo-sysdeps install-packages venv demo-venv bench fuzz clean lab-down
 
-# System packages the lab and the tests need; installed only when one is missing.
+# System packages, installed only when one is missing.
 sysdeps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do \
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(SYSTEM_PACKAGES)"
+
+demo-sysdeps:
+	@$(MAKE) --no-print-directory install-packages PACKAGES="$(DEMO_PACKAGES)"
+
+install-packages:
+	@missing=""; for p in $(PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -25,19 +36,27 @@ sysdeps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml lab/pyproject.toml
 	@# The Kerberos bindings in the test extras compile against libkrb5-dev.
 	@$(MAKE) --no-print-directory sysdeps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/pip install -q -e '.[test]' -e lab
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): pyproject.toml lab/pyproject.toml
+	@$(MAKE) --no-print-directory demo-sysdeps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e . -e lab
+	touch $(DEMO_STAMP)
 
 venv: $(STAMP)
 
+demo-venv: $(DEMO_STAMP)
+
 lint: venv
-	$(BIN)/ruff check auditor tests
-	$(BIN)/ruff format --check auditor tests
+	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/ruff format --check $(PY_SOURCES)
 
 typecheck: venv
 	$(BIN)/mypy
@@ -47,18 +66,18 @@ unit: venv sysdeps
 
 test: sysdeps venv lint typecheck unit
 
-demo: sysdeps venv
-	$(BIN)/auditor lab up --dir $(LAB_DIR)
+demo: demo-venv
+	$(BIN)/auditor-lab up --dir $(LAB_DIR)
 	AUDITOR_SSH_PASSWORD="$$(cat $(LAB_DIR)/ssh_password)" \
 	AUDITOR_WINRM_PASSWORD="$$(cat $(LAB_DIR)/winrm_password)" \
 	$(BIN)/audit --inventory $(LAB_DIR)/lab.ini --known-hosts $(LAB_DIR)/known_hosts \
 	  --out $(LAB_DIR)/report --force --platform US3 --timeout 20 || test $$? -le 3
 	@echo
 	@echo "Reports: $(LAB_DIR)/report/report.html  (also report.csv, report.json, junit.xml, results.jsonl)"
-	@echo "The lab stays up for exploring; remove it with: $(BIN)/auditor lab down --dir $(LAB_DIR)"
+	@echo "The lab stays up for exploring; remove it with: make lab-down"
 
-lab-down: venv
-	$(BIN)/auditor lab down --dir $(LAB_DIR)
+lab-down: demo-venv
+	$(BIN)/auditor-lab down --dir $(LAB_DIR)
 
 bench: sysdeps venv
 	$(BIN)/python -m bench.run

@@ -14,7 +14,7 @@ import click
 from click.core import ParameterSource
 
 from auditor import __version__
-from auditor.errors import AuditorError, InputError, LabError
+from auditor.errors import AuditorError, InputError
 from auditor.probes import ProbeSettings
 from auditor.scheduler import Schedule
 from auditor.settings import (
@@ -589,84 +589,6 @@ def merge_cmd(
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
-
-
-@main.group("lab")
-def lab_group() -> None:
-    """The lab: a fleet of real OpenSSH hosts in network namespaces on this machine."""
-
-
-@lab_group.command("up")
-@click.option(
-    "--dir",
-    "directory",
-    type=click.Path(path_type=Path),
-    default=Path("lab"),
-    show_default=True,
-    help="Where the lab writes its inventory, keys and state.",
-)
-@click.option(
-    "--hosts",
-    "extra",
-    default=0,
-    show_default=True,
-    type=click.IntRange(0, 2000),
-    help="Extra plain hosts (group 'scale') for benchmarks.",
-)
-def lab_up_cmd(directory: Path, extra: int) -> None:
-    """Bring the lab up (root only)."""
-    from auditor.lab import lab_up
-
-    try:
-        info = lab_up(directory.resolve(), extra_hosts=extra)
-    except (LabError, InputError) as exc:
-        _fail(str(exc))
-    click.echo(f"lab up: {len(info.hosts)} hosts")
-    for spec in info.hosts:
-        click.echo(f"  {spec.name:24} {spec.address:15} expect {spec.outcome}")
-    click.echo(f"inventory:   {info.inventory}")
-    click.echo(f"known_hosts: {info.known_hosts}")
-    click.echo(f"key:         {info.key}")
-    env = []
-    if info.ssh_password is not None:
-        click.echo(f"SSH:         root's password on password-only hosts in {info.ssh_password}")
-        env.append(f'AUDITOR_SSH_PASSWORD="$(cat {info.ssh_password})"')
-    if info.winrm_password is not None:
-        click.echo(f"WinRM:       user {info.winrm_user}, password in {info.winrm_password}")
-        env.append(f'AUDITOR_WINRM_PASSWORD="$(cat {info.winrm_password})"')
-    click.echo(
-        f"try: {' '.join([*env, 'audit'])} -i {info.inventory} --known-hosts {info.known_hosts}"
-    )
-
-
-@lab_group.command("down")
-@click.option(
-    "--dir", "directory", type=click.Path(path_type=Path), default=Path("lab"), show_default=True
-)
-def lab_down_cmd(directory: Path) -> None:
-    """Remove everything the lab made (idempotent)."""
-    from auditor.lab import lab_down
-
-    try:
-        removed = lab_down(directory.resolve())
-    except LabError as exc:
-        _fail(str(exc))
-    click.echo(f"lab down: removed {len(removed)} items")
-
-
-@lab_group.command("status")
-@click.option(
-    "--dir", "directory", type=click.Path(path_type=Path), default=Path("lab"), show_default=True
-)
-def lab_status_cmd(directory: Path) -> None:
-    """Show what the lab has running."""
-    from auditor.lab import lab_status
-
-    try:
-        status = lab_status(directory.resolve())
-    except LabError as exc:
-        _fail(str(exc))
-    click.echo(str(status))
 
 
 if __name__ == "__main__":

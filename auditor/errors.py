@@ -38,7 +38,3 @@ class HostLevelError(AuditorError):
         self.outcome = outcome
         self.detail = detail
         super().__init__(f"{outcome}: {detail}")
-
-
-class LabError(AuditorError):
-    """The lab could not be brought up or down (not root, a missing tool, a failed step)."""

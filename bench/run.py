@@ -630,7 +630,7 @@ class Bench:
 
     # 2. the scale scenario
     def scale_scenario(self, lab: Any) -> dict[str, Any]:
-        from auditor.lab.spec import BRIDGE
+        from auditor_lab.spec import BRIDGE
 
         cfg = self.cfg
         lab_hosts = [(h.name, h.address) for h in lab.hosts if h.site == "scale"]
@@ -1035,7 +1035,7 @@ def _on_term(signum: int, _frame: Any) -> None:
 
 
 def main() -> int:
-    from auditor.lab import lab_down, lab_up, preflight
+    from auditor_lab import lab_down, lab_up, preflight
 
     cfg = config_from_env(os.environ)
     signal.signal(signal.SIGTERM, _on_term)

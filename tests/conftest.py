@@ -1,6 +1,6 @@
 """Fixtures shared by the whole suite.
 
-`lab` is the test fleet (see `auditor.lab`): real network namespaces with their own sshd,
+`lab` is the test fleet (see `auditor_lab`): real network namespaces with their own sshd,
 built once per session on first use and always removed at the end. Labs are machine-wide
 (one bridge, one subnet), so a session holds a lock on the lab while it uses one, and tests
 marked `lab_exclusive` (they build and remove labs of their own) run before the shared lab
@@ -22,7 +22,7 @@ from hypothesis import settings
 from hypothesis.errors import InvalidArgument
 
 if TYPE_CHECKING:
-    from auditor.lab import LabInfo
+    from auditor_lab import LabInfo
 
 LAB_LOCK = Path("/run/auditor-lab/tests.lock")
 LOCK_WAIT = 600.0
@@ -56,7 +56,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def lab_machine() -> Iterator[None]:
     """This machine's lab, for this session alone; skips where the lab cannot run."""
-    from auditor.lab import preflight
+    from auditor_lab import preflight
 
     problems = preflight()
     if problems:
@@ -80,9 +80,9 @@ def lab_machine() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def lab(lab_machine: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabInfo]:
-    """The design fleet, up for the whole session (see `auditor.lab.spec.design_hosts`)."""
+    """The design fleet, up for the whole session (see `auditor_lab.spec.design_hosts`)."""
     global _shared_lab_up
-    from auditor.lab import lab_down, lab_up
+    from auditor_lab import lab_down, lab_up
 
     directory = tmp_path_factory.mktemp("lab")
     done = False

@@ -322,7 +322,7 @@ def test_the_labs_windows_emulation_fakes_evidence_and_holds_no_outcome_rules(
 ) -> None:
     """The emulated Windows hosts print what PowerShell would; only the auditor's classifier
     turns that into a verdict, so a lab run tests the real rules, not a copy of them."""
-    source = resources.files("auditor.lab").joinpath(module).read_text(encoding="utf-8")
+    source = resources.files("auditor_lab").joinpath(module).read_text(encoding="utf-8")
     tree = ast.parse(source)
     imported = {
         node.module

@@ -37,6 +37,17 @@ def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path
     ):
         assert needed in names, needed
     assert not any(n.startswith(("tests/", "bench/")) for n in names)
+    # The lab is its own distribution: no line of it ships in the product.
+    assert not any("lab" in n.split("/")[0] or n.startswith("auditor/lab") for n in names), sorted(
+        n for n in names if "lab" in n
+    )
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [
+        line
+        for line in zipfile.ZipFile(wheel).read(metadata).decode().splitlines()
+        if line.startswith("Requires-Dist:") and "extra ==" not in line
+    ]
+    assert not any("cryptography" in r or "spnego" in r or "lab" in r for r in requires), requires
 
     unpacked = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(unpacked)
@@ -52,3 +63,41 @@ def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path
         "assert '<html' in html and 'auditor_main' in probe_source()"
     )
     subprocess.run([sys.executable, "-c", script, str(unpacked)], check=True, cwd=elsewhere)
+
+
+def test_the_lab_is_a_second_distribution_that_depends_on_the_product(tmp_path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT / "lab"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    archive = zipfile.ZipFile(wheel)
+    names = set(archive.namelist())
+    assert "auditor_lab/wsman.py" in names and "auditor_lab/cli.py" in names
+    assert not any(n.startswith("auditor/") for n in names), (
+        "the lab wheel must not carry the product"
+    )
+    metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    text = archive.read(metadata).decode()
+    assert "Requires-Dist: fleet-auditor" in text
+    entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "auditor-lab = auditor_lab.cli:main" in archive.read(entry_points).decode()
+
+
+def test_the_product_command_has_no_lab_subcommand() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "auditor.cli", "lab", "up"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "No such command 'lab'" in done.stderr

@@ -10,9 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-
-from auditor.lab import HostSpec, LabInfo
-from auditor.lab.netns import Proc, alive
+from auditor_lab import HostSpec, LabInfo
+from auditor_lab.netns import Proc, alive
 
 NoLabLeft = Callable[[Sequence[Proc]], None]
 

@@ -9,9 +9,9 @@ import subprocess
 from typing import Any
 
 import pytest
+from auditor_lab import PROBE_URL, LabInfo
+from auditor_lab.netns import NETNS_DIR
 
-from auditor.lab import PROBE_URL, LabInfo
-from auditor.lab.netns import NETNS_DIR
 from auditor.outcomes import HostOutcome, Outcome
 
 SshRun = Any  # the `ssh_run` fixture (tests/lab/conftest.py)

@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from auditor.errors import LabError
-from auditor.lab import fleet, lab_down, lab_status, lab_up, netns
-from auditor.lab.netns import Proc
-from auditor.lab.spec import design_hosts, windows_hosts
+from auditor_lab import fleet, lab_down, lab_status, lab_up, netns
+from auditor_lab.errors import LabError
+from auditor_lab.netns import Proc
+from auditor_lab.spec import design_hosts, windows_hosts
 
 pytestmark = [pytest.mark.lab_exclusive, pytest.mark.usefixtures("lab_slot")]
 
@@ -69,7 +68,7 @@ def test_scale_lab_of_200_extra_hosts_comes_up_and_goes_away_fast(
 
 def test_down_cleans_up_after_up_is_killed_midway(tmp_path: Path, no_lab_left: NoLabLeft) -> None:
     directory = tmp_path / "lab"
-    code = "import sys, pathlib\nfrom auditor.lab import lab_up\n"
+    code = "import sys, pathlib\nfrom auditor_lab import lab_up\n"
     code += "lab_up(pathlib.Path(sys.argv[1]), extra_hosts=60)\n"
     up = subprocess.Popen([sys.executable, "-c", code, str(directory)], start_new_session=True)
     deadline = time.monotonic() + 30

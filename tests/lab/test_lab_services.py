@@ -13,11 +13,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from auditor_lab import CATALOG_NAMES, HostKind, LabInfo, lab_status
+from auditor_lab.spec import CDN_ADDRESS, DENY_PROXY_PORT, INTERCEPT_ADDRESS, PROXY_PORT
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-
-from auditor.lab import CATALOG_NAMES, HostKind, LabInfo, lab_status
-from auditor.lab.spec import CDN_ADDRESS, DENY_PROXY_PORT, INTERCEPT_ADDRESS, PROXY_PORT
 
 
 def _exchange(address: str, port: int, request: bytes) -> bytes:

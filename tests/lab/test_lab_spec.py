@@ -6,10 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
-
-from auditor.lab import render
-from auditor.lab.services import load_config
-from auditor.lab.spec import (
+from auditor_lab import render
+from auditor_lab.services import load_config
+from auditor_lab.spec import (
     CATALOG_NAMES,
     CDN_ADDRESS,
     INTERCEPT_ADDRESS,
@@ -20,6 +19,7 @@ from auditor.lab.spec import (
     fleet,
     scale_hosts,
 )
+
 from auditor.outcomes import HostOutcome, Outcome
 
 REPO = Path(__file__).resolve().parents[2]

@@ -18,15 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-from winrm.exceptions import WinRMTransportError
-from winrm.protocol import Protocol
-
-from auditor.inventory import load_inventory
-from auditor.lab import LabInfo, lab_down, lab_status, lab_up, render
-from auditor.lab.netns import NETNS_DIR, Proc, alive
-from auditor.lab.spec import (
+from auditor_lab import LabInfo, lab_down, lab_status, lab_up, render
+from auditor_lab.netns import NETNS_DIR, Proc, alive
+from auditor_lab.spec import (
     DENY_PROXY_URL,
     LAB_WINRM_USER,
     WSMAN_HTTPS_PORT,
@@ -37,7 +31,13 @@ from auditor.lab.spec import (
     fleet,
     windows_hosts,
 )
-from auditor.lab.windows import CONFIG_FILE, endpoint_config, machine_name
+from auditor_lab.windows import CONFIG_FILE, endpoint_config, machine_name
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from winrm.exceptions import WinRMTransportError
+from winrm.protocol import Protocol
+
+from auditor.inventory import load_inventory
 from auditor.models import Connection, Platform
 from auditor.secret import Secret
 from auditor.transports.winrm import WinRMTransport
@@ -168,7 +168,7 @@ def test_each_windows_host_runs_its_endpoint_inside_its_own_namespace(lab: LabIn
         )
         argv = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")[:-1]
         config = lab.directory / "hosts" / host.name / CONFIG_FILE
-        module = [b"-m", b"auditor.lab.wsman", b"--config", str(config).encode()]
+        module = [b"-m", b"auditor_lab.wsman", b"--config", str(config).encode()]
         assert argv == [sys.executable.encode(), *module]
         assert secret not in Path(f"/proc/{proc.pid}/environ").read_bytes()
         # Its own UTS namespace, named for the host.
@@ -337,7 +337,7 @@ def test_lab_up_starts_windows_hosts_fast_and_down_removes_them_and_their_secret
     assert str(tmp_path / "lab" / "winrm_password") in removed
     marker = str(tmp_path / "lab").encode()
     cmdlines = [_read(f"/proc/{pid}/cmdline") for pid in os.listdir("/proc") if pid.isdigit()]
-    assert [c for c in cmdlines if b"auditor.lab.wsman" in c and marker in c] == []
+    assert [c for c in cmdlines if b"auditor_lab.wsman" in c and marker in c] == []
     print(f"\nlab up with {len(_windows(lab))} Windows hosts: {up:.2f}s {lab.timings}")
     record_property("lab_up_with_windows_seconds", round(up, 2))
     assert up < 20

@@ -13,9 +13,8 @@ import threading
 from typing import Any
 
 import pytest
-
-from auditor.lab import ps7, ps51
-from auditor.lab.ps51 import (
+from auditor_lab import ps7, ps51
+from auditor_lab.ps51 import (
     MSG,
     WINDOWS_POWERSHELL_51,
     Machine,
@@ -25,7 +24,8 @@ from auditor.lab.ps51 import (
     record_line,
     run_probe,
 )
-from auditor.lab.wsman import EndpointConfig
+from auditor_lab.wsman import EndpointConfig
+
 from auditor.models import Target
 from auditor.outcomes import Outcome
 from auditor.probes.powershell import parse_powershell

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 import requests
 import winrm
+from auditor_lab import ps51
+from auditor_lab.wsman import EndpointConfig, EndpointProcess
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from winrm.exceptions import WinRMOperationTimeoutError, WSManFaultError
@@ -21,8 +23,6 @@ from winrm.protocol import Protocol
 
 from auditor.classify import classify
 from auditor.errors import HostLevelError
-from auditor.lab import ps51
-from auditor.lab.wsman import EndpointConfig, EndpointProcess
 from auditor.models import Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings

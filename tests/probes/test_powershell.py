@@ -14,11 +14,11 @@ import zlib
 from typing import Any
 
 import pytest
+from auditor_lab.ps51 import CLIXML_PROGRESS, clixml_error, decode_command, probe_data
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.errors import HostLevelError, InputError
-from auditor.lab.ps51 import CLIXML_PROGRESS, clixml_error, decode_command, probe_data
 from auditor.models import Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeResult, ProbeSettings

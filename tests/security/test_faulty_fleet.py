@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from auditor.lab import LabInfo
+from auditor_lab import LabInfo
 
 BIN = Path(sys.executable).parent
 URL = "https://cask.qg3.apps.qualys.com/status"
@@ -29,8 +28,8 @@ pytestmark = pytest.mark.lab_exclusive
 def faulty_lab(
     tmp_path_factory: pytest.TempPathFactory, lab_slot: None
 ) -> Iterator[tuple[LabInfo, dict[str, str]]]:
-    from auditor.lab import lab_down, lab_up
-    from auditor.lab.spec import fleet
+    from auditor_lab import lab_down, lab_up
+    from auditor_lab.spec import fleet
 
     directory = tmp_path_factory.mktemp("faulty-lab")
     extra = 300 - len(fleet())  # the Linux and Windows design hosts, then scale hosts

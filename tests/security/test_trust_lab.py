@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 import pytest
+from auditor_lab import LabInfo
+from auditor_lab.spec import PROBE_URL
 
-from auditor.lab import LabInfo
-from auditor.lab.spec import PROBE_URL
 from tests.support.cli import audit, environ, report_hosts
 from tests.support.sshd import loopback_sshd, sshd_available
 

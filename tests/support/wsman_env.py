@@ -19,13 +19,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from auditor_lab import pki
+from auditor_lab.wsman import EndpointProcess
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from auditor.lab import pki
-from auditor.lab.wsman import EndpointProcess
 from auditor.models import Connection, Host, Platform
 
 USER = "auditor"

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from auditor_lab import LabInfo
+from auditor_lab.spec import CDN_ADDRESS, INTERNAL_SSH_PORT, PROBE_URL, design_hosts
 
-from auditor.lab import LabInfo
-from auditor.lab.spec import CDN_ADDRESS, INTERNAL_SSH_PORT, PROBE_URL, design_hosts
 from tests.support.cli import BIN, audit, audit_argv, environ, report_hosts
 
 DESIGN = {spec.name: spec for spec in design_hosts()}
@@ -667,8 +667,8 @@ def test_keys_held_by_an_ssh_agent_log_in(lab: LabInfo, tmp_path: Path) -> None:
 def test_sshd_killed_mid_run_is_an_error_for_that_host_and_the_rest_finish(
     lab: LabInfo, tmp_path: Path
 ) -> None:
-    from auditor.lab.fleet import restart_service
-    from auditor.lab.netns import namespace_members
+    from auditor_lab.fleet import restart_service
+    from auditor_lab.netns import namespace_members
 
     spec = lab.host("blackhole")
     proc = subprocess.Popen(

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 import spnego
+from auditor_lab import pki
+from auditor_lab.wsman import EndpointConfig
 
 from auditor.errors import HostLevelError, InputError
-from auditor.lab import pki
-from auditor.lab.wsman import EndpointConfig
 from auditor.models import Host, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings

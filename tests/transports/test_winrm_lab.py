@@ -23,9 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from auditor.lab import LabInfo
-from auditor.lab.spec import (
+from auditor_lab import LabInfo
+from auditor_lab.spec import (
     CDN_ADDRESS,
     DENY_PROXY_URL,
     HTTPS_PORT,
@@ -35,7 +34,8 @@ from auditor.lab.spec import (
     design_hosts,
     windows_hosts,
 )
-from auditor.lab.windows import ACTIONS_FILE, machine_name
+from auditor_lab.windows import ACTIONS_FILE, machine_name
+
 from tests.support.proc import command_lines
 
 BIN = Path(sys.executable).parent
@@ -168,8 +168,8 @@ def test_linux_hosts_in_the_mixed_run_get_their_designed_outcomes(
 
 def _expected(lab: LabInfo, name: str) -> tuple[str, str]:
     """(outcome, exact detail) for each Windows host: Windows PowerShell 5.1's own texts for
-    the target verdicts (see auditor.lab.ps51 for their sources), PowerShell 7's for the win7
-    hosts (auditor.lab.ps7), the transport's for the host-level ones."""
+    the target verdicts (see auditor_lab.ps51 for their sources), PowerShell 7's for the win7
+    hosts (auditor_lab.ps7), the transport's for the host-level ones."""
     url = lab.host(name).winrm_url
     details = {
         "win-direct": ("reachable", "HTTP 200"),
@@ -355,5 +355,5 @@ def test_the_password_is_in_no_report_file_output_or_command_line(
     # endpoints' (which name their config file, never the password).
     assert mixed.samples >= 10
     assert any(b"--known-hosts" in c and str(mixed.out).encode() in c for c in mixed.cmdlines)
-    assert any(b"auditor.lab.wsman\x00--config\x00" in c for c in mixed.cmdlines)
+    assert any(b"auditor_lab.wsman\x00--config\x00" in c for c in mixed.cmdlines)
     assert [c for c in mixed.cmdlines if secret in c] == []

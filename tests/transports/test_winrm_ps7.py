@@ -1,7 +1,7 @@
 """The WinRM transport against the lab's endpoint answering as PowerShell 7.4+, through real
 pywinrm (NTLM with message encryption over HTTP on 127.0.0.1). The targets are loopback
 servers making each condition for real; the texts expected are PowerShell 7's (see
-auditor.lab.ps7 for their sources), parsed by the auditor's own parser."""
+auditor_lab.ps7 for their sources), parsed by the auditor's own parser."""
 
 from __future__ import annotations
 

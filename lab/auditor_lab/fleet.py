@@ -1,4 +1,4 @@
-"""`auditor lab up | down | status`: build the lab from the design table, and take it away.
+"""`auditor-lab up | down | status`: build the lab from the design table, and take it away.
 
 `lab_up` records everything it is about to make in DIR/state.json *before* making it, so
 `lab_down` can undo a crashed `up`; `lab_down` also sweeps anything named with the lab prefix
@@ -25,11 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import auditor
-from auditor.errors import LabError
-from auditor.lab import netns, pki, render
-from auditor.lab.netns import Proc
-from auditor.lab.spec import (
+from auditor_lab import netns, pki, render
+from auditor_lab.errors import LabError
+from auditor_lab.netns import Proc
+from auditor_lab.spec import (
     BRIDGE,
     CATALOG_NAMES,
     CDN_ADDRESS,
@@ -519,7 +518,7 @@ def _trust_store(target: Path, lab_ca_pem: bytes) -> None:
     (target / "certs").mkdir(parents=True, exist_ok=True)
     bundle = target / "certs" / "ca-certificates.crt"
     with open(bundle, "ab") as f:
-        f.write(b"\n# Auditor Lab Root CA (added by auditor lab up)\n" + lab_ca_pem)
+        f.write(b"\n# Auditor Lab Root CA (added by auditor-lab up)\n" + lab_ca_pem)
     (target / "certs" / "auditor-lab-ca.pem").write_bytes(lab_ca_pem)
 
 
@@ -663,7 +662,7 @@ def _write_descriptions(
     (directory / "known_hosts").write_text(render.known_hosts(entries))
     key = str(directory / "id_ed25519")
     header = [
-        "The auditor lab's fleet, written by `auditor lab up`; expected outcomes for",
+        "The auditor lab's fleet, written by `auditor-lab up`; expected outcomes for",
         f"{PROBE_URL} are in lab.json next to this file.",
     ]
     ca_cert = str(directory / "pki" / "lab-ca.pem")
@@ -741,12 +740,12 @@ def _start_services(
     config_path = directory / "services.json"
     config_path.write_text(json.dumps(config, indent=2) + "\n")
     # Run this very package, wherever the caller imported it from.
-    package_root = str(Path(auditor.__file__).resolve().parent.parent)
+    package_root = netns.package_roots()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     with open(directory / "services.log", "ab") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "auditor.lab.services", str(config_path)],
+            [sys.executable, "-m", "auditor_lab.services", str(config_path)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,

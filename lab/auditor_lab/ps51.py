@@ -1,13 +1,13 @@
 """A stand-in for Windows PowerShell 5.1 running the auditor's probe, for the lab.
 
-No Windows host can run here, so the lab's WS-Management endpoint (`auditor.lab.wsman`)
+No Windows host can run here, so the lab's WS-Management endpoint (`auditor_lab.wsman`)
 hands each `powershell.exe -EncodedCommand ...` it receives to this module. It decodes the
 probe's data, makes the same HTTP requests itself *from wherever it runs* (in the lab: inside
 a network namespace, so DNS, nft drop/reject, proxies and the intercepting issuer are real),
 and prints exactly the records probe.ps1 prints on Windows PowerShell 5.1 for each failure:
 the evidence (exception type, status, messages, proxy, issuer, timings), never a verdict;
 the auditor's own classifier decides, as it does for a real Windows host.
-The requests and the run loop also serve the PowerShell 7 flavour (`auditor.lab.ps7`), which
+The requests and the run loop also serve the PowerShell 7 flavour (`auditor_lab.ps7`), which
 changes only the exception shapes, the edition and the JSON the records carry.
 
 Where each Windows text comes from (marks as in the Invoke-WebRequest error reference notes):
@@ -218,7 +218,7 @@ class _WebError(Exception):
 
     `phrase`, `tunnel` and `verify_code` are not shown by 5.1; they record what happened on
     the wire (the server's reason phrase, whether a proxy refused the CONNECT, OpenSSL's
-    verification code) for flavours whose exceptions do show it (`auditor.lab.ps7`).
+    verification code) for flavours whose exceptions do show it (`auditor_lab.ps7`).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """PowerShell 7 (7.4 and later) as the lab's Windows hosts can answer: the probe's records.
 
-`auditor.lab.ps51` makes the probe's HTTP requests from inside the host's namespace and
+`auditor_lab.ps51` makes the probe's HTTP requests from inside the host's namespace and
 raises what Windows PowerShell 5.1 would (a WebException with its `Status`). The network
 events underneath are the same on PowerShell 7; what differs is the exception the probe
 catches there: an `HttpRequestException` with an inner `SocketException` or
@@ -58,7 +58,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from auditor.lab.ps51 import (
+from auditor_lab.ps51 import (
     Flavour,
     Machine,
     Network,

@@ -1,6 +1,6 @@
 """Plumbing for the lab: real `ip`, `nft` and `unshare` runs, and process bookkeeping.
 
-Nothing here knows the fleet design; `auditor.lab.fleet` decides what to build. Processes are
+Nothing here knows the fleet design; `auditor_lab.fleet` decides what to build. Processes are
 identified by pid *and* start time (from /proc), so a recycled pid is never signalled.
 """
 
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from pathlib import Path
 
-from auditor.errors import LabError
-from auditor.lab.spec import BRIDGE, CDN_ADDRESS, INTERCEPT_ADDRESS, NETWORK, PREFIX
+from auditor_lab.errors import LabError
+from auditor_lab.spec import BRIDGE, CDN_ADDRESS, INTERCEPT_ADDRESS, NETWORK, PREFIX
 
 NETNS_DIR = Path("/run/netns")
 ETC_NETNS = Path("/etc/netns")
@@ -310,3 +310,15 @@ def _socket_owners(inodes: set[str]) -> list[Proc]:
                     found.append(proc)
                 break
     return found
+
+
+def package_roots() -> str:
+    """PYTHONPATH that imports this very product and lab, wherever the caller imported them
+    from, in a child process started in another namespace."""
+    import auditor
+    import auditor_lab
+
+    roots = dict.fromkeys(
+        str(Path(m.__file__ or "").resolve().parent.parent) for m in (auditor, auditor_lab)
+    )
+    return os.pathsep.join(roots)

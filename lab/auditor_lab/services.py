@@ -1,6 +1,6 @@
 """The lab's services in the root namespace: one asyncio process, started by `lab up`.
 
-    python -m auditor.lab.services CONFIG.json
+    python -m auditor_lab.services CONFIG.json
 
 Listeners (all on lab bridge addresses; anything else in the config is refused):
 - ``http``: the "CDN" (HTTPS or plain HTTP). Every path answers 200 with a small body, except
@@ -34,9 +34,9 @@ from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
-from auditor.lab.spec import NETWORK
+from auditor_lab.spec import NETWORK
 
-log = logging.getLogger("auditor.lab.services")
+log = logging.getLogger("auditor_lab.services")
 
 _HEAD_TIMEOUT = 15.0
 _TUNNEL_LIFETIME = 300.0
@@ -344,7 +344,7 @@ async def serve(config: Config) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        print("usage: python -m auditor.lab.services CONFIG.json", file=sys.stderr)
+        print("usage: python -m auditor_lab.services CONFIG.json", file=sys.stderr)
         return 2
     config = load_config(Path(argv[0]))
     handler = logging.FileHandler(config.log)

@@ -2,7 +2,7 @@
 
 No Windows can run here, so a Windows lab host is a network namespace like any other (its
 own address, hosts file, resolver file, CA bundle and nft rules) running the lab's
-WS-Management endpoint (`python -m auditor.lab.wsman`) instead of sshd. The endpoint is
+WS-Management endpoint (`python -m auditor_lab.wsman`) instead of sshd. The endpoint is
 started *inside* the namespace, through `ip netns exec`, so the HTTP requests it makes on the
 probe's behalf see exactly what a process on that host sees: the namespace's /etc/hosts and
 resolv.conf for DNS, its /etc/ssl bundle (the lab CA added) as the "Windows root store", its
@@ -25,10 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import auditor
-from auditor.lab import netns
-from auditor.lab.fleet import WINRM_PASSWORD_FILE, HostContext, register_service
-from auditor.lab.spec import LAB_WINRM_USER, HostKind, HostSpec
+from auditor_lab import netns
+from auditor_lab.fleet import WINRM_PASSWORD_FILE, HostContext, register_service
+from auditor_lab.spec import LAB_WINRM_USER, HostKind, HostSpec
 
 SERVICE = "wsman"
 CONFIG_FILE = "wsman.json"
@@ -92,11 +91,11 @@ def start_wsman(ctx: HostContext) -> subprocess.Popen[bytes]:
     private_tmp.mkdir(mode=0o700, exist_ok=True)
     # Run this very package, wherever the caller imported it from, with this interpreter
     # (its site-packages hold pyspnego and cryptography).
-    package_root = str(Path(auditor.__file__).resolve().parent.parent)
+    package_root = netns.package_roots()
     return netns.start_in_namespace(
         ctx.host.namespace,
         ctx.host.name,
-        [sys.executable, "-m", "auditor.lab.wsman", "--config", str(config)],
+        [sys.executable, "-m", "auditor_lab.wsman", "--config", str(config)],
         ctx.host_dir / f"{SERVICE}.log",
         env={
             "PYTHONPATH": package_root,

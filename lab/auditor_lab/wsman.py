@@ -1,4 +1,4 @@
-"""A WS-Management endpoint for the lab and the tests: `python -m auditor.lab.wsman --config F`.
+"""A WS-Management endpoint for the lab and the tests: `python -m auditor_lab.wsman --config F`.
 
 It speaks the exchange pywinrm performs, on the wire: HTTP POST /wsman, SOAP Create (cmd
 shell), Command, Receive until CommandState/Done, Signal (terminate) and Delete. It
@@ -10,8 +10,8 @@ mappings do). Over HTTP the SOAP bodies are sealed with the authentication's ses
 exactly as pywinrm's `winrm/encryption.py` frames it (multipart/encrypted, protocol
 "application/HTTP-SPNEGO-session-encrypted" for NTLM and Kerberos,
 "application/HTTP-CredSSP-session-encrypted" for CredSSP). Commands are run by
-`auditor.lab.ps51`, which answers as Windows PowerShell 5.1 would, or, with
-`"powershell": "7"` in the config, as PowerShell 7.4+ would (`auditor.lab.ps7`).
+`auditor_lab.ps51`, which answers as Windows PowerShell 5.1 would, or, with
+`"powershell": "7"` in the config, as PowerShell 7.4+ would (`auditor_lab.ps7`).
 
 Everything secret comes from the config FILE (users and passwords), never from argv. `auth`
 lists the enabled schemes (ntlm, basic, certificate, credssp, kerberos); `tls.client_ca` and
@@ -68,8 +68,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from auditor.lab import ps7
-from auditor.lab.ps51 import (
+from auditor_lab import ps7
+from auditor_lab.ps51 import (
     ALLOWED_NETWORKS,
     WINDOWS_POWERSHELL_51,
     Flavour,
@@ -973,7 +973,7 @@ def serve(config: EndpointConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m auditor.lab.wsman",
+        prog="python -m auditor_lab.wsman",
         description="A WS-Management endpoint for the lab and the tests.",
     )
     parser.add_argument("--config", required=True, help="JSON config file (holds the users)")
@@ -998,7 +998,7 @@ class EndpointProcess:
 
     def start(self, timeout: float = 15.0) -> int:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "auditor.lab.wsman", "--config", self.config_path],
+            [sys.executable, "-m", "auditor_lab.wsman", "--config", self.config_path],
             stdout=subprocess.PIPE,
             stderr=None,
             env=self.env,

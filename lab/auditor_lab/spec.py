@@ -106,12 +106,12 @@ class HostSpec:
     host's WS-Management endpoint, or "none" for a host whose management port is closed).
     For Windows hosts `winrm_auth` and `winrm_https` say how the auditor logs in (NTLM with
     message encryption over HTTP 5985, or Basic over HTTPS 5986), `wsman_behaviour` selects
-    a WinRM-level fault of the endpoint (see `auditor.lab.wsman`), `authorized=False` gives
+    a WinRM-level fault of the endpoint (see `auditor_lab.wsman`), `authorized=False` gives
     the endpoint a password other than the lab's, and `proxy` is also the host's system
     proxy. A Linux host with `password_login` lets root log in with the lab's SSH password
     (its own /etc/shadow, in the namespace's /etc view). `powershell` is the PowerShell a
-    Windows host's endpoint answers as: "5.1" (`auditor.lab.ps51`) or "7" (7.4+,
-    `auditor.lab.ps7`).
+    Windows host's endpoint answers as: "5.1" (`auditor_lab.ps51`) or "7" (7.4+,
+    `auditor_lab.ps7`).
     """
 
     name: str
@@ -292,10 +292,10 @@ WINDOWS_FIRST_ADDRESS = 100
 
 
 def windows_hosts() -> list[HostSpec]:
-    """The Windows design hosts: a WS-Management endpoint (`auditor.lab.wsman`) in each
+    """The Windows design hosts: a WS-Management endpoint (`auditor_lab.wsman`) in each
     namespace answers as Windows PowerShell 5.1 and makes the probe's HTTP requests from
     inside that namespace, so the conditions below are the same real ones the Linux hosts
-    meet. Details are substrings of the 5.1 messages (`auditor.lab.ps51` cites each) and of
+    meet. Details are substrings of the 5.1 messages (`auditor_lab.ps51` cites each) and of
     the auditor's own WinRM outcome texts. The PowerShell 7 hosts (`powershell7_hosts`)
     follow them."""
     egress = "win_egress"
@@ -433,9 +433,9 @@ POWERSHELL7_FIRST_ADDRESS = 140
 
 
 def powershell7_hosts() -> list[HostSpec]:
-    """Windows hosts whose endpoint answers as PowerShell 7.4+ (`auditor.lab.ps7`): one per
+    """Windows hosts whose endpoint answers as PowerShell 7.4+ (`auditor_lab.ps7`): one per
     exception shape 7 has for the same real conditions the 5.1 hosts meet. Details are
-    substrings of PowerShell 7's messages (`auditor.lab.ps7` cites each)."""
+    substrings of PowerShell 7's messages (`auditor_lab.ps7` cites each)."""
     rows = [
         HostSpec(
             "win7-direct",

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
 
-from auditor.lab.spec import (
+from auditor_lab.spec import (
     CATALOG_NAMES,
     CDN_ADDRESS,
     INTERCEPT_ADDRESS,
