@@ -509,35 +509,44 @@ class TrendDot:
     readiness: str
 
 
-def _trend_y(percent: float) -> float:
-    return round(_TREND_BOTTOM - (_TREND_BOTTOM - _TREND_TOP) * percent / 100.0, 2)
+def _trend_floor(percents: Sequence[float]) -> int:
+    """The trend's lowest axis value: a multiple of 10 from 50 up, at least 5 points under the
+    lowest readiness, so that the few points a change board argues about stay visible; else 0."""
+    floor = int((min(percents) - 5.0) // 10) * 10
+    return min(90, floor) if floor >= 50 else 0
+
+
+def _trend_y(percent: float, floor: int) -> float:
+    share = (percent - floor) / (100.0 - floor)
+    return round(_TREND_BOTTOM - (_TREND_BOTTOM - _TREND_TOP) * share, 2)
 
 
 def _trends(extras: HtmlExtras, targets: Sequence[Target]) -> list[dict[str, Any]]:
     """One inline-SVG line chart per URL with points: readiness (ready / in scope) per run,
-    oldest left; runs with no host in scope are left out (there is no figure to draw)."""
+    oldest left; runs with no host in scope are left out (there is no figure to draw). The
+    axis starts under the lowest figure (labelled), not always at 0."""
     names = {t.url: t.name or t.url for t in targets}
     charts = []
     for url, points in extras.trends.items():
         usable = [p for p in points if p.total > 0]
         if not usable:
             continue
-        span = _TREND_RIGHT - _TREND_LEFT
-        step = span / (len(usable) - 1) if len(usable) > 1 else 0.0
-        dots = []
-        for index, p in enumerate(usable):
-            percent = 100.0 * min(max(p.ready, 0), p.total) / p.total
-            dots.append(
-                TrendDot(
-                    x=round(_TREND_LEFT + step * index if len(usable) > 1 else _TREND_RIGHT, 2),
-                    y=_trend_y(percent),
-                    run_id=p.run_id,
-                    started=p.started,
-                    ready=p.ready,
-                    total=p.total,
-                    readiness=format_readiness(percent),
-                )
+        percents = [100.0 * min(max(p.ready, 0), p.total) / p.total for p in usable]
+        floor = _trend_floor(percents)
+        step = (_TREND_RIGHT - _TREND_LEFT) / (len(usable) - 1) if len(usable) > 1 else 0.0
+        dots = [
+            TrendDot(
+                x=round(_TREND_LEFT + step * index, 2),
+                y=_trend_y(percent, floor),
+                run_id=p.run_id,
+                started=p.started,
+                ready=p.ready,
+                total=p.total,
+                readiness=format_readiness(percent),
             )
+            for index, (p, percent) in enumerate(zip(usable, percents, strict=True))
+        ]
+        ticks = list(range(floor, 101, 10 if floor else 25))
         charts.append(
             {
                 "url": url,
@@ -546,7 +555,7 @@ def _trends(extras: HtmlExtras, targets: Sequence[Target]) -> list[dict[str, Any
                 "line": " ".join(f"{d.x},{d.y}" for d in dots),
                 "first": dots[0],
                 "last": dots[-1],
-                "grid": [(pct, _trend_y(pct)) for pct in (0, 25, 50, 75, 100)],
+                "grid": [(tick, _trend_y(tick, floor)) for tick in ticks],
                 "left": _TREND_LEFT,
                 "right": _TREND_RIGHT,
             }

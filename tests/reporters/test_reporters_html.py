@@ -467,6 +467,26 @@ def test_readiness_trend_is_inline_svg() -> None:
     assert "run-2 · 2024-05-01T10:00:00Z: 1,204 of 1,312 ready (91.8 %)" in text
     assert "run-empty" not in text
     assert "84.6 % (1,100 of 1,300, run run-1) → 91.8 % (1,204 of 1,312, run run-2)" in text
+    # The axis starts under the lowest figure (70 % here), labelled, so small moves show.
+    assert re.findall(r'text-anchor="end">(\d+) %</text>', document)[:4] == [
+        "70",
+        "80",
+        "90",
+        "100",
+    ]
+    assert "1 run: 84.6 % (1,100 of 1,300, run run-1)" in text  # one run: no arrow
+
+
+def test_a_low_readiness_trend_starts_at_zero() -> None:
+    low = (TrendPoint("a", "t1", 10, 100), TrendPoint("b", "t2", 52, 100))
+    document = HtmlReporter(HtmlExtras(trends={TARGETS[0].url: low})).render(sample_run())
+    assert re.findall(r'text-anchor="end">(\d+) %</text>', document) == [
+        "0",
+        "25",
+        "50",
+        "75",
+        "100",
+    ]
 
 
 def test_gate_line() -> None:
