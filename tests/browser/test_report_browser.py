@@ -295,7 +295,7 @@ def test_ten_thousand_hosts_open_and_filter(tab: Tab, tmp_path: Path) -> None:
 def test_print_stylesheet_applies(tab: Tab, tmp_path: Path, artifacts: Path) -> None:
     base = big_run(50)
     run = AuditRun(dataclasses.replace(base.info, run_id="print-run-0042"), base.results)
-    tab.open(write(tmp_path, run))
+    tab.open(write(tmp_path, run, history_extras()))
     tab.page.emulate_media(media="print")
     # No interactive controls on paper; table rows are never cut across pages.
     for selector in (f"{AUDITED} .controls", f"{AUDITED} input[data-f=q]", "nav.toc"):
@@ -323,7 +323,11 @@ def test_print_stylesheet_applies(tab: Tab, tmp_path: Path, artifacts: Path) -> 
         assert flat.endswith(footer), (number, flat[-300:])
         assert "« First" not in flat and "Next ›" not in flat
     first = " ".join(text[0].split())
-    assert "US3 CDN: " in first and "hosts ready" in first
+    assert "US3 CDN: 40 of 50 hosts ready (80 %); 4 not audited" in first
+    assert "gate 95 %: FAILED" in first
+    everything = " ".join(" ".join(text).split())
+    assert "Readiness over the last runs" in everything  # the trend prints too
+    assert "Changed since the last run" in everything
 
 
 def test_first_screen_screenshot(tab: Tab, tmp_path: Path, artifacts: Path) -> None:
