@@ -17,16 +17,9 @@ from auditor import __version__
 from auditor.errors import AuditorError, InputError
 from auditor.probes import ProbeSettings
 from auditor.scheduler import Schedule
-from auditor.settings import (
-    FORMATS,
-    KEY_BY_NAME,
-    POWERSHELLS,
-    WINRM_TRANSPORTS,
-    ReportSettings,
-    Settings,
-    SSHSettings,
-)
+from auditor.settings import FORMATS, KEY_BY_NAME, ReportSettings, Settings
 from auditor.textsafe import for_terminal
+from auditor.transports.options import POWERSHELLS, WINRM_TRANSPORTS, SSHSettings
 
 EXIT_USAGE = 2
 _SCHEDULE = Schedule()
@@ -362,11 +355,11 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
     2 bad input or usage; 3 nothing blocked but some hosts could not be audited;
     130/143 interrupted (reports hold what finished).
     """
-    from auditor.run import run_from_settings
+    from auditor.audit import audit_from_settings
 
     _route_warnings()
     try:
-        status = run_from_settings(_settings(ctx, kw))
+        status = audit_from_settings(_settings(ctx, kw), warn)
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
@@ -555,10 +548,10 @@ def report_cmd(
     results: Path, out_dir: Path, formats: tuple[str, ...], force: bool, report_mode: str | None
 ) -> None:
     """Render reports again from a results.jsonl file."""
-    from auditor.run import render_from_results
+    from auditor.audit import reports_from_results
 
     try:
-        status = render_from_results([results], out_dir, formats or FORMATS, force, report_mode)
+        status = reports_from_results([results], out_dir, formats or FORMATS, force, report_mode)
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
@@ -582,10 +575,12 @@ def merge_cmd(
     report_mode: str | None,
 ) -> None:
     """Combine the results of several runners (shards) into one report."""
-    from auditor.run import render_from_results
+    from auditor.audit import reports_from_results
 
     try:
-        status = render_from_results(list(results), out_dir, formats or FORMATS, force, report_mode)
+        status = reports_from_results(
+            list(results), out_dir, formats or FORMATS, force, report_mode
+        )
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)

@@ -44,16 +44,14 @@ from auditor.aggregate import (
     TargetSummary,
     by_group,
     by_platform,
-    fully_ready,
-    host_outcome_counts,
+    observation_for,
+    run_totals,
     summarize_targets,
-    target_outcome_counts,
 )
-from auditor.models import AuditedHost, HostResult, Observation, Target, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, HostResult, Observation, Target, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.reporters.terminal import format_readiness
-from auditor.results import AuditRun
 from auditor.textsafe import for_text
 
 TEMPLATE = "report.html.j2"
@@ -384,7 +382,8 @@ def _blocked_by_cause(run: AuditRun) -> tuple[list[dict[str, Any]], int]:
     for result in run.results:
         if not isinstance(result, AuditedHost):
             continue
-        for index, o in enumerate(result.observations[: len(targets)]):
+        for index, target in enumerate(targets):
+            o = observation_for(result, index, target)
             if o.outcome is not Outcome.REACHABLE:
                 key = (index, o.outcome, *_evidence(o))
                 members.setdefault(key, []).append(result.host.name)
@@ -421,7 +420,7 @@ def _blocked_by_group(run: AuditRun) -> tuple[list[dict[str, Any]], int]:
         failing = (
             [
                 (i, o.outcome)
-                for i, o in enumerate(result.observations[: len(targets)])
+                for i, o in ((i, observation_for(result, i, t)) for i, t in enumerate(targets))
                 if o.outcome is not Outcome.REACHABLE
             ]
             if isinstance(result, AuditedHost)
@@ -606,10 +605,7 @@ def _observations(
 ) -> list[list[Any]]:
     out: list[list[Any]] = []
     for index, target in enumerate(targets):
-        if index < len(result.observations):
-            o: Observation = result.observations[index]
-        else:
-            o = Observation(target.url, Outcome.ERROR, "no observation was recorded for this URL")
+        o = observation_for(result, index, target)
         status = o.http_status if isinstance(o.http_status, int) else None
         out.append(
             [
@@ -737,13 +733,16 @@ def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
     extras = extras or HtmlExtras()
     info = run.info
     results = run.results
-    total = len(results)
-    audited = sum(1 for r in results if r.audited)
-    skipped = sum(1 for r in results if r.skipped)
-    ready = sum(1 for r in results if fully_ready(r))
+    totals = run_totals(run)
+    total, audited, skipped, ready = (
+        totals.hosts,
+        totals.audited,
+        totals.skipped,
+        totals.fully_ready,
+    )
     summaries = summarize_targets(run)
-    host_counts = host_outcome_counts(run)
-    target_counts = dict(target_outcome_counts(run))
+    host_counts = totals.host_outcomes
+    target_counts = dict(totals.target_outcomes)
     per_target = [dict(s.outcomes) for s in summaries]
 
     host_bar = _segments(

@@ -14,10 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from auditor.models import AuditedHost, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.html import ChangeRow, HtmlExtras, HtmlReporter, TrendPoint
-from auditor.results import AuditRun, RunInfo
 from tests.browser.chromium import pdf_pages, pdf_text_pages
 from tests.browser.conftest import PAGE_TIMEOUT_MS, Tab, expect, in_ci
 from tests.reporters.fleet import (

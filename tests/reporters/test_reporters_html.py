@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from auditor.models import AuditedHost, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters import html as html_reporter
 from auditor.reporters.html import (
@@ -30,7 +30,6 @@ from auditor.reporters.html import (
     css_string,
     environment,
 )
-from auditor.results import AuditRun, RunInfo
 from tests.reporters.fleet import (
     FORMULA_NAME,
     HOSTILE_DETAIL,
