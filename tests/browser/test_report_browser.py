@@ -191,6 +191,13 @@ def test_filter_by_outcome_group_and_text(tab: Tab, tmp_path: Path) -> None:
     assert row[4] == "timeout"
     assert "allow TCP 443 to cask.qg3.apps.qualys.com on the egress firewall" in row[-1]
 
+    # Blocked on one URL only: the second URL fails on the hostile host alone.
+    choose(tab, AUDITED, "outcome", "blocked")
+    choose(tab, AUDITED, "url", "1")
+    status(tab, AUDITED, "1–1 of 1 (filtered from 13) · page 1 of 1")
+    assert names(tab) == [HOSTILE_NAME]
+    choose(tab, AUDITED, "url", "")
+
     # By inventory group (any outcome).
     choose(tab, AUDITED, "outcome", "")
     tab.page.select_option(f"{AUDITED} select[data-f=group]", label="dc2")
@@ -257,6 +264,13 @@ def test_sort_by_failing_count(tab: Tab, tmp_path: Path) -> None:
     counts = [int(row[4 + len(TARGETS)]) for row in rows]
     assert counts == sorted(counts, reverse=True)
     assert rows[0][0] == HOSTILE_NAME and counts[0] == 3
+    # A URL column sorts failures first (outcomes in taxonomy order, reachable last).
+    url_head = tab.page.locator(f"{AUDITED} th[data-col='4']")
+    url_head.locator("button").click()
+    expect(url_head).to_have_attribute("aria-sort", "descending")
+    first_url = [row[4] for row in cells(tab, AUDITED)]
+    assert first_url[0] == "error"
+    assert first_url[-4:] == ["reachable 200"] * 4
 
 
 # --- a large report ---------------------------------------------------------------------------
