@@ -46,12 +46,17 @@ LAYERS: tuple[tuple[int, str], ...] = (
     # What comes out, in order: the results stream, the figures, the reports.
     (3, "auditor.results"),
     (4, "auditor.aggregate"),
-    (5, "auditor.reporters"),
+    # Judging a run, and comparing two: pure functions over runs.
+    (5, "auditor.gate"),
+    (5, "auditor.diff"),
+    # The run history: fed from the results stream; reporters may show what it holds.
+    (6, "auditor.history"),
+    (7, "auditor.reporters"),
     # The edge: settings built once from every source; one audit end to end; resolution.
-    (6, "auditor.settings"),
-    (7, "auditor.audit"),
-    (7, "auditor.resolve"),
-    (8, "auditor.cli"),
+    (8, "auditor.settings"),
+    (9, "auditor.audit"),
+    (9, "auditor.resolve"),
+    (10, "auditor.cli"),
 )
 
 
