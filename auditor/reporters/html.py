@@ -106,6 +106,7 @@ class ChangeRow:
     `before`/`after` are the outcome names (target outcome where the host was audited, else
     its host-level outcome); None where the host was not in that run. `change` is the kind:
     regression, fix, changed, not_audited, audited_again, host_added or host_removed.
+    `detail` says what changed when the outcomes alone do not (a TLS issuer).
     """
 
     host: str
@@ -113,6 +114,7 @@ class ChangeRow:
     before: str | None
     after: str | None
     change: str
+    detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -482,6 +484,7 @@ def _changes(extras: HtmlExtras, targets: Sequence[Target]) -> dict[str, Any] | 
                         "name": names.get(r.url, ""),
                         "before": r.before,
                         "after": r.after,
+                        "detail": r.detail,
                     }
                     for r in rows[:CHANGE_ROWS]
                 ],

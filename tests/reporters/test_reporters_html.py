@@ -400,18 +400,34 @@ def test_changes_since_the_last_run() -> None:
         ChangeRow("new-1", TARGETS[0].url, None, "reachable", "host_added"),
         ChangeRow("old-1", TARGETS[0].url, "timeout", None, "host_removed"),
         ChangeRow("x", "https://elsewhere.example.com/", "a", "b", "some_future_kind"),
+        ChangeRow(
+            "blk-tls",
+            TARGETS[0].url,
+            "tls_failure",
+            "tls_failure",
+            "changed",
+            "TLS issuer CN=Old -> CN=New",
+        ),
     ]
     extras = HtmlExtras(changes=tuple(rows), previous_run_id="run-2024-0000")
     document = HtmlReporter(extras).render(sample_run())
     text = flat(document)
     assert (
-        "Changed since the last run run run-2024-0000 → run-2024-0001; 6 host × URL changes" in text
+        "Changed since the last run run run-2024-0000 → run-2024-0001; 7 host × URL changes" in text
     )
-    assert "2 regression · 1 host_removed · 1 host_added · 1 fix · 1 some_future_kind" in text
+    assert (
+        "2 regression · 1 changed · 1 host_removed · 1 host_added · 1 fix · 1 some_future_kind"
+        in text
+    )
+    assert (
+        '<td>tls_failure</td><td>tls_failure<div class="muted">TLS issuer CN=Old -&gt; CN=New'
+        in document
+    )
     # Regressions first, then the rest in the order a change board acts on them.
     kinds = re.findall(r'<h3 class="chg-(\w+)">(\w+)', document)
     assert [k for _, k in kinds] == [
         "regression",
+        "changed",
         "host_removed",
         "host_added",
         "fix",
