@@ -80,7 +80,7 @@ def summarize_targets(
     skipped = sum(1 for r in chosen if r.skipped)
     summaries = []
     for index, target in enumerate(run.info.targets):
-        counts = Counter(r.observations[index].outcome for r in audited)
+        counts = Counter(observation_for(r, index, target).outcome for r in audited)
         summaries.append(
             TargetSummary(
                 target=target,

@@ -9,7 +9,6 @@ Pure functions; the CLI turns the verdict into the exit status.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -92,19 +91,27 @@ def evaluate(run: AuditRun, gate: Gate) -> GateResult:
     return GateResult(gate, tuple(urls), hits)
 
 
-def format_percent(ready: int, total: int) -> str:
-    """Readiness rounded down to 0.1 (a gap is never rounded away): "91.8 %", "100 %"."""
+def format_percent(ready: int, total: int, fail_under: float | None = None) -> str:
+    """Readiness to the nearest 0.1, as the report's headline shows it ("91.8 %"), except
+    that a gap is never rounded away: short of all hosts is never "100 %", and a URL that
+    fails a `fail_under` gate never shows a figure that would pass it (94.96 % of a 95 %
+    gate reads "94.9 %", not "95 %")."""
     if total <= 0:
         return "n/a"
-    tenths = math.floor(ready * 1000 / total)
+    tenths = (ready * 2000 + total) // (2 * total)  # half up, in integers
+    if ready < total:
+        tenths = min(tenths, 999)
+    if fail_under is not None and ready * 100 < fail_under * total:
+        while tenths > 0 and tenths / 10 >= fail_under:
+            tenths -= 1
     text = f"{tenths / 10:.1f}".removesuffix(".0")
     return f"{text} %"
 
 
-def _describe(u: UrlVerdict) -> str:
+def _describe(u: UrlVerdict, fail_under: float | None) -> str:
     if u.in_scope == 0:
         return f"{u.name or u.url}: no hosts in scope"
-    share = format_percent(u.ready, u.in_scope)
+    share = format_percent(u.ready, u.in_scope, fail_under)
     return f"{u.name or u.url} {share} ({u.ready:,} of {u.in_scope:,} hosts)"
 
 
@@ -119,10 +126,13 @@ def gate_line(result: GateResult) -> str:
             (u for u in result.urls if not u.passed), key=lambda u: (u.percent or 0.0, u.url)
         )
         if failing:
-            parts.append(f"{head}: FAILED — " + "; ".join(_describe(u) for u in failing))
+            parts.append(
+                f"{head}: FAILED — "
+                + "; ".join(_describe(u, result.gate.fail_under) for u in failing)
+            )
         elif result.urls:
             lowest = min(result.urls, key=lambda u: (u.percent or 0.0, u.url))
-            parts.append(f"{head}: passed — lowest {_describe(lowest)}")
+            parts.append(f"{head}: passed — lowest {_describe(lowest, None)}")
         else:
             parts.append(f"{head}: passed — no URLs")
     for name, count in result.hits:

@@ -54,12 +54,16 @@ def test_the_gate_passes_at_exactly_the_threshold_and_ignores_skipped_hosts() ->
 
 def test_the_issue_example_line() -> None:
     verdict = evaluate(fleet(ready=1204, blocked=71, not_audited=37), Gate(fail_under=95))
-    assert gate_line(verdict) == "gate 95 %: FAILED — US3 CDN 91.7 % (1,204 of 1,312 hosts)"
+    assert gate_line(verdict) == "gate 95 %: FAILED — US3 CDN 91.8 % (1,204 of 1,312 hosts)"
 
 
 def test_a_gap_is_never_rounded_away() -> None:
-    assert format_percent(1999, 2000) == "99.9 %"
+    assert format_percent(1999, 2000) == "99.9 %"  # 99.95 is not all
+    assert format_percent(2000, 2000) == "100 %"
     assert format_percent(949, 1000) == "94.9 %"
+    assert format_percent(1204, 1312) == "91.8 %"  # nearest, like the report's headline
+    assert format_percent(18999, 20000) == "95 %"  # 94.995 without a gate to fail
+    assert format_percent(18999, 20000, fail_under=95) == "94.9 %"  # fails 95: never "95"
     assert format_percent(0, 0) == "n/a"
 
 

@@ -158,3 +158,30 @@ def test_a_report_directory_swapped_during_the_run_is_refused(tmp_path: Path) ->
     assert sorted(p.name for p in out.iterdir()) == ["report.html"]
     # The directory the run prepared is still accepted wherever it is named from.
     write_reports(sample_run(), tmp_path / "moved", ["html"], 0o600, pinned)
+
+
+def test_a_result_missing_an_observation_reads_as_an_error_in_every_figure() -> None:
+    """A results file cut short (fewer observations than targets) is an error for the missing
+    URL in the per-URL figures, never an IndexError and never reachable."""
+    from auditor.aggregate import summarize_targets
+    from auditor.models import (
+        AuditedHost,
+        AuditRun,
+        Connection,
+        Host,
+        Observation,
+        Platform,
+        RunInfo,
+        Target,
+    )
+    from auditor.outcomes import Outcome
+
+    targets = (Target("a", "https://a.example/"), Target("b", "https://b.example/"))
+    host = AuditedHost(
+        Host("h1", "10.0.0.1", Connection.LOCAL, Platform.LINUX),
+        (Observation("https://a.example/", Outcome.REACHABLE),),
+    )
+    run = AuditRun(RunInfo(run_id="r", started="now", targets=targets), (host,))
+    first, second = summarize_targets(run)
+    assert first.reachable == 1
+    assert second.reachable == 0 and dict(second.outcomes) == {Outcome.ERROR: 1}
