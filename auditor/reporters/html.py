@@ -48,7 +48,15 @@ from auditor.aggregate import (
     run_totals,
     summarize_targets,
 )
-from auditor.models import AuditedHost, AuditRun, HostResult, Observation, Target, UnauditedHost
+from auditor.models import (
+    AgentVerdict,
+    AuditedHost,
+    AuditRun,
+    HostResult,
+    Observation,
+    Target,
+    UnauditedHost,
+)
 from auditor.outcomes import HostOutcome, Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.reporters.terminal import format_readiness
@@ -731,6 +739,31 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
+def _agents(run: AuditRun) -> dict[str, Any] | None:
+    """The fleet's Qualys agent answer and the same per group, when any host reported on
+    its agent (else no section)."""
+    from auditor.agent import by_group, count_verdicts, fleet_sentence
+
+    if not any(isinstance(r, AuditedHost) and r.agent is not None for r in run.results):
+        return None
+    targets = run.info.targets
+    fleet = count_verdicts(run.results, targets)
+    verdicts = list(AgentVerdict)
+    return {
+        "sentence": fleet_sentence(fleet),
+        "blocked": fleet[AgentVerdict.CDN_BLOCKED],
+        "verdicts": [v.value for v in verdicts],
+        "groups": [
+            {"name": name, "hosts": counts.hosts, "counts": [counts[v] for v in verdicts]}
+            for name, counts in by_group(run.results, targets)[:MAX_AGENT_GROUPS]
+        ],
+    }
+
+
+MAX_AGENT_GROUPS = 200
+"""Groups listed in the agent table; the rest are in report.json."""
+
+
 def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
     """Everything the template needs (plain data; the template escapes all of it)."""
     extras = extras or HtmlExtras()
@@ -793,6 +826,7 @@ def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
     return {
         "info": info,
         "answers": [_answer(s) for s in summaries],
+        "agents": _agents(run),
         "causes": causes,
         "causes_more": causes_more,
         "blocked_groups": blocked_groups,

@@ -182,3 +182,20 @@ def test_require_agent_fails_on_no_agent_or_too_old_only() -> None:
     assert exit_status(_run((RESULTS[0], RESULTS[3])), require_agent=True) == EXIT_BLOCKED
     assert exit_status(_run((RESULTS[0], RESULTS[3])), require_agent=False) == EXIT_OK
     assert exit_status(_run((RESULTS[4],)), require_agent=True) == EXIT_BLOCKED
+
+
+def test_report_html_gives_the_fleet_answer_under_the_headline_and_per_group() -> None:
+    from auditor.reporters.html import HtmlReporter
+
+    html = HtmlReporter().render(_run())
+    answer = html[html.index('<section id="answer">') : html.index("</section>")]
+    assert (
+        '<p class="agents lvl-bad" id="agents"><b>Qualys Cloud Agent:</b> Of 7 hosts: 2' in answer
+    )
+    table = answer[answer.index('<table class="agent-groups">') :]
+    assert (
+        "<tr><td>dc1</td><td>3</td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td></tr>" in table
+    )
+    # A run in which no host reported on an agent has no agent answer at all.
+    plain = HtmlReporter().render(_run((RESULTS[-1], RESULTS[-2])))
+    assert 'id="agents"' not in plain
