@@ -126,3 +126,16 @@ def lab_slot(lab_machine: None) -> None:
     """For `lab_exclusive` tests: the machine's lab, with no shared lab up to disturb."""
     if _shared_lab_up:
         pytest.skip("the shared lab is up; lab_exclusive tests must run before it is built")
+
+
+@pytest.fixture(autouse=True)
+def no_event_loop_left_running(request: pytest.FixtureRequest) -> None:
+    """Most of the suite calls asyncio.run(); a fixture that leaves an event loop running in
+    this thread (Playwright's sync API does while started) breaks every test after it, far
+    from the cause. Name the cause at the first test it would break instead."""
+    import asyncio
+
+    if "chromium" in request.fixturenames:
+        return
+    running = asyncio._get_running_loop()
+    assert running is None, f"an event loop is left running in the test thread: {running!r}"

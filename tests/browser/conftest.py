@@ -50,7 +50,10 @@ def artifacts() -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an event loop running in this thread
+# while it is started, and every later test that calls asyncio.run() (most of the suite) would
+# fail with "cannot be called from a running event loop".
+@pytest.fixture(scope="module")
 def chromium(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Chromium]:
     need(available())
     browser = Chromium(tmp_path_factory.mktemp("chromium-profile"))
