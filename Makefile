@@ -7,7 +7,8 @@ DEMO_STAMP := $(VENV)/.demo-installed
 STAMP  := $(VENV)/.installed
 # What the lab fleet needs to run: sshd in namespaces, nftables, and the tools the probe uses.
 DEMO_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget openssl
-SYSTEM_PACKAGES := $(DEMO_PACKAGES) shellcheck
+# The site tests start a real broker.
+SYSTEM_PACKAGES := $(DEMO_PACKAGES) shellcheck redis-server
 # Kerberos tests: a throwaway MIT realm (kdc, kadmin.local, kinit), and the headers and
 # compiler the Kerberos Python bindings build with.
 SYSTEM_PACKAGES += krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
