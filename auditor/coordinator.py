@@ -86,22 +86,26 @@ class _Coordinator:
         self.site = {name: site_of(h) for name, h in self.hosts.items()}
         self.done: dict[str, HostResult] = {}
         self.queued_at: dict[str, float] = {}
+        self.outbox: dict[str, int] = {}
         self.site_seen: dict[str, float] = {}
         self.runners_seen: dict[str, None] = {}
         self.error: BrokerError | None = None
 
     # -- sending -----------------------------------------------------------------------
 
-    def _send(self, names: list[str], attempt: Mapping[str, int]) -> None:
-        now = time.monotonic()
+    def _send(self, attempts: Mapping[str, int]) -> None:
+        """Queue these hosts at these attempts. What could not be sent (the broker went
+        away) stays in the outbox and is sent again on the next look: a re-queued host is
+        never left with no message for its current attempt."""
+        self.outbox.update(attempts)
         with self.app.producer_or_acquire() as producer:
-            for name in names:
+            for name in sorted(self.outbox):
                 task = HostTask.for_host(
                     self.run_id,
                     self.hosts[name],
                     self.config.targets,
                     self.site_run.settings,
-                    attempt[name],
+                    self.outbox[name],
                 )
                 self.app.send_task(
                     TASK_NAME,
@@ -109,7 +113,8 @@ class _Coordinator:
                     queue=queue_name(self.site[name]),
                     producer=producer,
                 )
-                self.queued_at[name] = now
+                self.queued_at[name] = time.monotonic()
+                del self.outbox[name]
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -162,10 +167,10 @@ class _Coordinator:
                 if attempt:
                     requeue[name] = attempt
         if requeue:
-            self._send(sorted(requeue), requeue)
+            self._send(requeue)
         timeout = self.site_run.queue_timeout
         for name in pending:
-            if name in holders and name not in requeue:
+            if (name in holders and name not in requeue) or name in self.outbox:
                 continue
             site = self.site[name]
             waited_since = max(self.queued_at[name], self.site_seen.get(site, 0.0))
@@ -180,14 +185,17 @@ class _Coordinator:
 
     def run(self) -> None:
         import redis as redis_lib
+        from kombu.exceptions import OperationalError
 
         check_broker(self.client, self.site_run.broker)
         self.ledger.create(self.site)
-        self._send(list(self.hosts), dict.fromkeys(self.hosts, 1))
+        self.outbox.update(dict.fromkeys(self.hosts, 1))
         last_look = 0.0
         outage_since: float | None = None
         while len(self.done) < len(self.hosts) and not self.stop.is_set():
             try:
+                if self.outbox:
+                    self._send({})
                 name = self.ledger.next_event(TICK)
                 if name is not None:
                     self._take(name, self.ledger.result(name))
@@ -200,7 +208,12 @@ class _Coordinator:
                     self._look()
                     last_look = time.monotonic()
                 outage_since = None
-            except (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError) as exc:
+            except (
+                redis_lib.ConnectionError,
+                redis_lib.TimeoutError,
+                OSError,
+                OperationalError,
+            ) as exc:
                 now = time.monotonic()
                 outage_since = outage_since or now
                 if now - outage_since >= self.site_run.broker_outage:

@@ -263,3 +263,206 @@ def test_a_runner_checks_its_credentials_before_it_reaches_the_broker(tmp_path: 
     )
     assert runner.returncode == 2
     assert "must not be readable by group or others" in runner.stderr
+
+
+# --- crashes -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback port that accepts connections and never answers: a probe of it lasts its
+    whole --probe-timeout, so a host is certainly mid-run while a test acts."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/"
+
+
+def _slow_inventory(tmp_path: Path) -> Path:
+    path = tmp_path / "slow.ini"
+    path.write_text(
+        "[slow]\n"
+        + "".join(f"s{i} ansible_connection=local\n" for i in range(1, 5))
+        + "[slow:vars]\nauditor_site=slow\n"
+        "[idle]\ni1 ansible_connection=local auditor_site=idle\n"
+    )
+    return path
+
+
+def _coordinator(
+    broker: RedisServer,
+    tmp_path: Path,
+    url: str,
+    queue_timeout: float,
+) -> tuple[subprocess.Popen[str], Path]:
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [
+            str(BIN / "audit"),
+            "-i",
+            str(_slow_inventory(tmp_path)),
+            "--broker",
+            broker.url,
+            "--queue-timeout",
+            str(queue_timeout),
+            "--url",
+            url,
+            "-o",
+            str(out),
+            "--probe-timeout",
+            "4",
+            "--timeout",
+            "30",
+        ],
+        env=environ(AUDITOR_BROKER_PASSWORD=broker.password),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, out
+
+
+def _wait(what: str, check: Any, timeout: float = WAIT) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _client(broker: RedisServer) -> Any:
+    import redis
+
+    return redis.Redis(port=broker.port, password=broker.password, decode_responses=True)
+
+
+def _run_id(out: Path) -> str:
+    def first() -> str | None:
+        path = out / "results.jsonl"
+        line = path.read_text().split("\n", 1)[0] if path.exists() else ""
+        return json.loads(line)["run"]["run_id"] if line.endswith("}") else None
+
+    found: str = _wait("the run record", first)
+    return found
+
+
+def _held(broker: RedisServer, run: str) -> dict[str, str]:
+    held = _client(broker).hgetall(f"auditor:run:{run}:held")
+    return {host: json.loads(value)[0].split("#", 1)[0] for host, value in held.items()}
+
+
+def test_a_runner_killed_mid_host_has_its_host_rerun_by_the_other_runner_once(
+    broker: RedisServer, workers: list[Worker], tmp_path: Path, silent_url: str
+) -> None:
+    first = Worker(broker, tmp_path, "slow", "slow-1", "--concurrency", "1")
+    second = Worker(broker, tmp_path, "slow", "slow-2", "--concurrency", "1")
+    workers += [first, second]
+    coordinator, out = _coordinator(broker, tmp_path, silent_url, queue_timeout=5)
+    run = _run_id(out)
+    held = _wait(
+        "slow-1 to hold a host", lambda: [h for h, r in _held(broker, run).items() if r == "slow-1"]
+    )
+    os.killpg(first.proc.pid, signal.SIGKILL)  # the runner's whole process group
+    first.proc.wait(timeout=30)
+    _, stderr = coordinator.communicate(timeout=WAIT)
+    assert coordinator.returncode == 1, stderr
+    hosts = _hosts(out)
+    assert sorted(hosts) == ["i1", "s1", "s2", "s3", "s4"]
+    victim = held[0]
+    assert hosts[victim]["runner"] == "slow-2"
+    assert hosts[victim]["observations"][0]["outcome"] == "timeout"
+    assert _client(broker).hget(f"auditor:run:{run}:attempts", victim) == "2"
+    for name in ("s1", "s2", "s3", "s4"):
+        assert hosts[name]["audited"], hosts[name]
+    assert hosts["i1"]["detail"] == "no runner of site idle took this host within 5 s"
+
+
+def test_a_late_result_a_redelivered_task_and_a_bad_task_are_all_dropped(
+    broker: RedisServer, workers: list[Worker], tmp_path: Path, silent_url: str
+) -> None:
+    first = Worker(broker, tmp_path, "slow", "slow-1", "--concurrency", "1")
+    second = Worker(broker, tmp_path, "slow", "slow-2", "--concurrency", "1")
+    workers += [first, second]
+    # The idle site's queue timeout keeps the run open while late answers come in.
+    coordinator, out = _coordinator(broker, tmp_path, silent_url, queue_timeout=600)
+    run = _run_id(out)
+    client = _client(broker)
+    victim = _wait(
+        "slow-1 to hold a host", lambda: [h for h, r in _held(broker, run).items() if r == "slow-1"]
+    )[0]
+    # Frozen mid-host: its heartbeat lapses and the host goes to the other runner...
+    os.killpg(first.proc.pid, signal.SIGSTOP)
+    recorded = _wait(
+        "slow-2's result for the host", lambda: client.hget(f"auditor:run:{run}:results", victim)
+    )
+    assert json.loads(recorded)["runner"] == "slow-2"
+    # ...and when the frozen runner wakes, its own result comes too late: dropped.
+    os.killpg(first.proc.pid, signal.SIGCONT)
+    _wait(
+        "the late result to be dropped",
+        lambda: f"host {victim}: audited (duplicate)" in first.text(),
+    )
+
+    # A task delivered again after its result was recorded (its runner died before the
+    # acknowledgement) is not run again; a task that does not validate is refused.
+    from auditor.broker import BrokerSettings, celery_app
+    from auditor.inventory import load_inventory
+    from auditor.models import Target
+    from auditor.secret import Secret
+    from auditor.settings import Settings
+    from auditor.sites import HostTask
+
+    host = {h.name: h for h in load_inventory(str(_slow_inventory(tmp_path))).hosts}[victim]
+    app = celery_app(BrokerSettings(broker.url, Secret(broker.password)))
+    task = HostTask.for_host(run, host, (Target(silent_url, silent_url),), Settings(), 2)
+    app.send_task("auditor.audit_host", args=[task.to_json()], queue="site.slow")
+    bad = json.loads(task.to_json())
+    bad["vars"]["ansible_password"] = "slipped-in"
+    app.send_task("auditor.audit_host", args=[json.dumps(bad)], queue="site.slow")
+    both = lambda: first.text() + second.text()  # noqa: E731
+    _wait(
+        "the redelivered task to be dropped", lambda: f"host {victim}: not taken (done)" in both()
+    )
+    _wait(
+        "the bad task to be refused",
+        lambda: "variable 'ansible_password' is not connection data" in both(),
+    )
+    assert "slipped-in" not in both()
+
+    coordinator.send_signal(signal.SIGINT)
+    _, stderr = coordinator.communicate(timeout=WAIT)
+    assert coordinator.returncode == 130, stderr
+    hosts = _hosts(out)
+    assert sorted(hosts) == ["i1", "s1", "s2", "s3", "s4"]
+    assert hosts[victim]["runner"] == "slow-2"
+    assert hosts["i1"]["detail"] == "the run was interrupted before this host finished"
+
+
+def test_a_broker_stopped_mid_run_is_waited_for_and_the_run_completes(
+    broker: RedisServer, workers: list[Worker], tmp_path: Path, silent_url: str
+) -> None:
+    runner = Worker(broker, tmp_path, "slow", "slow-1", "--concurrency", "2")
+    idle = Worker(broker, tmp_path, "idle", "idle-1")
+    workers += [runner, idle]
+    coordinator, out = _coordinator(broker, tmp_path, silent_url, queue_timeout=60)
+    run = _run_id(out)
+    _wait("a host in progress", lambda: _held(broker, run))
+    os.kill(broker.pid, signal.SIGSTOP)
+    try:
+        # Stopped until a runner has noticed (its heartbeat call timed out).
+        _wait(
+            "a runner to notice the broker is gone",
+            lambda: "broker unreachable" in runner.text() + idle.text(),
+        )
+    finally:
+        os.kill(broker.pid, signal.SIGCONT)
+    _, stderr = coordinator.communicate(timeout=WAIT * 2)
+    assert "Traceback" not in stderr, stderr
+    assert coordinator.returncode == 1, stderr
+    hosts = _hosts(out)
+    assert sorted(hosts) == ["i1", "s1", "s2", "s3", "s4"]
+    assert all(h["audited"] for h in hosts.values()), hosts
