@@ -12,9 +12,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from auditor.models import AuditedHost, HostResult, Target, UnauditedHost
+from auditor.models import (
+    AuditedHost,
+    AuditRun,
+    HostResult,
+    Observation,
+    Target,
+    UnauditedHost,
+)
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.results import AuditRun
 
 EXIT_OK = 0
 EXIT_BLOCKED = 1
@@ -85,6 +91,44 @@ def summarize_targets(
             )
         )
     return tuple(summaries)
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """The run's headline counts, computed once for every reporter."""
+
+    hosts: int
+    audited: int
+    fully_ready: int
+    skipped: int
+    host_outcomes: tuple[tuple[HostOutcome, int], ...]
+    """Hosts not audited (and skipped), by reason."""
+    target_outcomes: tuple[tuple[Outcome, int], ...]
+    """Host x target verdicts over audited hosts, by outcome."""
+
+    @property
+    def not_audited(self) -> int:
+        return self.hosts - self.audited - self.skipped
+
+
+def run_totals(run: AuditRun) -> RunTotals:
+    results = run.results
+    return RunTotals(
+        hosts=len(results),
+        audited=sum(1 for r in results if r.audited),
+        fully_ready=sum(1 for r in results if fully_ready(r)),
+        skipped=sum(1 for r in results if r.skipped),
+        host_outcomes=host_outcome_counts(run),
+        target_outcomes=target_outcome_counts(run),
+    )
+
+
+def observation_for(result: AuditedHost, index: int, target: Target) -> Observation:
+    """The host's observation of the run's `index`-th target; a results file that lacks one
+    (cut short, or written by hand) reads as an error, never as reachable."""
+    if index < len(result.observations):
+        return result.observations[index]
+    return Observation(target.url, Outcome.ERROR, "no observation was recorded for this URL")
 
 
 def fully_ready(result: HostResult) -> bool:

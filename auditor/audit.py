@@ -1,6 +1,7 @@
-"""One audit, end to end: inventory -> targets -> scheduler -> results -> reports.
+"""One audit, end to end: settings -> inventory -> targets -> transports prepared -> scheduler
+-> results stream -> reports, and re-rendering reports from recorded results.
 
-Plain functions under the click layer; nothing here prints or exits.
+Plain functions under the click layer, which passes in how to warn; nothing here exits.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import asyncio
 import platform as pyplatform
 import secrets
 import signal
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -17,14 +19,24 @@ from pathlib import Path
 from types import MappingProxyType
 
 from auditor import __version__
-from auditor.models import AuditedHost, Connection, Host, HostResult, Target
+from auditor.aggregate import exit_status
+from auditor.errors import InputError
+from auditor.models import AuditedHost, AuditRun, Connection, Host, HostResult, RunInfo, Target
 from auditor.probes import ProbeSettings, Scrubber
 from auditor.reportdir import DirIdentity, prepare
-from auditor.results import AuditRun, ResultsWriter, RunInfo
-from auditor.scheduler import Probes, Schedule, run_audit
-from auditor.secret import BECOME_PASSWORD_VARS, SSH_PASSWORD_VARS, WINRM_PASSWORD_VARS
-from auditor.settings import ReportSettings, SSHSettings, WinRMSettings
+from auditor.results import ResultsWriter, merge_runs, read_results
+from auditor.scheduler import Probes, Schedule, audit_hosts
+from auditor.secret import (
+    BECOME_PASSWORD_VARS,
+    SSH_PASSWORD_VARS,
+    WINRM_PASSWORD_VARS,
+    Secret,
+    secret_from_file,
+)
+from auditor.settings import ReportSettings, Settings, parse_mode
+from auditor.transports import make_transport
 from auditor.transports.base import SettingsSource, Transport
+from auditor.transports.options import HostKeyPolicy, SSHSettings, WinRMSettings
 
 
 @dataclass(frozen=True)
@@ -45,15 +57,18 @@ class AuditConfig:
     warnings: tuple[str, ...] = ()
     host_lines: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
     """The inventory line of each host, for naming a host's bad setting."""
+    host_warnings: Mapping[str, tuple[str, ...]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
+    """Per host, the trust its transport was told to weaken (from `host_warnings`)."""
     out_dir_id: DirIdentity | None = None
     """The report directory as prepared; a directory swapped in later is refused."""
 
 
-TransportFactory = Callable[[Connection, AuditConfig], Transport]
 Transports = Mapping[Connection, Transport]
 
 
-def prepare_transports(config: AuditConfig, make_transport: TransportFactory) -> Transports:
+def prepare_transports(config: AuditConfig) -> Transports:
     """One prepared transport per connection kind of the run's hosts.
 
     Every setting is checked and loaded here, before any host is contacted and before the
@@ -63,7 +78,7 @@ def prepare_transports(config: AuditConfig, make_transport: TransportFactory) ->
     # Skipped hosts (no transport for their connection) are never handed to one.
     audited = [h for h in config.hosts if not h.skip]
     for connection in dict.fromkeys(h.connection for h in audited):
-        transport = make_transport(connection, config)
+        transport = make_transport(connection, config.ssh, config.winrm, config.schedule.forks)
         transport.prepare([h for h in audited if h.connection is connection], source)
         transports[connection] = transport
     return MappingProxyType(transports)
@@ -110,7 +125,7 @@ def execute(
     Results stream to `results.jsonl` in the report directory as each host finishes, each
     with the warnings its transport gave for it.
     """
-    warned = host_warnings(transports, config.hosts)
+    warned = config.host_warnings
     started = datetime.now(UTC)
     info = RunInfo(
         run_id=secrets.token_hex(8),
@@ -225,7 +240,7 @@ async def _run(
             pass
     probes = Probes(config.targets, config.probe)
     try:
-        results = await run_audit(
+        results = await audit_hosts(
             config.hosts, transports, probes, config.schedule, record, stop=stop
         )
     finally:
@@ -251,14 +266,193 @@ def shard(hosts: Sequence[Host], index: int, count: int) -> tuple[Host, ...]:
     return tuple(h for h in hosts if bucket(h.name) == index - 1)
 
 
-__all__ = [
-    "AuditConfig",
-    "default_out_dir",
-    "default_runner",
-    "execute",
-    "exit_code_for_signal",
-    "host_warnings",
-    "prepare_out_dir",
-    "prepare_transports",
-    "shard",
-]
+NO_HOST_KEY_WARNING = (
+    "HOST KEY CHECKING WAS DISABLED (--no-host-key-check): results could come from an impostor host"
+)
+
+
+def _shard(value: str | None) -> tuple[int, int] | None:
+    if not value:
+        return None
+    try:
+        k, n = (int(x) for x in value.split("/", 1))
+    except ValueError:
+        raise InputError(f"{value!r} is not K/N (e.g. 1/3)", "--shard") from None
+    if not 1 <= k <= n:
+        raise InputError(f"{value!r}: need 1 <= K <= N", "--shard")
+    return k, n
+
+
+def with_passwords(settings: Settings, hosts: Sequence[Host]) -> Settings:
+    """`settings` with the run's passwords: from the environment (already in `settings`), else
+    the password file, else a prompt; never from a flag value."""
+    ssh = settings.ssh.password
+    winrm = settings.winrm.password
+    if settings.password_file is not None:
+        from_file = secret_from_file(settings.password_file)
+        ssh = ssh or from_file
+        winrm = winrm or from_file
+    if settings.ask_pass:
+        import getpass
+
+        kinds = {h.connection for h in hosts}
+        if Connection.SSH in kinds and ssh is None:
+            ssh = Secret(getpass.getpass("SSH password: "))
+        if winrm is None and _winrm_needs_password(settings, hosts):
+            winrm = Secret(getpass.getpass("WinRM password: "))
+    return replace(
+        settings,
+        ssh=replace(settings.ssh, password=ssh),
+        winrm=replace(settings.winrm, password=winrm),
+    )
+
+
+def _winrm_needs_password(settings: Settings, hosts: Sequence[Host]) -> bool:
+    """Whether any WinRM host uses a password (certificate and Kerberos hosts do not)."""
+    windows = [h for h in hosts if h.connection == Connection.WINRM]
+    if not windows:
+        return False
+    from auditor.transports.winrm import needs_password
+
+    return any(needs_password(h, settings.winrm) for h in windows)
+
+
+def _host_key_warning(settings: Settings) -> tuple[str, ...]:
+    if settings.ssh.host_key_policy is not HostKeyPolicy.NONE:
+        return ()
+    origin = settings.origin("host_key_policy")
+    if origin.startswith("flag"):
+        return (NO_HOST_KEY_WARNING,)
+    return (f"HOST KEY CHECKING WAS DISABLED ({origin}): results could come from an impostor host",)
+
+
+def build_config(settings: Settings) -> AuditConfig:
+    from auditor.inventory import InventoryLimits, load_inventory
+    from auditor.targets import TargetLimits, select_targets
+
+    source = settings.inventory
+    if not source.path:
+        raise InputError(
+            "no inventory: give --inventory, AUDITOR_INVENTORY, 'inventory' in the config "
+            "file, or [defaults] inventory in ansible.cfg"
+        )
+    limits = InventoryLimits.of(source.max_hosts, source.max_groups)
+    inventory = load_inventory(source.path, limits)
+    if source.limit:
+        inventory = inventory.limit(source.limit)
+    hosts = tuple(inventory.hosts)
+    chosen_shard = _shard(source.shard)
+    if chosen_shard:
+        hosts = shard(hosts, *chosen_shard)
+    wanted = settings.targets
+    targets = select_targets(
+        wanted.platforms,
+        wanted.urls,
+        wanted.files,
+        TargetLimits.of(wanted.max_targets_file_size, wanted.max_targets),
+    )
+    out_dir = settings.report.out_dir or default_out_dir()
+    warnings = _host_key_warning(settings)
+    # Inventory warnings (an unknown connection plugin) go to the terminal and every report.
+    warnings += tuple(str(w) for w in inventory.warnings)
+    schedule = settings.schedule
+    if not schedule.runner:
+        schedule = replace(schedule, runner=default_runner())
+    shown = {
+        "inventory": source.path,
+        "limit": source.limit or "",
+        "forks": str(schedule.forks),
+        "timeout": str(schedule.timeout),
+        "connect_timeout": str(settings.ssh.connect_timeout),
+        "retries": str(schedule.retries),
+        "probe_timeout": str(settings.probe.max_time),
+        "shard": source.shard or "",
+        "host_key_policy": str(settings.ssh.host_key_policy),
+    }
+    return AuditConfig(
+        hosts=hosts,
+        targets=targets,
+        out_dir=Path(out_dir),
+        inventory=source.path,
+        formats=settings.report.formats,
+        report_mode=settings.report.mode,
+        schedule=schedule,
+        probe=settings.probe,
+        ssh=settings.ssh,
+        winrm=settings.winrm,
+        options_shown=MappingProxyType(shown),
+        warnings=warnings,
+        host_lines=MappingProxyType(
+            {h.name: line for h in hosts if (line := inventory.host_line(h.name)) is not None}
+        ),
+    )
+
+
+def audit_from_settings(settings: Settings, warn: Callable[[str], None]) -> int:
+    """Run one audit with `settings` (built once, by the CLI); returns the exit status.
+
+    `warn` shows a run-level warning line (the CLI's, sanitised for the terminal)."""
+    from auditor.reporters import write_reports
+    from auditor.reporters.terminal import Progress, render_summary
+
+    config = build_config(settings)
+    settings = with_passwords(settings, config.hosts)
+    config = replace(config, ssh=settings.ssh, winrm=settings.winrm)
+    # Every setting is checked before any host is contacted and before the report directory
+    # exists: a bad one stops the run here, with nothing to clean up.
+    transports = prepare_transports(config)
+    warned = host_warnings(transports, config.hosts)
+    if warned:
+        config = replace(
+            config,
+            warnings=(*config.warnings, *_host_warning_lines(warned)),
+            host_warnings=warned,
+        )
+    # Pinned from here on: every later open of the directory must find this very one.
+    out_dir_id = prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
+    config = replace(config, out_dir_id=out_dir_id)
+    quiet = settings.report.quiet
+    for warning in config.warnings:
+        warn(warning)
+    progress = Progress(total=len(config.hosts))
+    if quiet:
+        progress.enabled = False
+    try:
+        run, signum = execute(config, transports, on_result=progress.update)
+    finally:
+        progress.close()
+    write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id)
+    if not quiet:
+        print(render_summary(run, color=sys.stderr.isatty()), file=sys.stderr, flush=True)
+        print(f"reports: {config.out_dir}/", file=sys.stderr, flush=True)
+    if signum is not None:
+        return exit_code_for_signal(signum)
+    return exit_status(run)
+
+
+def _host_warning_lines(warned: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """Run-level lines (terminal, report headers) for per-host warnings: one per warning,
+    naming its hosts."""
+    hosts: dict[str, list[str]] = {}
+    for name, warnings in warned.items():
+        for warning in warnings:
+            hosts.setdefault(warning, []).append(name)
+    return tuple(f"{warning}: {', '.join(names)}" for warning, names in hosts.items())
+
+
+def reports_from_results(
+    paths: Sequence[Path],
+    out_dir: Path,
+    formats: Sequence[str],
+    force: bool,
+    report_mode: str | None,
+) -> int:
+    """Render reports from results files (several: merge shards first)."""
+    from auditor.reporters import write_reports
+
+    runs = [read_results(p) for p in paths]
+    run = runs[0] if len(runs) == 1 else merge_runs(runs)
+    mode = parse_mode(report_mode) if report_mode is not None else ReportSettings.mode
+    out_dir_id = prepare_out_dir(out_dir, force, mode)
+    write_reports(run, out_dir, tuple(formats), mode, out_dir_id)
+    return exit_status(run)

@@ -17,16 +17,9 @@ from auditor import __version__
 from auditor.errors import AuditorError, InputError
 from auditor.probes import ProbeSettings
 from auditor.scheduler import Schedule
-from auditor.settings import (
-    FORMATS,
-    KEY_BY_NAME,
-    POWERSHELLS,
-    WINRM_TRANSPORTS,
-    ReportSettings,
-    Settings,
-    SSHSettings,
-)
+from auditor.settings import FORMATS, KEY_BY_NAME, ReportSettings, Settings
 from auditor.textsafe import for_terminal
+from auditor.transports.options import POWERSHELLS, WINRM_TRANSPORTS, SSHSettings
 
 EXIT_USAGE = 2
 _SCHEDULE = Schedule()
@@ -400,7 +393,7 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
     2 bad input or usage; 3 nothing blocked but some hosts could not be audited;
     130/143 interrupted (reports hold what finished).
     """
-    from auditor.run import run_from_settings
+    from auditor.audit import audit_from_settings
 
     _route_warnings()
     broker = {name: kw.pop(name) for name in BROKER_PARAMS}
@@ -411,11 +404,11 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
             from auditor.coordinator import SiteRun, run_through_broker
 
             site_run = SiteRun(_broker(broker), settings, queue_timeout)
-            status = run_through_broker(settings, site_run)
+            status = run_through_broker(settings, site_run, warn)
         else:
             if ctx.get_parameter_source("queue_timeout") is ParameterSource.COMMANDLINE:
                 raise InputError("--queue-timeout needs --broker")
-            status = run_from_settings(settings)
+            status = audit_from_settings(settings, warn)
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
@@ -614,10 +607,10 @@ def report_cmd(
     results: Path, out_dir: Path, formats: tuple[str, ...], force: bool, report_mode: str | None
 ) -> None:
     """Render reports again from a results.jsonl file."""
-    from auditor.run import render_from_results
+    from auditor.audit import reports_from_results
 
     try:
-        status = render_from_results([results], out_dir, formats or FORMATS, force, report_mode)
+        status = reports_from_results([results], out_dir, formats or FORMATS, force, report_mode)
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
@@ -641,10 +634,12 @@ def merge_cmd(
     report_mode: str | None,
 ) -> None:
     """Combine the results of several runners (shards) into one report."""
-    from auditor.run import render_from_results
+    from auditor.audit import reports_from_results
 
     try:
-        status = render_from_results(list(results), out_dir, formats or FORMATS, force, report_mode)
+        status = reports_from_results(
+            list(results), out_dir, formats or FORMATS, force, report_mode
+        )
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
@@ -717,8 +712,7 @@ def worker_cmd(
     """
     import logging
 
-    from auditor.audit import default_runner
-    from auditor.run import make_transport, with_passwords
+    from auditor.audit import default_runner, with_passwords
     from auditor.worker import Runner, check_credentials, worker_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -729,8 +723,8 @@ def worker_cmd(
             {"broker": broker, "broker_password_file": broker_password_file, "broker_ca": broker_ca}
         )
         config = worker_config(settings, brokered, site, name or default_runner(), concurrency)
-        check_credentials(config, make_transport)
-        runner = Runner(config, make_transport)
+        check_credentials(config)
+        runner = Runner(config)
         status = runner.serve(
             ready=lambda: click.echo(
                 f"runner {for_terminal(config.name)} of site {site} ready", err=True

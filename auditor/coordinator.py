@@ -39,9 +39,9 @@ from auditor.broker import (
     live_runners,
     redis_client,
 )
-from auditor.models import HostResult, UnauditedHost
+from auditor.models import AuditRun, HostResult, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome
-from auditor.results import AuditRun, ResultsWriter, RunInfo, result_from_dict, result_to_dict
+from auditor.results import ResultsWriter, result_from_dict, result_to_dict
 from auditor.settings import Settings
 from auditor.sites import HostTask, queue_name, site_of
 
@@ -334,15 +334,14 @@ class SiteRunError(BrokerError):
 __all__ = ["QUEUE_TIMEOUT", "SiteRun", "SiteRunError", "execute_sites"]
 
 
-def run_through_broker(settings: Settings, site_run: SiteRun) -> int:
+def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[str], None]) -> int:
     """`audit --broker`: like a local run, but every host is audited by a runner of its
-    site; returns the exit status. The coordinator holds no host credential."""
+    site; returns the exit status. The coordinator holds no host credential. `warn` shows a
+    run-level warning line."""
     from auditor.aggregate import exit_status
-    from auditor.audit import exit_code_for_signal, prepare_out_dir
-    from auditor.cli import warn
+    from auditor.audit import build_config, exit_code_for_signal, prepare_out_dir
     from auditor.reporters import write_reports
     from auditor.reporters.terminal import Progress, render_summary
-    from auditor.run import build_config
 
     config = build_config(settings)
     # Every host's site and task are checked before anything is queued or written.

@@ -255,3 +255,66 @@ class UnauditedHost:
 
 
 HostResult = AuditedHost | UnauditedHost
+
+
+# A probe's records are a few hundred bytes per target; anything far beyond this is a
+# hostile or broken host, and keeping it would let one host exhaust the auditor's memory.
+MAX_OUTPUT_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class ProbeJob:
+    """What to run on a host.
+
+    `script` is, on every platform, the whole probe program as the host's interpreter runs
+    it: fixed probe source with its data (the URLs, the settings) carried as inert data, never
+    spliced into code. POSIX sh source ends in a quoted here-document of data lines;
+    PowerShell source holds one base64 literal.
+
+    `command` starts the interpreter that reads `script` on its standard input (POSIX:
+    `/bin/sh -s`); it is empty when the transport has its own way of handing the script
+    over (WinRM passes PowerShell source to powershell.exe as -EncodedCommand).
+    """
+
+    script: str
+    command: str = ""
+
+    @property
+    def stdin(self) -> bytes:
+        """What the transport writes to `command`'s standard input: the script, if piped."""
+        return self.script.encode() if self.command else b""
+
+
+@dataclass(frozen=True)
+class RawOutput:
+    """What came back from one probe session, cut at MAX_OUTPUT_BYTES."""
+
+    stdout: bytes
+    stderr: bytes
+    exit_status: int | None
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What a report says about the run itself. Holds no secrets."""
+
+    run_id: str
+    started: str
+    finished: str = ""
+    duration: float = 0.0
+    inventory: str = ""
+    targets: tuple[Target, ...] = ()
+    tool_version: str = ""
+    runners: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    warnings: tuple[str, ...] = ()
+    interrupted: bool = False
+
+
+@dataclass(frozen=True)
+class AuditRun:
+    """A finished (or interrupted) run: metadata plus exactly one result per inventory host."""
+
+    info: RunInfo
+    results: tuple[HostResult, ...]

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, dataclass, field, fields
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, fields, replace
 from enum import Enum
 from pathlib import Path
 from types import MappingProxyType, UnionType
@@ -21,9 +21,11 @@ from urllib.parse import urlsplit
 from auditor.errors import AuditorError, InputError
 from auditor.models import (
     AuditedHost,
+    AuditRun,
     Host,
     HostResult,
     Observation,
+    RunInfo,
     Target,
     UnauditedHost,
 )
@@ -31,31 +33,6 @@ from auditor.outcomes import HostOutcome
 from auditor.reportdir import DirIdentity, ReportDir
 
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """What a report says about the run itself. Holds no secrets."""
-
-    run_id: str
-    started: str
-    finished: str = ""
-    duration: float = 0.0
-    inventory: str = ""
-    targets: tuple[Target, ...] = ()
-    tool_version: str = ""
-    runners: tuple[str, ...] = ()
-    options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    warnings: tuple[str, ...] = ()
-    interrupted: bool = False
-
-
-@dataclass(frozen=True)
-class AuditRun:
-    """A finished (or interrupted) run: metadata plus exactly one result per inventory host."""
-
-    info: RunInfo
-    results: tuple[HostResult, ...]
 
 
 def host_to_dict(host: Host) -> dict[str, Any]:
@@ -506,3 +483,31 @@ def _read_record(record: object, info: RunInfo | None, results: list[HostResult]
             raise ValueError("the end record lists other targets than the run record")
         return final
     raise ValueError(f"unknown record type {_show(kind)}")
+
+
+def merge_runs(runs: Sequence[AuditRun]) -> AuditRun:
+    """Combine runs over disjoint host sets (shards) into one, in a deterministic order."""
+    if not runs:
+        raise InputError("nothing to merge")
+    first = runs[0].info
+    urls = [t.url for t in first.targets]
+    seen: dict[str, HostResult] = {}
+    for run in runs:
+        if [t.url for t in run.info.targets] != urls:
+            raise InputError(f"run {run.info.run_id} audited different URLs; cannot merge")
+        for result in run.results:
+            if result.host.name in seen:
+                raise InputError(f"host {result.host.name} appears in more than one results file")
+            seen[result.host.name] = result
+    runners = tuple(r for run in runs for r in run.info.runners)
+    info = replace(
+        first,
+        runners=runners,
+        started=min(r.info.started for r in runs),
+        finished=max(r.info.finished for r in runs),
+        duration=max(r.info.duration for r in runs),
+        interrupted=any(r.info.interrupted for r in runs),
+        warnings=tuple(dict.fromkeys(w for r in runs for w in r.info.warnings)),
+    )
+    ordered = tuple(seen[name] for name in sorted(seen))
+    return AuditRun(info=info, results=ordered)

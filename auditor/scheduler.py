@@ -20,13 +20,15 @@ from auditor.models import (
     Host,
     HostResult,
     Platform,
+    ProbeJob,
+    RawOutput,
     Target,
     UnauditedHost,
 )
 from auditor.outcomes import HostOutcome
 from auditor.probes import ProbeResult, ProbeSettings
 from auditor.probes.registry import probe_for
-from auditor.transports.base import ProbeJob, RawOutput, Transport
+from auditor.transports.base import Transport
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,7 @@ async def audit_host(
                 raise HostLevelError(
                     HostOutcome.SESSION_TIMEOUT, f"no answer within {schedule.timeout:g} s"
                 )
-            raw = await transport.run(host, probes.job(host.platform), remaining)
+            raw = await transport.run_job(host, probes.job(host.platform), remaining)
             parsed = probes.parse(host.platform, raw)
             return AuditedHost(
                 host=host,
@@ -113,7 +115,7 @@ async def audit_host(
             )
 
 
-async def run_audit(
+async def audit_hosts(
     hosts: Sequence[Host],
     transports: Mapping[Connection, Transport],
     probes: Probes,

@@ -24,7 +24,7 @@ _INFERRED = "inferred from the naming pattern; no public source found"
 
 
 @dataclass(frozen=True)
-class Platform:
+class QualysPlatform:
     """One Qualys platform: where its Cloud Agent server and its agent CDN live."""
 
     code: str
@@ -38,8 +38,8 @@ class Platform:
 
 
 # Facts from the vendor's platform identification page and the sources named per entry.
-CATALOG: tuple[Platform, ...] = (
-    Platform(
+CATALOG: tuple[QualysPlatform, ...] = (
+    QualysPlatform(
         "US1",
         "qualysguard.qualys.com",
         "qagpublic.qg1.apps.qualys.com",
@@ -49,7 +49,7 @@ CATALOG: tuple[Platform, ...] = (
         True,
         _DOWNLOADS,
     ),
-    Platform(
+    QualysPlatform(
         "US2",
         "qualysguard.qg2.apps.qualys.com",
         "qagpublic.qg2.apps.qualys.com",
@@ -59,7 +59,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "US3",
         "qualysguard.qg3.apps.qualys.com",
         "qagpublic.qg3.apps.qualys.com",
@@ -69,7 +69,7 @@ CATALOG: tuple[Platform, ...] = (
         True,
         _SEED,
     ),
-    Platform(
+    QualysPlatform(
         "US4",
         "qualysguard.qg4.apps.qualys.com",
         "qagpublic.qg4.apps.qualys.com",
@@ -79,10 +79,10 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "GOV1", "qualysguard.gov1.qualys.us", None, False, "not found", None, False, "not found"
     ),
-    Platform(
+    QualysPlatform(
         "EU1",
         "qualysguard.qualys.eu",
         "qagpublic.qg1.apps.qualys.eu",
@@ -92,7 +92,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "EU2",
         "qualysguard.qg2.apps.qualys.eu",
         "qagpublic.qg2.apps.qualys.eu",
@@ -102,7 +102,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "EU3",
         "qualysguard.qg3.apps.qualys.it",
         "qagpublic.qg3.apps.qualys.it",
@@ -112,7 +112,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "IN1",
         "qualysguard.qg1.apps.qualys.in",
         "qagpublic.qg1.apps.qualys.in",
@@ -122,7 +122,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "CA1",
         "qualysguard.qg1.apps.qualys.ca",
         "qagpublic.qg1.apps.qualys.ca",
@@ -132,7 +132,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "AE1",
         "qualysguard.qg1.apps.qualys.ae",
         "qagpublic.qg1.apps.qualys.ae",
@@ -142,7 +142,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "UK1",
         "qualysguard.qg1.apps.qualys.co.uk",
         "qagpublic.qg1.apps.qualys.co.uk",
@@ -152,7 +152,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "AU1",
         "qualysguard.qg1.apps.qualys.com.au",
         "qagpublic.qg1.apps.qualys.com.au",
@@ -162,7 +162,7 @@ CATALOG: tuple[Platform, ...] = (
         False,
         _INFERRED,
     ),
-    Platform(
+    QualysPlatform(
         "KSA1",
         "qualysguard.qg1.apps.qualysksa.com",
         "qagpublic.qg1.apps.qualysksa.com",

@@ -45,8 +45,6 @@ from auditor.sites import HostTask, check_site_name, queue_name
 if TYPE_CHECKING:
     import redis
 
-    from auditor.audit import TransportFactory
-
 log = logging.getLogger("auditor.worker")
 
 
@@ -68,12 +66,12 @@ _CHECK_HOSTS = {
 }
 
 
-def check_credentials(config: WorkerConfig, make_transport: TransportFactory) -> None:
+def check_credentials(config: WorkerConfig) -> None:
     """Load every credential and trust file the runner was given, before it takes work; a
     bad one raises InputError and the runner never connects to the broker's queue."""
     audit = _audit_config(config, (), ())
     for host in _CHECK_HOSTS.values():
-        prepare_transports(replace(audit, hosts=(host,)), make_transport)
+        prepare_transports(replace(audit, hosts=(host,)))
 
 
 def _audit_config(
@@ -94,9 +92,8 @@ def _audit_config(
 class Runner:
     """The work of one runner process; `serve` blocks until the worker is stopped."""
 
-    def __init__(self, config: WorkerConfig, make_transport: TransportFactory) -> None:
+    def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.make_transport = make_transport
         # The heartbeat and holder identity: unique per process, so two runners given one
         # name (two machines with the default host name) never vouch for each other.
         self.instance = f"{config.name}#{secrets.token_hex(4)}"
@@ -156,7 +153,7 @@ class Runner:
         config = _audit_config(self.config, (host,), task.targets)
         schedule = replace(task.settings.schedule, runner=self.config.name)
         try:
-            transports = prepare_transports(config, self.make_transport)
+            transports = prepare_transports(config)
         except AuditorError as exc:
             # A host setting this runner cannot use (a key file it lacks): the host's result.
             return UnauditedHost(host, HostOutcome.ERROR, str(exc)[:400], 0.0, self.config.name)

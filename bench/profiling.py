@@ -73,7 +73,7 @@ def cumulative(stats: pstats.Stats, names: Mapping[str, tuple[str, str]]) -> dic
 KEY_FUNCTIONS = {
     "imports (all)": ("<frozen importlib._bootstrap>", "_find_and_load"),
     "event-loop callbacks (all)": ("/asyncio/events.py", "_run"),
-    "auditor build_config (inventory, targets)": ("/auditor/run.py", "build_config"),
+    "auditor build_config (inventory, targets)": ("/auditor/audit.py", "build_config"),
     "auditor write_reports": ("/auditor/reporters/", "write_reports"),
     "auditor results stream (writer.host)": ("/auditor/results.py", "host"),
     "auditor parse_posix": ("/auditor/probes/posix.py", "parse_posix"),

@@ -3,12 +3,30 @@ and reports render from it in any working directory."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _source_copy(tmp_path: Path) -> Path:
+    """The tracked sources, copied: a build leaves build/ and egg-info behind, and those
+    belong in the test's directory, not the checkout."""
+    tracked = (
+        subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True)
+        .stdout.decode()
+        .split("\0")
+    )
+    copy = tmp_path / "src"
+    for name in filter(None, tracked):
+        source = ROOT / name
+        if source.is_file():
+            (copy / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, copy / name)
+    return copy
 
 
 def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path: Path) -> None:
@@ -22,7 +40,7 @@ def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path
             "-q",
             "-w",
             str(tmp_path),
-            str(ROOT),
+            str(_source_copy(tmp_path)),
         ],
         check=True,
         capture_output=True,

@@ -11,14 +11,8 @@ import pytest
 
 from auditor.errors import InputError
 from auditor.secret import Secret
-from auditor.settings import (
-    KEYS,
-    HostKeyPolicy,
-    Settings,
-    SSHSettings,
-    WinRMSettings,
-    build_settings,
-)
+from auditor.settings import KEYS, Settings, build_settings
+from auditor.transports.options import HostKeyPolicy, SSHSettings, WinRMSettings
 
 SECRET = "s3cret-Passw0rd"
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from urllib.parse import unquote
 
-from auditor.models import Observation, Target
-from auditor.transports.base import ProbeJob, RawOutput
+from auditor.models import Observation, ProbeJob, RawOutput, Target
 
 
 @dataclass(frozen=True)

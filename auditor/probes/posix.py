@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from auditor.classify import Evidence, classify
 from auditor.errors import HostLevelError
-from auditor.models import Observation, Target
+from auditor.models import Observation, ProbeJob, RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import (
     Probe,
@@ -23,7 +23,6 @@ from auditor.probes import (
     escape_controls,
     mask_userinfo,
 )
-from auditor.transports.base import ProbeJob, RawOutput
 
 COMMAND = "/bin/sh -s"
 _NO_SECRETS = Scrubber()

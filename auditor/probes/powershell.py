@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 
 from auditor.classify import POWERSHELL_TOOL, Evidence, Tunnel, classify, tunnel_status
 from auditor.errors import HostLevelError, InputError
-from auditor.models import Observation, Target
+from auditor.models import MAX_OUTPUT_BYTES, Observation, ProbeJob, RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import (
     Probe,
@@ -44,7 +44,6 @@ from auditor.probes import (
     escape_controls,
     mask_userinfo,
 )
-from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput
 
 RECORD_MARK = "AUDITOR-PS1"
 DATA_PLACEHOLDER = "@@AUDITOR_DATA@@"

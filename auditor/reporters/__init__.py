@@ -14,13 +14,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from auditor.errors import InputError
+from auditor.models import AuditRun
 from auditor.reportdir import DirIdentity, ReportDir
 from auditor.reporters.base import Reporter
 from auditor.reporters.csv import CsvReporter
 from auditor.reporters.html import HtmlReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import JunitReporter
-from auditor.results import AuditRun
 
 REPORTERS: dict[str, type[Reporter]] = {
     "html": HtmlReporter,

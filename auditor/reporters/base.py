@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from auditor.results import AuditRun
+from auditor.models import AuditRun
 
 
 class Reporter(ABC):

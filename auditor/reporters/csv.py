@@ -16,10 +16,10 @@ from __future__ import annotations
 import math
 import re
 
-from auditor.models import AuditedHost, HostResult, Observation, Target, UnauditedHost
+from auditor.aggregate import observation_for
+from auditor.models import AuditedHost, AuditRun, HostResult, Observation, Target, UnauditedHost
 from auditor.outcomes import Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
-from auditor.results import AuditRun
 from auditor.textsafe import for_cell
 
 COLUMNS: tuple[str, ...] = (
@@ -162,9 +162,10 @@ def rows(run: AuditRun) -> list[list[str]]:
     out: list[list[str]] = []
     targets = run.info.targets
     for result in run.results:
-        observations = result.observations if isinstance(result, AuditedHost) else ()
         for index, target in enumerate(targets):
-            obs = observations[index] if index < len(observations) else None
+            obs = (
+                observation_for(result, index, target) if isinstance(result, AuditedHost) else None
+            )
             out.append(_row(result, target, obs))
     return out
 

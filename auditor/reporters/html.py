@@ -32,16 +32,14 @@ from auditor.aggregate import (
     TargetSummary,
     by_group,
     by_platform,
-    fully_ready,
-    host_outcome_counts,
+    observation_for,
+    run_totals,
     summarize_targets,
-    target_outcome_counts,
 )
-from auditor.models import AuditedHost, HostResult, Observation, Target, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, HostResult, Target, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.reporters.terminal import format_readiness
-from auditor.results import AuditRun
 from auditor.textsafe import for_text
 
 TEMPLATE = "report.html.j2"
@@ -263,10 +261,7 @@ def _observations(
 ) -> list[list[Any]]:
     out: list[list[Any]] = []
     for index, target in enumerate(targets):
-        if index < len(result.observations):
-            o: Observation = result.observations[index]
-        else:
-            o = Observation(target.url, Outcome.ERROR, "no observation was recorded for this URL")
+        o = observation_for(result, index, target)
         status = o.http_status if isinstance(o.http_status, int) else None
         out.append(
             [
@@ -393,13 +388,16 @@ def context(run: AuditRun) -> dict[str, Any]:
     """Everything the template needs (plain data; the template escapes all of it)."""
     info = run.info
     results = run.results
-    total = len(results)
-    audited = sum(1 for r in results if r.audited)
-    skipped = sum(1 for r in results if r.skipped)
-    ready = sum(1 for r in results if fully_ready(r))
+    totals = run_totals(run)
+    total, audited, skipped, ready = (
+        totals.hosts,
+        totals.audited,
+        totals.skipped,
+        totals.fully_ready,
+    )
     summaries = summarize_targets(run)
-    host_counts = host_outcome_counts(run)
-    target_counts = dict(target_outcome_counts(run))
+    host_counts = totals.host_outcomes
+    target_counts = dict(totals.target_outcomes)
     per_target = [dict(s.outcomes) for s in summaries]
 
     host_bar = _segments(

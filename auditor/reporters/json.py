@@ -22,14 +22,13 @@ from auditor.aggregate import (
     by_group,
     by_platform,
     exit_status,
-    fully_ready,
-    host_outcome_counts,
+    run_totals,
     summarize_targets,
-    target_outcome_counts,
 )
+from auditor.models import AuditRun, RunInfo
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.base import Reporter
-from auditor.results import SCHEMA_VERSION, AuditRun, RunInfo, info_to_dict, result_to_dict
+from auditor.results import SCHEMA_VERSION, info_to_dict, result_to_dict
 
 
 def clean_str(text: str) -> str:
@@ -95,12 +94,15 @@ def _slice_dict(summary: SliceSummary) -> dict[str, Any]:
 
 def build_summary(run: AuditRun) -> dict[str, Any]:
     """The fleet aggregates of report.json (plain JSON types, every outcome key present)."""
-    hosts = len(run.results)
-    audited = sum(1 for r in run.results if r.audited)
-    ready = sum(1 for r in run.results if fully_ready(r))
-    skipped = sum(1 for r in run.results if r.skipped)
-    host_counts = dict(host_outcome_counts(run))
-    target_counts = dict(target_outcome_counts(run))
+    totals = run_totals(run)
+    hosts, audited, ready, skipped = (
+        totals.hosts,
+        totals.audited,
+        totals.fully_ready,
+        totals.skipped,
+    )
+    host_counts = dict(totals.host_outcomes)
+    target_counts = dict(totals.target_outcomes)
     return {
         "hosts": hosts,
         "audited": audited,

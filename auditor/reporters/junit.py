@@ -17,10 +17,10 @@ import math
 import re
 from collections.abc import Iterator
 
-from auditor.models import AuditedHost, HostResult, Observation, Target, UnauditedHost
+from auditor.aggregate import observation_for
+from auditor.models import AuditedHost, AuditRun, HostResult, Observation, Target, UnauditedHost
 from auditor.outcomes import Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
-from auditor.results import AuditRun
 from auditor.textsafe import for_text
 
 # Everything outside the XML 1.0 Char production (and lone surrogates).
@@ -107,14 +107,7 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
         )
         body_xml = failure + _warnings(result)
         return f'{head} time="{_seconds(result.duration)}">\n{body_xml}    </testcase>\n', True
-    if index < len(result.observations):
-        observation = result.observations[index]
-    else:
-        observation = Observation(
-            url=target.url,
-            outcome=Outcome.ERROR,
-            detail="no observation was recorded for this URL",
-        )
+    observation = observation_for(result, index, target)
     time = _seconds(observation.time_total)
     if observation.outcome is Outcome.REACHABLE:
         if result.warnings:

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
-from auditor.aggregate import fully_ready, host_outcome_counts, summarize_targets
-from auditor.models import AuditedHost, HostResult, UnauditedHost
+from auditor.aggregate import fully_ready, run_totals, summarize_targets
+from auditor.models import AuditedHost, AuditRun, HostResult, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome, host_hint
-from auditor.results import AuditRun
 from auditor.textsafe import for_terminal
 
 sanitize = for_terminal
@@ -71,16 +70,19 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
     paint = _painter(color)
     info = run.info
     results = run.results
-    total = len(results)
+    totals = run_totals(run)
     audited = [r for r in results if isinstance(r, AuditedHost)]
     unaudited = [r for r in results if isinstance(r, UnauditedHost) and not r.skipped]
     skipped = [r for r in results if isinstance(r, UnauditedHost) and r.skipped]
-    ready = sum(1 for r in audited if fully_ready(r))
     lines: list[str] = []
 
     title = f"Allow-list audit {sanitize(info.run_id, 60)}".rstrip()
     lines.append(paint(title, "bold"))
-    facts = [f"{total} hosts", f"{len(audited)} audited", f"{len(unaudited)} not audited"]
+    facts = [
+        f"{totals.hosts} hosts",
+        f"{totals.audited} audited",
+        f"{totals.not_audited} not audited",
+    ]
     if skipped:
         facts.append(f"{len(skipped)} skipped")
     if info.duration and math.isfinite(info.duration):
@@ -107,7 +109,7 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
             lines.append(f"        blocked by: {_outcome_list(failing)}")
     if not summaries:
         lines.append("  (no targets)")
-    lines.append(f"  {ready} of {len(audited)} audited hosts reach every URL")
+    lines.append(f"  {totals.fully_ready} of {totals.audited} audited hosts reach every URL")
 
     blocked = [r for r in audited if not fully_ready(r)]
     if blocked:
@@ -121,7 +123,7 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
     if unaudited:
         lines.append("")
         lines.append(paint(f"Not audited ({len(unaudited)}; not counted as blocked):", "warn"))
-        reasons = [(o, n) for o, n in host_outcome_counts(run) if o is not HostOutcome.SKIPPED]
+        reasons = [(o, n) for o, n in totals.host_outcomes if o is not HostOutcome.SKIPPED]
         # The host budget is shared between the reasons, so the summary stays short.
         per_reason = max(1, max_hosts // len(reasons))
         for outcome, count in reasons:

@@ -8,44 +8,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from auditor.errors import InputError
-from auditor.models import Host
-
-# A probe's records are a few hundred bytes per target; anything far beyond this is a
-# hostile or broken host, and keeping it would let one host exhaust the auditor's memory.
-MAX_OUTPUT_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class ProbeJob:
-    """What to run on a host.
-
-    `script` is, on every platform, the whole probe program as the host's interpreter runs
-    it: fixed probe source with its data (the URLs, the settings) carried as inert data, never
-    spliced into code. POSIX sh source ends in a quoted here-document of data lines;
-    PowerShell source holds one base64 literal.
-
-    `command` starts the interpreter that reads `script` on its standard input (POSIX:
-    `/bin/sh -s`); it is empty when the transport has its own way of handing the script
-    over (WinRM passes PowerShell source to powershell.exe as -EncodedCommand).
-    """
-
-    script: str
-    command: str = ""
-
-    @property
-    def stdin(self) -> bytes:
-        """What the transport writes to `command`'s standard input: the script, if piped."""
-        return self.script.encode() if self.command else b""
-
-
-@dataclass(frozen=True)
-class RawOutput:
-    """What came back from one probe session, cut at MAX_OUTPUT_BYTES."""
-
-    stdout: bytes
-    stderr: bytes
-    exit_status: int | None
-    truncated: bool = False
+from auditor.models import Host, ProbeJob, RawOutput
 
 
 def _no_lines() -> Mapping[str, int]:
@@ -71,7 +34,7 @@ class Transport(ABC):
     """Runs one probe session on one host.
 
     `prepare` is called once with every host the run will give the transport, before any
-    connection is made; `run` is then called per host. Implementations raise
+    connection is made; `run_job` is then called per host. Implementations raise
     `auditor.errors.HostLevelError` with a `HostOutcome` value when the host cannot be
     audited (unreachable, auth failed, host key, session timeout...), and must return or
     raise within `timeout` seconds.
@@ -93,7 +56,7 @@ class Transport(ABC):
         return ()
 
     @abstractmethod
-    async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
+    async def run_job(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
         """Run `job` on `host` in one session and return its bounded output."""
 
     async def close(self) -> None:  # noqa: B027 - optional hook; most transports hold nothing

@@ -10,9 +10,9 @@ import signal
 from collections.abc import Mapping
 
 from auditor.errors import HostLevelError
-from auditor.models import Host
+from auditor.models import MAX_OUTPUT_BYTES, Host, ProbeJob, RawOutput
 from auditor.outcomes import HostOutcome
-from auditor.transports.base import MAX_OUTPUT_BYTES, ProbeJob, RawOutput, Transport
+from auditor.transports.base import Transport
 
 
 async def read_bounded(stream: asyncio.StreamReader | None, limit: int) -> tuple[bytes, bool]:
@@ -65,7 +65,7 @@ class LocalTransport(Transport):
 
     name = "local"
 
-    async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
+    async def run_job(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
         try:
             proc = await asyncio.create_subprocess_exec(
                 *shlex.split(job.command),

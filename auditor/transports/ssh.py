@@ -23,24 +23,13 @@ import asyncssh
 
 from auditor.errors import HostLevelError, InputError
 from auditor.material import KEY_LIMIT, KNOWN_HOSTS_LIMIT, MaterialError, read_material
-from auditor.models import Connection, Host, Platform
+from auditor.models import MAX_OUTPUT_BYTES, Connection, Host, Platform, ProbeJob, RawOutput
 from auditor.outcomes import HostOutcome
 from auditor.secret import SSH_PASSWORD_VARS, Secret, inventory_secret
-from auditor.settings import PASSPHRASE_ENV, HostKeyPolicy, SSHSettings
-from auditor.transports.base import (
-    MAX_OUTPUT_BYTES,
-    ProbeJob,
-    RawOutput,
-    SettingsSource,
-    Transport,
-)
+from auditor.transports.base import SettingsSource, Transport
 from auditor.transports.endpoint import Endpoint, JumpSpec, resolve_endpoint
+from auditor.transports.options import PASSPHRASE_ENV, HostKeyPolicy, SSHSettings
 from auditor.transports.sshconfig import SSHConfigReader, default_config_path
-
-SSHOptions = SSHSettings
-"""The run-wide SSH settings (`auditor.settings.SSHSettings`), under the name the transport
-tests use."""
-
 
 KEY_VARS = ("ansible_ssh_private_key_file", "ansible_private_key_file")
 
@@ -452,7 +441,7 @@ class SSHTransport(Transport):
                 raise HostLevelError(HostOutcome.HOST_KEY_UNKNOWN, str(exc)) from None
         return found
 
-    async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
+    async def run_job(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
         prepared = self._state()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

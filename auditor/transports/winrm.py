@@ -44,17 +44,11 @@ from winrm.exceptions import (
 from winrm.protocol import Protocol
 
 from auditor.errors import HostLevelError, InputError
-from auditor.models import Host
+from auditor.models import MAX_OUTPUT_BYTES, Host, ProbeJob, RawOutput
 from auditor.outcomes import HostOutcome
 from auditor.secret import WINRM_PASSWORD_VARS, Secret, inventory_secret
-from auditor.settings import WinRMSettings
-from auditor.transports.base import (
-    MAX_OUTPUT_BYTES,
-    ProbeJob,
-    RawOutput,
-    SettingsSource,
-    Transport,
-)
+from auditor.transports.base import SettingsSource, Transport
+from auditor.transports.options import WinRMSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +94,6 @@ def command_line(script: str, program: str = POWERSHELL) -> str:
     """The whole command line as Windows sees it, for measuring against its limits."""
     program, args = encode_command(script, program)
     return " ".join((program, *args))
-
-
-WinRMOptions = WinRMSettings
-"""The WinRM defaults (`auditor.settings.WinRMSettings`), under the name the transport tests
-use; a host's variables override them."""
 
 
 @dataclass(frozen=True, repr=False)
@@ -656,7 +645,7 @@ class WinRMTransport(Transport):
     def host_warnings(self, host: Host) -> tuple[str, ...]:
         return self._warnings.get(host.name, ())
 
-    async def run(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
+    async def run_job(self, host: Host, job: ProbeJob, timeout: float) -> RawOutput:
         try:
             ep = self.endpoint(host)
             check_files(host, ep)

@@ -153,6 +153,15 @@ def test_an_existing_report_directory_needs_force(tmp_path: Path, servers: Loopb
     assert proc.returncode == 0, proc.stderr
 
 
+def _host_records(results: Path) -> int:
+    try:
+        text = results.read_text()
+    except FileNotFoundError:
+        return 0
+    # Only whole (newline-terminated) records count; the last may be half written.
+    return sum(1 for line in text.split("\n")[:-1] if json.loads(line).get("type") == "host")
+
+
 @pytest.mark.parametrize(("sig", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupting_a_run_writes_reports_and_marks_the_rest_not_audited(
     tmp_path: Path, servers: Loopback, sig: signal.Signals, status: int
@@ -179,7 +188,13 @@ def test_interrupting_a_run_writes_reports_and_marks_the_rest_not_audited(
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(4.5)  # the first two hosts have finished, two more are in flight
+    # Interrupt once the first two hosts have finished (two more are then in flight): wait
+    # on their records in the results stream, not on the clock, so a busy machine is fine.
+    deadline = time.monotonic() + 120
+    while _host_records(out / "results.jsonl") < 2:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the first two hosts never finished"
+        time.sleep(0.05)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == status, err

@@ -23,9 +23,9 @@ import pytest
 
 from auditor.errors import InputError
 from auditor.inventory import load_inventory
-from auditor.models import Connection, Host, Platform, UnauditedHost
+from auditor.models import Connection, Host, Platform, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome
-from auditor.results import ResultsWriter, RunInfo, read_results
+from auditor.results import ResultsWriter, read_results
 from tests.support.cli import BIN
 from tests.support.loopback import Loopback, loopback_servers
 

@@ -26,10 +26,9 @@ from auditor_lab.ps51 import (
 )
 from auditor_lab.wsman import EndpointConfig
 
-from auditor.models import Target
+from auditor.models import RawOutput, Target
 from auditor.outcomes import Outcome
 from auditor.probes.powershell import parse_powershell
-from auditor.transports.base import RawOutput
 
 NONCE = "ps7n0nce"
 URL = "https://cask.qg3.apps.qualys.com/status"

@@ -23,14 +23,14 @@ from winrm.protocol import Protocol
 
 from auditor.classify import classify
 from auditor.errors import HostLevelError
-from auditor.models import Target
+from auditor.models import RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
 from auditor.probes.powershell import build_powershell_job, parse_powershell
 from auditor.probes.powershell import evidence as powershell_evidence
 from auditor.secret import Secret
-from auditor.transports.base import RawOutput
-from auditor.transports.winrm import WinRMOptions, WinRMTransport, encode_command
+from auditor.transports.options import WinRMSettings
+from auditor.transports.winrm import WinRMTransport, encode_command
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.wsman_env import PASSWORD, USER, audit_log, endpoint, windows_host
 
@@ -58,11 +58,11 @@ def _protocol(port: int, **kw: Any) -> Protocol:
 
 
 def _audit(port: int, targets: list[Target]) -> Any:
-    transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
+    transport = WinRMTransport(WinRMSettings(), Secret(PASSWORD), max_workers=1)
     host = windows_host(port, ansible_winrm_scheme="http")
     job = build_powershell_job(targets, SETTINGS)
     try:
-        raw = asyncio.run(transport.run(host, job, 20.0))
+        raw = asyncio.run(transport.run_job(host, job, 20.0))
     finally:
         asyncio.run(transport.close())
     return parse_powershell(raw, targets, SETTINGS.nonce)

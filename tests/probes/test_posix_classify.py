@@ -8,10 +8,9 @@ import pytest
 
 from auditor.classify import Evidence, classify
 from auditor.errors import HostLevelError
-from auditor.models import Target
+from auditor.models import RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes.posix import parse_posix
-from auditor.transports.base import RawOutput
 
 NONCE = "0123456789abcdef"
 RECORDED = Path(__file__).parent / "recorded"

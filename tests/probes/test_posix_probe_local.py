@@ -59,7 +59,7 @@ def _path_without(tmp: Path, *missing: str) -> str:
 
 
 def _audit(targets: list[Target], settings: ProbeSettings) -> list[tuple[Outcome, str, str]]:
-    raw = asyncio.run(LocalTransport().run(HOST, build_posix_job(targets, settings), 30))
+    raw = asyncio.run(LocalTransport().run_job(HOST, build_posix_job(targets, settings), 30))
     result = parse_posix(raw, targets, settings.nonce)
     return [(o.outcome, o.detail, o.tool) for o in result.observations]
 
@@ -89,7 +89,7 @@ def test_urls_run_in_parallel_on_the_host(servers: Loopback) -> None:
     try:
         start = loop.time()
         settings = ProbeSettings(connect_timeout=2, max_time=2)
-        loop.run_until_complete(LocalTransport().run(HOST, build_posix_job(slow, settings), 30))
+        loop.run_until_complete(LocalTransport().run_job(HOST, build_posix_job(slow, settings), 30))
         elapsed = loop.time() - start
     finally:
         loop.close()
@@ -102,7 +102,7 @@ def test_a_denying_proxy_is_proxy_denied_and_its_password_is_never_shown(
     monkeypatch.setenv("https_proxy", f"http://auditor:s3cret-pw@127.0.0.1:{servers.proxy_port}")
     target = [Target(url=f"https://localhost:{servers.https_port}/status", name="ok")]
     settings = ProbeSettings(connect_timeout=2, max_time=2)
-    raw = asyncio.run(LocalTransport().run(HOST, build_posix_job(target, settings), 30))
+    raw = asyncio.run(LocalTransport().run_job(HOST, build_posix_job(target, settings), 30))
     result = parse_posix(raw, target, settings.nonce)
     assert "s3cret-pw" not in repr(result)
     (obs,) = result.observations
@@ -116,7 +116,7 @@ def test_a_proxy_password_holding_an_at_sign_is_masked_whole(
     monkeypatch.setenv("https_proxy", f"http://auditor:s3c@ret-pw@127.0.0.1:{servers.proxy_port}")
     target = [Target(url=f"https://localhost:{servers.https_port}/status", name="ok")]
     settings = ProbeSettings(connect_timeout=2, max_time=2)
-    raw = asyncio.run(LocalTransport().run(HOST, build_posix_job(target, settings), 30))
+    raw = asyncio.run(LocalTransport().run_job(HOST, build_posix_job(target, settings), 30))
     result = parse_posix(raw, target, settings.nonce)
     assert "s3c" not in repr(result) and "ret-pw" not in repr(result)
     (obs,) = result.observations

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from auditor.errors import HostLevelError, InputError
-from auditor.models import Target
+from auditor.models import MAX_OUTPUT_BYTES, RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeResult, ProbeSettings
 from auditor.probes.powershell import (
@@ -35,7 +35,6 @@ from auditor.probes.powershell import (
     stderr_text,
     substitute_data,
 )
-from auditor.transports.base import MAX_OUTPUT_BYTES, RawOutput
 from auditor.transports.winrm import CMD_EXE_MAX_CHARS, CREATEPROCESS_MAX_CHARS, command_line
 
 NONCE = "0123456789abcdef"

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 import auditor.scheduler
-from auditor.models import Platform, Target
+from auditor.models import Platform, RawOutput, Target
 from auditor.probes import Probe, ProbeSettings
 from auditor.probes.posix import COMMAND, PosixProbe
 from auditor.probes.powershell import PowerShellProbe
 from auditor.probes.registry import PROBES, probe_for
 from auditor.scheduler import Probes
-from auditor.transports.base import RawOutput
 
 NONCE = "0123456789abcdef"
 TARGETS = (Target(url="https://cask.qg3.apps.qualys.com/status", name="cdn"),)

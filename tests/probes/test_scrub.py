@@ -11,11 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditor.errors import HostLevelError
-from auditor.models import Target
+from auditor.models import RawOutput, Target
 from auditor.outcomes import Outcome
 from auditor.probes import Scrubber, escape_controls, proxy_secrets
 from auditor.probes.posix import parse_posix
-from auditor.transports.base import RawOutput
 
 NONCE = "0123456789abcdef"
 TARGET = Target(url="https://cask.qg3.apps.qualys.com/status", name="US3 CDN")

@@ -13,16 +13,17 @@ import itertools
 
 from auditor.models import (
     AuditedHost,
+    AuditRun,
     Connection,
     Host,
     HostResult,
     Observation,
     Platform,
+    RunInfo,
     Target,
     UnauditedHost,
 )
 from auditor.outcomes import HostOutcome, Outcome
-from auditor.results import AuditRun, RunInfo
 
 NOT_AUDITED_REASONS = [o for o in HostOutcome if o is not HostOutcome.SKIPPED]
 

@@ -7,10 +7,9 @@ import io
 import re
 from collections import Counter
 
-from auditor.models import AuditedHost, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import Outcome, host_hint
 from auditor.reporters.csv import COLUMNS, CsvReporter, cell
-from auditor.results import AuditRun, RunInfo
 from tests.reporters.fleet import (
     FORMULA_NAME,
     HOSTILE_NAME,

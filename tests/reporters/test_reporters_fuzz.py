@@ -12,14 +12,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from auditor.models import AuditedHost, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.csv import CsvReporter
 from auditor.reporters.html import HtmlReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import JunitReporter
 from auditor.reporters.terminal import render_summary
-from auditor.results import AuditRun, RunInfo
 from auditor.textsafe import for_text
 from tests.reporters.fleet import TARGETS, host, observe
 from tests.reporters.test_reporters_html import TEMPLATE_TAGS, parse

@@ -16,11 +16,10 @@ from typing import Any
 
 import pytest
 
-from auditor.models import AuditedHost
+from auditor.models import AuditedHost, AuditRun, RunInfo
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters import html as html_reporter
 from auditor.reporters.html import HtmlReporter, environment
-from auditor.results import AuditRun, RunInfo
 from tests.reporters.fleet import (
     FORMULA_NAME,
     HOSTILE_DETAIL,

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from auditor.models import UnauditedHost
+from auditor.models import AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.json import JsonReporter, json_safe
-from auditor.results import SCHEMA_VERSION, AuditRun, RunInfo
+from auditor.results import SCHEMA_VERSION
 from tests.reporters.fleet import HOSTILE_NAME, TARGETS, all_reachable, host, sample_run
 
 

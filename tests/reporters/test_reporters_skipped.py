@@ -15,11 +15,13 @@ import xml.etree.ElementTree as ET
 from auditor.aggregate import EXIT_BLOCKED, EXIT_NOT_AUDITED, EXIT_OK, exit_status
 from auditor.models import (
     AuditedHost,
+    AuditRun,
     Connection,
     Host,
     HostResult,
     Observation,
     Platform,
+    RunInfo,
     Target,
     UnauditedHost,
 )
@@ -29,7 +31,6 @@ from auditor.reporters.html import HtmlReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import JunitReporter
 from auditor.reporters.terminal import Progress, render_summary
-from auditor.results import AuditRun, RunInfo
 
 TARGET = Target(url="https://cdn.example.com/status", name="CDN")
 

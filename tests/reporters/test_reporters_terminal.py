@@ -5,10 +5,9 @@ from __future__ import annotations
 import io
 import re
 
-from auditor.models import AuditedHost
+from auditor.models import AuditedHost, AuditRun, RunInfo
 from auditor.outcomes import Outcome
 from auditor.reporters.terminal import Progress, format_readiness, render_summary, sanitize
-from auditor.results import AuditRun, RunInfo
 from tests.reporters.fleet import TARGETS, all_reachable, blocked_on_first, host, sample_run
 
 OUR_SGR = re.compile(r"\x1b\[[0-9;]*m")

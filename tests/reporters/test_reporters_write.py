@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from auditor.errors import InputError
+from auditor.models import AuditRun
 from auditor.reporters import REPORTERS, write_reports
 from auditor.reporters.base import Reporter
 from auditor.reporters.csv import CsvReporter
-from auditor.results import AuditRun, ResultsWriter
+from auditor.results import ResultsWriter
 from tests.reporters.fleet import sample_run
 
 

@@ -11,12 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from auditor.errors import HostLevelError, InputError
-from auditor.models import AuditedHost, Connection, Host, Observation, Platform, Target
+from auditor.models import AuditedHost, Connection, Host, Observation, Platform, RawOutput, Target
 from auditor.outcomes import Outcome
 from auditor.probes.posix import parse_posix
 from auditor.results import result_from_dict, result_to_dict
 from auditor.targets import load_targets_file, validate_url
-from auditor.transports.base import RawOutput
 
 NONCE = "00112233aabbccdd"
 TARGETS = [Target(url="https://a.example/", name="a"), Target(url="https://b.example/", name="b")]

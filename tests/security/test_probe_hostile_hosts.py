@@ -19,11 +19,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from auditor.models import Connection, Host, Platform, Target
+from auditor.models import Connection, Host, Platform, ProbeJob, RawOutput, Target
 from auditor.outcomes import Outcome
 from auditor.probes import ProbeResult, ProbeSettings
 from auditor.probes.posix import build_posix_job, parse_posix, probe_source
-from auditor.transports.base import ProbeJob, RawOutput
 from auditor.transports.local import LocalTransport
 from tests.support.loopback import (
     Loopback,
@@ -72,7 +71,7 @@ def _probe(
     job = build_posix_job(targets, settings)
     if command is not None:
         job = ProbeJob(script=job.script, command=command)
-    raw = asyncio.run(LocalTransport().run(HOST, job, 120))
+    raw = asyncio.run(LocalTransport().run_job(HOST, job, 120))
     return raw, parse_posix(raw, targets, settings.nonce)
 
 

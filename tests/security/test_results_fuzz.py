@@ -22,17 +22,10 @@ from hypothesis import strategies as st
 
 from auditor.aggregate import exit_status
 from auditor.errors import InputError
-from auditor.models import Host, Observation, Target
+from auditor.models import Host, Observation, RunInfo, Target
 from auditor.reporters import REPORTERS
 from auditor.reporters.terminal import render_summary
-from auditor.results import (
-    SCHEMA_VERSION,
-    RunInfo,
-    info_to_dict,
-    read_results,
-    reader_for,
-    result_to_dict,
-)
+from auditor.results import SCHEMA_VERSION, info_to_dict, read_results, reader_for, result_to_dict
 from tests.reporters.fleet import sample_run
 from tests.support.cli import BIN
 

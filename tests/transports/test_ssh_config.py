@@ -13,7 +13,8 @@ import pytest
 from auditor.errors import HostLevelError, InputError
 from auditor.models import Connection, Host, Platform
 from auditor.outcomes import HostOutcome
-from auditor.transports.ssh import JumpSpec, SSHOptions, SSHTransport
+from auditor.transports.options import SSHSettings
+from auditor.transports.ssh import JumpSpec, SSHTransport
 from auditor.transports.sshconfig import SSHConfigReader
 from tests.support.cli import audit, audit_argv, environ, report_hosts
 from tests.support.sshd import loopback_sshd, sshd_available
@@ -62,7 +63,7 @@ def config(tmp_path: Path) -> Path:
 
 
 def test_the_config_supplies_what_the_inventory_leaves_unsaid(config: Path) -> None:
-    transport = SSHTransport(SSHOptions(ssh_config=config))
+    transport = SSHTransport(SSHSettings(ssh_config=config))
     endpoint = transport.endpoint(_host("alias"))
     assert (endpoint.address, endpoint.port, endpoint.user) == ("192.0.2.7", 2200, "carol")
     assert endpoint.key_files == (Path("~/keys/alias_key").expanduser(),)
@@ -75,7 +76,7 @@ def test_the_inventory_wins_over_the_command_line_which_wins_over_the_config(
 ) -> None:
     flag_key = tmp_path / "flag_key"
     transport = SSHTransport(
-        SSHOptions(ssh_config=config, user="cli", keys=(flag_key,), jump_host="cli-jump")
+        SSHSettings(ssh_config=config, user="cli", keys=(flag_key,), jump_host="cli-jump")
     )
     from_flags = transport.endpoint(_host("alias"))
     assert (from_flags.user, from_flags.key_files, from_flags.jump) == (
@@ -103,7 +104,7 @@ def test_the_inventory_wins_over_the_command_line_which_wins_over_the_config(
 
 
 def test_host_blocks_match_the_inventory_address(config: Path) -> None:
-    transport = SSHTransport(SSHOptions(ssh_config=config))
+    transport = SSHTransport(SSHSettings(ssh_config=config))
     # ansible_host is what ssh is given, so it is what Host patterns see.
     endpoint = transport.endpoint(_host("web1", ansible_host="alias"))
     assert (endpoint.address, endpoint.user) == ("192.0.2.7", "carol")
@@ -112,13 +113,13 @@ def test_host_blocks_match_the_inventory_address(config: Path) -> None:
 
 
 def test_the_bastion_itself_is_resolved_through_the_config(config: Path) -> None:
-    transport = SSHTransport(SSHOptions(ssh_config=config))
+    transport = SSHTransport(SSHSettings(ssh_config=config))
     bastion = transport.endpoint(_host("bastion", ansible_user="ops"), follow_jump=False)
     assert (bastion.address, bastion.user) == ("192.0.2.1", "ops")
 
 
 def test_a_proxycommand_is_a_host_level_error_not_run(config: Path) -> None:
-    transport = SSHTransport(SSHOptions(ssh_config=config))
+    transport = SSHTransport(SSHSettings(ssh_config=config))
     with pytest.raises(HostLevelError) as caught:
         transport.endpoint(_host("piped"))
     assert caught.value.outcome is HostOutcome.ERROR
@@ -262,7 +263,7 @@ def test_a_broken_config_exits_2_with_a_one_line_message(tmp_path: Path) -> None
 def test_a_proxyjump_loop_is_a_host_level_error(tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
     config.write_text("Host loop\n    ProxyJump loop\n")
-    transport = SSHTransport(SSHOptions(ssh_config=config))
+    transport = SSHTransport(SSHSettings(ssh_config=config))
     with pytest.raises(HostLevelError) as caught:
         transport.endpoint(_host("loop"))
     assert caught.value.outcome is HostOutcome.ERROR and "loop" in caught.value.detail
@@ -274,20 +275,20 @@ def test_a_proxyjump_loop_is_a_host_level_error(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["root@:0", "gw:0", "@gw", "a;b", "gw,"])
 def test_a_malformed_jump_host_is_an_input_error_naming_the_setting(value: str) -> None:
-    transport = SSHTransport(SSHOptions(jump_host=value))
+    transport = SSHTransport(SSHSettings(jump_host=value))
     with pytest.raises(InputError) as caught:
         transport.endpoint(_host("web1"))
     assert caught.value.source == "--jump-host"
     inventory = _host("web2", ansible_ssh_common_args=f"-o ProxyJump={value}")
     with pytest.raises(InputError) as caught:
-        SSHTransport(SSHOptions()).endpoint(inventory)
+        SSHTransport(SSHSettings()).endpoint(inventory)
     assert caught.value.source == "ansible_ssh_common_args of host web2"
 
 
 def test_identityfile_none_names_no_key_files_and_turns_the_defaults_off(tmp_path: Path) -> None:
     config = tmp_path / "ssh_config"
     config.write_text("Host bare\n    IdentityFile none\nHost both\n    IdentityFile /keys/a\n")
-    transport = SSHTransport(SSHOptions(ssh_config=config))
+    transport = SSHTransport(SSHSettings(ssh_config=config))
     bare = transport.endpoint(_host("bare"))
     assert (bare.key_files, bare.default_keys) == ((), False)
     named = transport.endpoint(_host("both"))

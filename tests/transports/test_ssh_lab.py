@@ -226,12 +226,13 @@ def test_jump_host_flag_multiplexes_one_connection(lab: LabInfo, tmp_path: Path)
     from auditor.probes import ProbeSettings
     from auditor.probes.posix import build_posix_job
     from auditor.transports.base import SettingsSource
-    from auditor.transports.ssh import SSHOptions, SSHTransport
+    from auditor.transports.options import SSHSettings
+    from auditor.transports.ssh import SSHTransport
 
     _, known = _jump_inventory(lab, tmp_path)
     jump = next(s for s in lab.hosts if s.name == "jump")
     transport = SSHTransport(
-        SSHOptions(
+        SSHSettings(
             user="root", keys=(lab.key,), known_hosts=known, jump_host=f"root@{jump.address}"
         )
     )
@@ -251,7 +252,7 @@ def test_jump_host_flag_multiplexes_one_connection(lab: LabInfo, tmp_path: Path)
 
     async def main() -> list[Any]:
         try:
-            return list(await asyncio.gather(*(transport.run(h, job, 30) for h in hosts)))
+            return list(await asyncio.gather(*(transport.run_job(h, job, 30) for h in hosts)))
         finally:
             assert len(transport._jumps) == 1  # one shared connection served all four
             await transport.close()

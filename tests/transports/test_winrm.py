@@ -19,19 +19,13 @@ import pytest
 import winrm.transport
 
 from auditor.errors import HostLevelError, InputError
-from auditor.models import Host, Target
+from auditor.models import Host, RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
 from auditor.probes.powershell import build_powershell_job, parse_powershell
 from auditor.secret import Secret
-from auditor.settings import WinRMSettings
-from auditor.transports.base import RawOutput
-from auditor.transports.winrm import (
-    WinRMOptions,
-    WinRMTransport,
-    command_line,
-    winrm_transport,
-)
+from auditor.transports.options import WinRMSettings
+from auditor.transports.winrm import WinRMTransport, command_line, winrm_transport
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.proc import command_lines
 from tests.support.wsman_env import (
@@ -69,7 +63,7 @@ def _run(
 ) -> RawOutput:
     job = build_powershell_job(targets, SETTINGS)
     try:
-        return asyncio.run(transport.run(host, job, timeout))
+        return asyncio.run(transport.run_job(host, job, timeout))
     finally:
         asyncio.run(transport.close())
 
@@ -82,7 +76,7 @@ def _host_error(transport: WinRMTransport, host: Host, timeout: float = 20.0) ->
 
 
 def _transport(**options: Any) -> WinRMTransport:
-    return WinRMTransport(WinRMOptions(**options), Secret(PASSWORD), max_workers=2)
+    return WinRMTransport(WinRMSettings(**options), Secret(PASSWORD), max_workers=2)
 
 
 def test_ntlm_over_http_with_encryption_audits_every_outcome_exactly(
@@ -274,7 +268,7 @@ def test_ntlm_over_https_sends_channel_bindings_the_endpoint_checks(
 def test_wrong_password_is_auth_failed_with_the_servers_answer(tmp_path: Path) -> None:
     with endpoint(tmp_path, auth=["ntlm"]) as wsman:
         host = windows_host(wsman.port, ansible_winrm_scheme="http")
-        transport = WinRMTransport(WinRMOptions(), Secret("not-" + PASSWORD), max_workers=1)
+        transport = WinRMTransport(WinRMSettings(), Secret("not-" + PASSWORD), max_workers=1)
         error = _host_error(transport, host)
     assert error.outcome == HostOutcome.AUTH_FAILED
     assert error.detail == (

@@ -27,13 +27,13 @@ from auditor_lab import pki
 from auditor_lab.wsman import EndpointConfig
 
 from auditor.errors import HostLevelError, InputError
-from auditor.models import Host, Target
+from auditor.models import Host, RawOutput, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
 from auditor.probes.powershell import build_powershell_job, parse_powershell
 from auditor.secret import Secret
-from auditor.transports.base import RawOutput
-from auditor.transports.winrm import WinRMOptions, WinRMTransport, command_line
+from auditor.transports.options import WinRMSettings
+from auditor.transports.winrm import WinRMTransport, command_line
 from tests.support.kdc import Realm, kdc, tools_missing
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.wsman_env import (
@@ -74,7 +74,7 @@ def _target(lb: Loopback) -> Target:
 def _run(transport: WinRMTransport, host: Host, targets: list[Target]) -> RawOutput:
     job = build_powershell_job(targets, SETTINGS)
     try:
-        return asyncio.run(transport.run(host, job, 20.0))
+        return asyncio.run(transport.run_job(host, job, 20.0))
     finally:
         asyncio.run(transport.close())
 
@@ -132,7 +132,7 @@ class _CertLab:
 
 
 def _no_password() -> WinRMTransport:
-    return WinRMTransport(WinRMOptions(), None, max_workers=1)
+    return WinRMTransport(WinRMSettings(), None, max_workers=1)
 
 
 def test_a_mapped_client_certificate_audits_without_any_password(
@@ -192,7 +192,7 @@ def test_certificate_auth_ignores_a_password_it_was_given(
     good = client_cert(lab.client_ca, UPN, tmp_path / "good")
     with endpoint(tmp_path / "ep", **lab.config(loopback, tmp_path / "log")) as wsman:
         host = lab.host(wsman.port, good.cert, good.key)
-        transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
+        transport = WinRMTransport(WinRMSettings(), Secret(PASSWORD), max_workers=1)
         assert transport.endpoint(host).password is None
         _audits(transport, host, loopback)
 
@@ -323,7 +323,7 @@ def test_credssp_with_the_right_password_audits_sealed_over_http(
     log = tmp_path / "actions.jsonl"
     config = {"auth": ["credssp"], "network": _network(loopback), "audit_log": str(log)}
     with endpoint(tmp_path / "ep", **config) as wsman:
-        transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
+        transport = WinRMTransport(WinRMSettings(), Secret(PASSWORD), max_workers=1)
         _audits(transport, _credssp_host(wsman.port, "http"), loopback)
     entries = audit_log(log)
     assert {(e["user"], e["via"]) for e in entries} == {(USER, "credssp+sealed")}
@@ -339,7 +339,7 @@ def test_credssp_over_https_audits(loopback: Loopback, tmp_path: Path) -> None:
         "audit_log": str(log),
     }
     with endpoint(tmp_path / "ep", **config) as wsman:
-        transport = WinRMTransport(WinRMOptions(ca_bundle=str(tls.ca)), Secret(PASSWORD), 1)
+        transport = WinRMTransport(WinRMSettings(ca_bundle=str(tls.ca)), Secret(PASSWORD), 1)
         _audits(transport, _credssp_host(wsman.port, "https"), loopback)
     assert {(e["user"], e["via"]) for e in audit_log(log)} == {(USER, "credssp+tls")}
 
@@ -356,7 +356,7 @@ def test_credssp_seals_messages_over_16_kib_in_parts_both_ways(
     assert len(command_line(build_powershell_job(targets, SETTINGS).script)) > 16384
     config = {"auth": ["credssp"], "network": _network(loopback)}
     with endpoint(tmp_path / "ep", **config) as wsman:
-        transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
+        transport = WinRMTransport(WinRMSettings(), Secret(PASSWORD), max_workers=1)
         raw = _run(transport, _credssp_host(wsman.port, "http"), targets)
     assert len(raw.stdout) > 16384
     observations = parse_powershell(raw, targets, SETTINGS.nonce).observations
@@ -405,7 +405,7 @@ def test_credssp_with_a_wrong_password_is_auth_failed(loopback: Loopback, tmp_pa
     log = tmp_path / "actions.jsonl"
     config = {"auth": ["credssp"], "network": _network(loopback), "audit_log": str(log)}
     with endpoint(tmp_path / "ep", **config) as wsman:
-        transport = WinRMTransport(WinRMOptions(), Secret("not-" + PASSWORD), max_workers=1)
+        transport = WinRMTransport(WinRMSettings(), Secret("not-" + PASSWORD), max_workers=1)
         error = _host_error(transport, _credssp_host(wsman.port, "http"), loopback)
     assert error.outcome == HostOutcome.AUTH_FAILED
     assert error.detail.startswith(
@@ -424,7 +424,7 @@ def test_kerberos_asks_for_no_password_and_takes_the_spn_host_from_the_inventory
         ansible_password="inventory-secret",
     )
     for password in (None, Secret(PASSWORD)):
-        ep = WinRMTransport(WinRMOptions(), password, max_workers=1).endpoint(host)
+        ep = WinRMTransport(WinRMSettings(), password, max_workers=1).endpoint(host)
         assert (ep.auth, ep.password, ep.user) == ("kerberos", None, USER)
         assert ep.kerberos_hostname == "web01.corp.example"
     # The override is only for Kerberos, and must be a host name.
@@ -440,7 +440,7 @@ def test_kerberos_asks_for_no_password_and_takes_the_spn_host_from_the_inventory
 
 
 def _no_password_with(password: Secret) -> WinRMTransport:
-    return WinRMTransport(WinRMOptions(), password, max_workers=1)
+    return WinRMTransport(WinRMSettings(), password, max_workers=1)
 
 
 def test_with_a_ticket_kerberos_audits_over_https(
@@ -452,7 +452,7 @@ def test_with_a_ticket_kerberos_audits_over_https(
     config["tls"] = {"cert": str(tls.cert), "key": str(tls.key)}
     with endpoint(tmp_path / "ep", **config) as wsman:
         host = _kerberos_host(realm, wsman.port, ansible_winrm_scheme="https")
-        transport = WinRMTransport(WinRMOptions(ca_bundle=str(tls.ca)), None, max_workers=1)
+        transport = WinRMTransport(WinRMSettings(ca_bundle=str(tls.ca)), None, max_workers=1)
         _audits(transport, host, loopback)
     assert {(e["user"], e["via"]) for e in audit_log(log)} == {(USER, "kerberos+tls")}
 

@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from auditor.models import Target
+from auditor.models import RawOutput, Target
 from auditor.outcomes import Outcome
 from auditor.probes import ProbeSettings
 from auditor.probes.powershell import build_powershell_job, parse_powershell
 from auditor.secret import Secret
-from auditor.transports.base import RawOutput
-from auditor.transports.winrm import WinRMOptions, WinRMTransport
+from auditor.transports.options import WinRMSettings
+from auditor.transports.winrm import WinRMTransport
 from tests.support.loopback import Loopback, loopback_servers
 from tests.support.wsman_env import PASSWORD, Extras, endpoint, extra_servers, windows_host
 
@@ -33,11 +33,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Loopback
 
 
 def _run(port: int, targets: list[Target], powershell: str = "pwsh") -> RawOutput:
-    transport = WinRMTransport(WinRMOptions(), Secret(PASSWORD), max_workers=1)
+    transport = WinRMTransport(WinRMSettings(), Secret(PASSWORD), max_workers=1)
     host = windows_host(port, ansible_winrm_scheme="http", auditor_powershell=powershell)
     job = build_powershell_job(targets, SETTINGS)
     try:
-        return asyncio.run(transport.run(host, job, 20.0))
+        return asyncio.run(transport.run_job(host, job, 20.0))
     finally:
         asyncio.run(transport.close())
 
