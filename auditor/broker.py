@@ -365,6 +365,11 @@ def live_runners(client: redis.Redis, sites: Sequence[str]) -> dict[str, list[st
             pipe.exists(runner_key(site, name))
         alive = pipe.execute()
         found[site] = [n for n, up in zip(names, alive, strict=True) if up]
+        # A runner whose heartbeat is gone is forgotten, so the set does not grow with every
+        # runner restart (each process has its own identity).
+        gone = [n for n, up in zip(names, alive, strict=True) if not up]
+        if gone:
+            client.srem(site_runners_key(site), *gone)
     return found
 
 

@@ -466,3 +466,33 @@ def test_a_broker_stopped_mid_run_is_waited_for_and_the_run_completes(
     hosts = _hosts(out)
     assert sorted(hosts) == ["i1", "s1", "s2", "s3", "s4"]
     assert all(h["audited"] for h in hosts.values()), hosts
+
+
+def test_a_rediss_broker_is_used_over_verified_tls_and_refused_unverified(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    with redis_server(tmp_path / "tls", tls=True) as tls:
+        assert tls.ca is not None
+        workers.append(Worker(tls, tmp_path, "alpha", "alpha-tls", "--broker-ca", str(tls.ca)))
+        out = tmp_path / "out"
+        args = [
+            "-i",
+            str(_inventory(tmp_path)),
+            "--limit",
+            "alpha",
+            "--broker",
+            tls.url,
+            "--url",
+            f"http://127.0.0.1:{free_port()}/",
+        ]
+        env = environ(AUDITOR_BROKER_PASSWORD=tls.password)
+        proc = audit(*args, "--broker-ca", str(tls.ca), "-o", str(out), env=env, timeout=WAIT)
+        assert proc.returncode == 1, proc.stderr
+        assert {h["runner"] for h in _hosts(out).values()} == {"alpha-tls"}
+        # Without the CA that signed it, the broker's certificate is not trusted: no run.
+        refused = audit(*args, "-o", str(tmp_path / "refused"), env=env, timeout=WAIT)
+        assert refused.returncode == 2, refused.stderr
+        assert "certificate verify failed" in refused.stderr
+        assert not (tmp_path / "refused").exists()
+        for worker in workers:
+            worker.stop()
