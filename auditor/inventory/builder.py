@@ -397,6 +397,8 @@ def _leave_group(groups: set[str], name: str, ancestry: _Ancestry) -> None:
 
 def _all_text(value: Any, seen: set[int]) -> bool:
     """Whether every string in `value` (keys included, nested) is valid text."""
+    if type(value) is str:  # nearly every variable: no stack needed
+        return is_text(value)
     stack = [value]
     while stack:
         item = stack.pop()

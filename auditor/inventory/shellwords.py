@@ -25,11 +25,22 @@ _SINGLE = re.compile(r"'([^']*)'")
 _DOUBLE = re.compile(r'"((?:[^"\\]|\\.)*)"', re.DOTALL)
 _DOUBLE_ESCAPE = re.compile(r'\\(["\\])')
 _WORD_END = _SPACE + "#"
+_QUOTING = re.compile(r"['\"\\]")
+_UNQUOTED_WORD = re.compile(r"[^ \t\r\n]+")
 
 
 def split_words(line: str) -> list[str]:
     """The words of one line (no line breaks in it); ValueError for an unclosed quote or
     a trailing backslash."""
+    if _QUOTING.search(line) is None:
+        # Nothing quoted or escaped (most host lines): words are the runs between blanks,
+        # up to the first '#', which starts a comment even inside a word.
+        return _UNQUOTED_WORD.findall(line.partition("#")[0])
+    return split_quoted(line)
+
+
+def split_quoted(line: str) -> list[str]:
+    """`split_words` the long way, character by character: quotes and escapes honoured."""
     words: list[str] = []
     pos, end = 0, len(line)
     while True:
