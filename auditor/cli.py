@@ -713,12 +713,13 @@ def worker_cmd(
     import logging
 
     from auditor.audit import default_runner, with_passwords
-    from auditor.worker import Runner, check_credentials, worker_config
+    from auditor.worker import CHECK_HOSTS, Runner, check_credentials, worker_config
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         settings = _settings(ctx, options)
-        settings = with_passwords(settings, ())
+        # A runner has no inventory: --ask-pass asks for the SSH password it will use.
+        settings = with_passwords(settings, tuple(CHECK_HOSTS.values()))
         brokered = _broker(
             {"broker": broker, "broker_password_file": broker_password_file, "broker_ca": broker_ca}
         )

@@ -61,7 +61,7 @@ class WorkerConfig:
 
 # A placeholder host per connection kind: preparing a transport for it loads the run-wide
 # trust and credential material (known_hosts, key files, CA bundles) the way a run would.
-_CHECK_HOSTS = {
+CHECK_HOSTS = {
     Connection.SSH: Host("runner-credential-check", "127.0.0.1", Connection.SSH, Platform.LINUX),
 }
 
@@ -70,7 +70,7 @@ def check_credentials(config: WorkerConfig) -> None:
     """Load every credential and trust file the runner was given, before it takes work; a
     bad one raises InputError and the runner never connects to the broker's queue."""
     audit = _audit_config(config, (), ())
-    for host in _CHECK_HOSTS.values():
+    for host in CHECK_HOSTS.values():
         prepare_transports(replace(audit, hosts=(host,)))
 
 

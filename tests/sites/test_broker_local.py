@@ -32,7 +32,7 @@ def _inventory(tmp_path: Path) -> Path:
     path.write_text(
         "[alpha]\na1 ansible_connection=local\na2 ansible_connection=local\n"
         "[beta]\nb1 ansible_connection=local\n"
-        "[gamma]\ng1 ansible_connection=local\n"
+        "[gamma]\ng1 ansible_connection=local\nsw1 ansible_connection=network_cli\n"
         "[alpha:vars]\nauditor_site=alpha\n[beta:vars]\nauditor_site=beta\n"
         # A host without auditor_site lives in site `default`.
     )
@@ -123,7 +123,9 @@ def test_hosts_go_to_their_sites_runners_and_an_unserved_site_is_named(
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     hosts = _hosts(out)
-    assert sorted(hosts) == ["a1", "a2", "b1", "g1"]
+    assert sorted(hosts) == ["a1", "a2", "b1", "g1", "sw1"]
+    # A host the auditor does not audit is never queued: skipped where it is decided.
+    assert hosts["sw1"]["host_outcome"] == "skipped"
     for name in ("a1", "a2"):
         assert hosts[name]["runner"] == "alpha-1"
         assert hosts[name]["observations"][0]["outcome"] == "refused"
