@@ -148,7 +148,6 @@ def celery_app(broker: BrokerSettings) -> Celery:
         "visibility_timeout": VISIBILITY_TIMEOUT,
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": SOCKET_TIMEOUT,
-        "health_check_interval": 10,
     }
     app.conf.update(
         task_serializer="json",
@@ -174,8 +173,12 @@ def celery_app(broker: BrokerSettings) -> Celery:
     return app
 
 
-def redis_client(broker: BrokerSettings) -> redis.Redis:
+def redis_client(broker: BrokerSettings, retry: bool = True) -> redis.Redis:
+    """A client for the ledger and heartbeats. `retry=False`: one try only (for the login
+    check, which must fail fast: a refused password is not a network blip)."""
     import redis as redis_lib
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
     kwargs: dict[str, Any] = {
         "host": broker.host,
@@ -185,8 +188,9 @@ def redis_client(broker: BrokerSettings) -> redis.Redis:
         "socket_timeout": SOCKET_TIMEOUT,
         "socket_connect_timeout": SOCKET_TIMEOUT,
         "decode_responses": True,
-        "health_check_interval": 10,
     }
+    if not retry:
+        kwargs["retry"] = Retry(NoBackoff(), 0)
     if broker.tls:
         kwargs["ssl"] = True
         kwargs["ssl_cert_reqs"] = "required"
@@ -195,10 +199,11 @@ def redis_client(broker: BrokerSettings) -> redis.Redis:
     return redis_lib.Redis(**kwargs)
 
 
-def check_broker(client: redis.Redis, broker: BrokerSettings) -> None:
+def check_broker(broker: BrokerSettings) -> None:
     """Fail closed before any work: the broker answers and accepts our login."""
     import redis as redis_lib
 
+    client = redis_client(broker, retry=False)
     try:
         client.ping()
     except redis_lib.AuthenticationError:
@@ -215,6 +220,8 @@ def check_broker(client: redis.Redis, broker: BrokerSettings) -> None:
         raise BrokerError(f"broker {broker.url}: {exc}") from None
     except (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError) as exc:
         raise BrokerError(f"broker {broker.url}: cannot connect: {exc}") from None
+    finally:
+        client.close()
 
 
 # --- the ledger -----------------------------------------------------------------------------

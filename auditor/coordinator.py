@@ -52,6 +52,9 @@ if TYPE_CHECKING:
 QUEUE_TIMEOUT = 60.0
 # How long the coordinator waits on the ledger between looks at the runners' heartbeats.
 TICK = 1.0
+# Beyond a host's deadline, how long its runner may take to record the result (a runner
+# retries a write for up to two minutes while the broker is away).
+HOLD_GRACE = 180.0
 # A broker unreachable for this long ends the run: what finished is kept.
 BROKER_OUTAGE = 60.0
 
@@ -159,10 +162,13 @@ class _Coordinator:
                 self.site_seen[site] = now
         holders = self.ledger.holders()
         requeue: dict[str, int] = {}
+        # A host held far past its own deadline is lost even if its runner still beats
+        # (its result could not be recorded): it goes to the site's runners again.
+        overdue = time.time() - (self.site_run.settings.schedule.timeout + HOLD_GRACE)
         for name, holder in holders.items():
             if name in self.done or name not in self.hosts:
                 continue
-            if holder.runner not in live.get(holder.site, []):
+            if holder.runner not in live.get(holder.site, []) or holder.since < overdue:
                 attempt = self.ledger.requeue(name, holder.encode())
                 if attempt:
                     requeue[name] = attempt
@@ -187,7 +193,7 @@ class _Coordinator:
         import redis as redis_lib
         from kombu.exceptions import OperationalError
 
-        check_broker(self.client, self.site_run.broker)
+        check_broker(self.site_run.broker)
         self.ledger.create(self.site)
         self.outbox.update(dict.fromkeys(self.hosts, 1))
         last_look = 0.0
@@ -348,7 +354,7 @@ def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[st
     for host in config.hosts:
         if not host.skip:
             HostTask.for_host("0" * 16, host, config.targets, settings, 1)
-    check_broker(redis_client(site_run.broker), site_run.broker)
+    check_broker(site_run.broker)
     out_dir_id = prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
     config = replace(config, out_dir_id=out_dir_id)
     quiet = settings.report.quiet

@@ -160,7 +160,7 @@ class HostTask:
                 "host": {"name": self.host_name, "groups": list(self.groups)},
                 "vars": dict(self.vars),
                 "targets": targets,
-                "settings": json.loads(self.settings.to_json()),
+                "settings": _plain_settings(self.settings),
                 "attempt": self.attempt,
             },
             sort_keys=True,
@@ -228,6 +228,20 @@ class HostTask:
         if task.host().connection is Connection.NONE:
             raise InputError("task: the host's connection is not audited")
         return task
+
+
+# The coordinator sends one run's settings with every host: turned into plain data once
+# (the typed walk is most of a task's cost), keyed by the very object.
+_PLAIN: dict[int, tuple[Settings, Any]] = {}
+
+
+def _plain_settings(settings: Settings) -> Any:
+    cached = _PLAIN.get(id(settings))
+    if cached is None or cached[0] is not settings:
+        if len(_PLAIN) > 8:
+            _PLAIN.clear()
+        cached = _PLAIN[id(settings)] = (settings, json.loads(settings.to_json()))
+    return cached[1]
 
 
 def _targets(data: object) -> tuple[Target, ...]:

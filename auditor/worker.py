@@ -138,8 +138,8 @@ class Runner:
             log.info("host %s: not taken (%s)", task.host_name, verdict)
             return verdict
         result = self._audit(task)
-        data = result_to_dict(result)
-        outcome = ledger.record(task.host_name, _json(data))
+        text = _json(result_to_dict(result))
+        outcome = self._patiently(lambda: ledger.record(task.host_name, text))
         log.info("host %s: %s (%s)", task.host_name, _summary(result), outcome)
         return outcome
 
@@ -173,10 +173,26 @@ class Runner:
         # this runner's secrets must not get it into Redis.
         return without_secrets(result, _scrubber(_run_secrets(config), host))
 
+    def _patiently(self, call: Callable[[], str]) -> str:
+        """`call` (a ledger write), tried again while the broker is briefly away: a result
+        already paid for is not given up for a blip. After RECORD_PATIENCE seconds the error
+        stands; the coordinator then re-queues the host as overdue."""
+        import redis as redis_lib
+
+        deadline = _monotonic() + RECORD_PATIENCE
+        while True:
+            try:
+                return call()
+            except (redis_lib.ConnectionError, redis_lib.TimeoutError) as exc:
+                if _monotonic() > deadline:
+                    raise
+                log.warning("broker unreachable, result kept for another try: %s", exc)
+                self._stopped.wait(1.0)
+
     # -- the process ---------------------------------------------------------------------
 
     def serve(self, ready: Callable[[], None] | None = None) -> int:
-        check_broker(self.client, self.config.broker)
+        check_broker(self.config.broker)
         threading.Thread(target=self._run_loop, name="probe-loop", daemon=True).start()
         beat(self.client, self.config.site, self.instance)
         threading.Thread(target=self._heartbeat, name="heartbeat", daemon=True).start()
@@ -215,6 +231,15 @@ class Runner:
                 log.warning("could not sign off: %s", exc)
             self._loop.call_soon_threadsafe(self._loop.stop)
         return int(worker.exitcode or 0)
+
+
+RECORD_PATIENCE = 120.0
+
+
+def _monotonic() -> float:
+    import time
+
+    return time.monotonic()
 
 
 def _now() -> float:
