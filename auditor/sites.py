@@ -222,7 +222,7 @@ class HostTask:
             groups=tuple(groups),
             vars=MappingProxyType(variables),
             targets=targets,
-            settings=Settings.from_json(json.dumps(settings)),
+            settings=_settings_from(settings),
             attempt=attempt,
         )
         if task.host().connection is Connection.NONE:
@@ -242,6 +242,22 @@ def _plain_settings(settings: Settings) -> Any:
             _PLAIN.clear()
         cached = _PLAIN[id(settings)] = (settings, json.loads(settings.to_json()))
     return cached[1]
+
+
+_PARSED: dict[str, Settings] = {}
+
+
+def _settings_from(data: dict[str, Any]) -> Settings:
+    """`Settings.from_json`, checked in full once per distinct settings text: every task of a
+    run carries the same settings, and a runner serves many tasks."""
+    text = json.dumps(data, sort_keys=True)
+    found = _PARSED.get(text)
+    if found is None:
+        found = Settings.from_json(text)
+        if len(_PARSED) > 8:
+            _PARSED.clear()
+        _PARSED[text] = found
+    return found
 
 
 def _targets(data: object) -> tuple[Target, ...]:
