@@ -41,6 +41,7 @@ from auditor.results import result_to_dict
 from auditor.scheduler import Probes, audit_host
 from auditor.settings import Settings
 from auditor.sites import HostTask, check_site_name, queue_name
+from auditor.transports.options import HostKeyPolicy
 
 if TYPE_CHECKING:
     import redis
@@ -167,6 +168,19 @@ class Runner:
                     await transport.close()
 
         result = asyncio.run_coroutine_threadsafe(one(), self._loop).result()
+        # Trust this runner was told to weaken for the host travels with its result, so the
+        # report flags it as a local run's would.
+        warnings = transports[host.connection].host_warnings(host)
+        if host.connection is Connection.SSH and (
+            self.config.settings.ssh.host_key_policy is HostKeyPolicy.NONE
+        ):
+            warnings = (
+                f"HOST KEY CHECKING WAS DISABLED on runner {self.config.name} "
+                "(--no-host-key-check): results could come from an impostor host",
+                *warnings,
+            )
+        if warnings:
+            result = replace(result, warnings=warnings)
         from auditor.audit import _run_secrets, _scrubber
 
         # Scrubbed here, before the result reaches the broker: a host that learned one of

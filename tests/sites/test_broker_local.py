@@ -498,3 +498,33 @@ def test_a_rediss_broker_is_used_over_verified_tls_and_refused_unverified(
         assert not (tmp_path / "refused").exists()
         for worker in workers:
             worker.stop()
+
+
+def test_a_runner_without_host_key_checking_flags_every_ssh_host_it_audits(
+    tmp_path: Path,
+) -> None:
+    # The coordinator cannot know how a runner trusts hosts: the runner says so per host.
+    import threading
+
+    from auditor.broker import BrokerSettings
+    from auditor.models import Host, Target
+    from auditor.settings import Settings
+    from auditor.sites import HostTask
+    from auditor.transports.options import HostKeyPolicy, SSHSettings
+    from auditor.worker import Runner, worker_config
+
+    host = Host.from_vars("lonely", (), {"ansible_host": "127.0.0.1", "ansible_port": free_port()})
+    task = HostTask.for_host(
+        "0123456789abcdef", host, (Target("http://127.0.0.1:1/", "x"),), Settings(), 1
+    )
+    settings = Settings(ssh=SSHSettings(host_key_policy=HostKeyPolicy.NONE, connect_timeout=5))
+    runner = Runner(
+        worker_config(settings, BrokerSettings("redis://127.0.0.1:1/0"), "default", "trusting-1", 1)
+    )
+    threading.Thread(target=runner._run_loop, daemon=True).start()
+    try:
+        result = runner._audit(HostTask.from_json(task.to_json()))
+    finally:
+        runner._loop.call_soon_threadsafe(runner._loop.stop)
+    assert result.runner == "trusting-1"
+    assert any("HOST KEY CHECKING WAS DISABLED on runner trusting-1" in w for w in result.warnings)
