@@ -17,10 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Protocol
 
 from auditor import __version__
 from auditor.aggregate import exit_status
 from auditor.errors import InputError
+from auditor.gate import Gate, evaluate, gate_line
+from auditor.history import History, HistoryError
 from auditor.models import AuditedHost, AuditRun, Connection, Host, HostResult, RunInfo, Target
 from auditor.probes import ProbeSettings, Scrubber
 from auditor.reportdir import DirIdentity, prepare
@@ -33,7 +36,13 @@ from auditor.secret import (
     Secret,
     secret_from_file,
 )
-from auditor.settings import ReportSettings, Settings, parse_mode
+from auditor.settings import (
+    GateSettings,
+    HistorySettings,
+    ReportSettings,
+    Settings,
+    parse_mode,
+)
 from auditor.transports import make_transport
 from auditor.transports.base import SettingsSource, Transport
 from auditor.transports.options import HostKeyPolicy, SSHSettings, WinRMSettings
@@ -66,6 +75,18 @@ class AuditConfig:
 
 
 Transports = Mapping[Connection, Transport]
+
+
+class RunSink(Protocol):
+    """Another consumer of the results stream (the run history): told of the run when it
+    starts, of each host's result as kept (scrubbed, with its warnings), and of the run as
+    it ended. It must not raise: a sink that cannot keep up keeps its own error."""
+
+    def start(self, info: RunInfo) -> None: ...
+
+    def host(self, result: HostResult) -> None: ...
+
+    def end(self, run: AuditRun) -> None: ...
 
 
 def prepare_transports(config: AuditConfig) -> Transports:
@@ -118,6 +139,7 @@ def execute(
     config: AuditConfig,
     transports: Transports,
     on_result: Callable[[HostResult], None] | None = None,
+    sinks: Sequence[RunSink] = (),
 ) -> tuple[AuditRun, int | None]:
     """Run the audit with `transports` (from `prepare_transports`); returns the run and the
     signal number that interrupted it, if any.
@@ -139,6 +161,8 @@ def execute(
     )
     writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode, config.out_dir_id)
     writer.start(info)
+    for sink in sinks:
+        sink.start(info)
 
     run_secrets = _run_secrets(config)
 
@@ -153,6 +177,8 @@ def execute(
             result = replace(result, warnings=warnings)
         kept[result.host.name] = result
         writer.host(result)
+        for sink in sinks:
+            sink.host(result)
         if on_result is not None:
             on_result(result)
 
@@ -168,7 +194,10 @@ def execute(
         writer.end(final)
     finally:
         writer.close()
-    return AuditRun(info=final, results=tuple(kept[r.host.name] for r in results)), signum
+    run = AuditRun(info=final, results=tuple(kept[r.host.name] for r in results))
+    for sink in sinks:
+        sink.end(run)
+    return run, signum
 
 
 # Shorter secrets are not searched for: masking every "ab" in every message would destroy
@@ -368,6 +397,8 @@ def build_config(settings: Settings) -> AuditConfig:
         "probe_timeout": str(settings.probe.max_time),
         "shard": source.shard or "",
         "host_key_policy": str(settings.ssh.host_key_policy),
+        "fail_under": "" if settings.gate.fail_under is None else f"{settings.gate.fail_under:g}",
+        "fail_on": ",".join(settings.gate.fail_on),
     }
     return AuditConfig(
         hosts=hosts,
@@ -392,9 +423,6 @@ def audit_from_settings(settings: Settings, warn: Callable[[str], None]) -> int:
     """Run one audit with `settings` (built once, by the CLI); returns the exit status.
 
     `warn` shows a run-level warning line (the CLI's, sanitised for the terminal)."""
-    from auditor.reporters import write_reports
-    from auditor.reporters.terminal import Progress, render_summary
-
     config = build_config(settings)
     settings = with_passwords(settings, config.hosts)
     config = replace(config, ssh=settings.ssh, winrm=settings.winrm)
@@ -408,6 +436,40 @@ def audit_from_settings(settings: Settings, warn: Callable[[str], None]) -> int:
             warnings=(*config.warnings, *_host_warning_lines(warned)),
             host_warnings=warned,
         )
+    # The history is a setting like any other: opened, migrated and found writable before
+    # any host is contacted, so a corrupt, newer or locked database stops the run here.
+    history = open_history(settings.history)
+    try:
+        return _audit(settings, config, transports, history, warn)
+    finally:
+        if history is not None:
+            history.close()
+
+
+def open_history(chosen: HistorySettings, create: bool = True) -> History | None:
+    """The run history `chosen` names (the default location unless a path is given), or
+    None when it is turned off."""
+    if chosen.disabled:
+        return None
+    import os
+
+    from auditor.history import default_path
+
+    path = chosen.path or default_path(os.environ)
+    return History.open(path, chosen.busy_timeout, create=create)
+
+
+def _audit(
+    settings: Settings,
+    config: AuditConfig,
+    transports: Transports,
+    history: History | None,
+    warn: Callable[[str], None],
+) -> int:
+    from auditor.history import HistoryRecorder
+    from auditor.reporters import write_reports
+    from auditor.reporters.terminal import Progress, render_summary
+
     # Pinned from here on: every later open of the directory must find this very one.
     out_dir_id = prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
     config = replace(config, out_dir_id=out_dir_id)
@@ -417,17 +479,53 @@ def audit_from_settings(settings: Settings, warn: Callable[[str], None]) -> int:
     progress = Progress(total=len(config.hosts))
     if quiet:
         progress.enabled = False
+    recorder = None
+    if history is not None:
+        recorder = HistoryRecorder(history, [h.name for h in config.hosts])
+    sinks = () if recorder is None else (recorder,)
     try:
-        run, signum = execute(config, transports, on_result=progress.update)
+        run, signum = execute(config, transports, on_result=progress.update, sinks=sinks)
+    except BaseException:
+        if recorder is not None:
+            recorder.abandon()
+        raise
     finally:
         progress.close()
     write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id)
+    gate = _gate(settings.gate)
+    verdict = evaluate(run, gate) if gate.active else None
     if not quiet:
-        print(render_summary(run, color=sys.stderr.isatty()), file=sys.stderr, flush=True)
-        print(f"reports: {config.out_dir}/", file=sys.stderr, flush=True)
+        _echo(render_summary(run, color=sys.stderr.isatty()))
+        if verdict is not None:
+            _echo(gate_line(verdict))
+        _echo(f"reports: {config.out_dir}/")
+    failed = None if recorder is None else recorder.error
+    if recorder is not None and failed is None:
+        assert history is not None
+        kept = settings.history
+        try:
+            if kept.keep is not None or kept.keep_days is not None:
+                history.prune(recorder.inventory_key, kept.keep, kept.keep_days)
+        except HistoryError as exc:
+            failed = exc
+        if failed is None and not quiet:
+            _echo(f"run {run.info.run_id} recorded in {history.path}")
     if signum is not None:
+        if failed is not None:
+            warn(f"the run was not fully recorded: {failed}")
         return exit_code_for_signal(signum)
-    return exit_status(run)
+    if failed is not None:
+        # After the reports: the run's own files are never lost to a history failure.
+        raise failed
+    return verdict.exit_status if verdict is not None else exit_status(run)
+
+
+def _echo(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _gate(chosen: GateSettings) -> Gate:
+    return Gate(fail_under=chosen.fail_under, fail_on=chosen.fail_on)
 
 
 def _host_warning_lines(warned: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
@@ -446,13 +544,50 @@ def reports_from_results(
     formats: Sequence[str],
     force: bool,
     report_mode: str | None,
+    gate: GateSettings | None = None,
 ) -> int:
     """Render reports from results files (several: merge shards first)."""
-    from auditor.reporters import write_reports
-
     runs = [read_results(p) for p in paths]
     run = runs[0] if len(runs) == 1 else merge_runs(runs)
+    return render_run(run, out_dir, formats, force, report_mode, gate)
+
+
+def reports_from_history(
+    chosen: HistorySettings,
+    ref: str,
+    out_dir: Path,
+    formats: Sequence[str],
+    force: bool,
+    report_mode: str | None,
+    gate: GateSettings | None = None,
+) -> int:
+    """Render every report of recorded run `ref` (an id or a unique prefix) again, from the
+    history alone."""
+    history = open_history(replace(chosen, disabled=False), create=False)
+    assert history is not None
+    with history:
+        run = history.load(history.resolve(ref))
+    return render_run(run, out_dir, formats, force, report_mode, gate)
+
+
+def render_run(
+    run: AuditRun,
+    out_dir: Path,
+    formats: Sequence[str],
+    force: bool,
+    report_mode: str | None,
+    gate: GateSettings | None = None,
+) -> int:
+    """Write `run`'s reports into `out_dir`; the exit status is the gate's when one is
+    given (its line is printed), else the run's own."""
+    from auditor.reporters import write_reports
+
     mode = parse_mode(report_mode) if report_mode is not None else ReportSettings.mode
     out_dir_id = prepare_out_dir(out_dir, force, mode)
     write_reports(run, out_dir, tuple(formats), mode, out_dir_id)
+    chosen = _gate(gate or GateSettings())
+    if chosen.active:
+        verdict = evaluate(run, chosen)
+        _echo(gate_line(verdict))
+        return verdict.exit_status
     return exit_status(run)

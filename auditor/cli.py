@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
@@ -17,7 +18,14 @@ from auditor import __version__
 from auditor.errors import AuditorError, InputError
 from auditor.probes import ProbeSettings
 from auditor.scheduler import Schedule
-from auditor.settings import FORMATS, KEY_BY_NAME, ReportSettings, Settings
+from auditor.settings import (
+    DEFAULT_FORMATS,
+    FORMATS,
+    GATE_OUTCOMES,
+    KEY_BY_NAME,
+    ReportSettings,
+    Settings,
+)
 from auditor.textsafe import for_terminal
 from auditor.transports.options import POWERSHELLS, WINRM_TRANSPORTS, SSHSettings
 
@@ -99,6 +107,64 @@ CONFIG_OPTION = click.option(
 )
 
 
+HISTORY_OPTION = click.option(
+    "--history",
+    "history",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Run history database (SQLite) [default: $XDG_DATA_HOME/fleet-auditor/history.sqlite, "
+    "else ~/.local/share/fleet-auditor/history.sqlite].",
+)
+HISTORY_TIMEOUT_OPTION = click.option(
+    "--history-timeout",
+    type=_range("history_timeout"),
+    metavar="SECONDS",
+    help="Wait this long for another audit's write to the history [default: 30].",
+)
+
+GATE_OPTIONS = [
+    click.option(
+        "--fail-under",
+        type=_range("fail_under"),
+        metavar="PCT",
+        help="Gate: exit 1 when any URL's readiness (reachable / all hosts in scope, hosts "
+        "not audited counting as not ready) is below PCT, else 0.",
+    ),
+    click.option(
+        "--fail-on",
+        "fail_on",
+        multiple=True,
+        type=click.Choice(GATE_OUTCOMES),
+        metavar="OUTCOME",
+        help="Gate: exit 1 whenever OUTCOME occurs (repeatable), e.g. tls_failure.",
+    ),
+]
+
+HISTORY_AUDIT_OPTIONS = [
+    HISTORY_OPTION,
+    click.option("--no-history", is_flag=True, help="Do not record this run in the history."),
+    click.option(
+        "--keep",
+        type=_range("keep"),
+        metavar="N",
+        help="After the run, keep only the newest N runs of this inventory in the history.",
+    ),
+    click.option(
+        "--keep-days",
+        type=_range("keep_days"),
+        metavar="DAYS",
+        help="After the run, remove this inventory's runs older than DAYS from the history.",
+    ),
+    HISTORY_TIMEOUT_OPTION,
+]
+
+
+def gate_options(func: Any) -> Any:
+    for option in reversed(GATE_OPTIONS):
+        func = option(func)
+    return func
+
+
 AUDIT_OPTIONS = [
     CONFIG_OPTION,
     click.option(
@@ -148,7 +214,8 @@ AUDIT_OPTIONS = [
         "formats",
         multiple=True,
         type=click.Choice(FORMATS),
-        help="Report formats to write (repeatable) [default: all].",
+        help="Report formats to write (repeatable); prom is the Prometheus textfile "
+        f"[default: {','.join(DEFAULT_FORMATS)}].",
     ),
     click.option(
         "--force", is_flag=True, help="Write into an existing, non-empty report directory."
@@ -305,6 +372,8 @@ AUDIT_OPTIONS = [
         metavar="BYTES",
         help="Refuse a larger --targets file [default: 1048576].",
     ),
+    *HISTORY_AUDIT_OPTIONS,
+    *GATE_OPTIONS,
 ]
 
 
@@ -390,8 +459,10 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
     ansible.cfg (see `auditor config`).
 
     Exit status: 0 every audited host reaches every URL; 1 some URL is blocked somewhere;
-    2 bad input or usage; 3 nothing blocked but some hosts could not be audited;
-    130/143 interrupted (reports hold what finished).
+    2 bad input or usage, or the history cannot be used (reports are still written when
+    that happens mid-run); 3 nothing blocked but some hosts could not be audited;
+    130/143 interrupted (reports hold what finished). With --fail-under or --fail-on the
+    gate decides instead: 1 failed, 0 passed.
     """
     from auditor.audit import audit_from_settings
 
@@ -594,7 +665,7 @@ def _safe_lines(text: str) -> str:
 
 
 @main.command("report")
-@click.argument("results", type=click.Path(path_type=Path))
+@click.argument("source", metavar="RESULTS|RUN_ID")
 @click.option("-o", "--out", "out_dir", type=click.Path(path_type=Path), required=True)
 @click.option("--format", "formats", multiple=True, type=click.Choice(FORMATS))
 @click.option("--force", is_flag=True)
@@ -603,17 +674,138 @@ def _safe_lines(text: str) -> str:
     metavar="OCTAL",
     help=f"File mode of the reports [default: {ReportSettings.mode:03o}].",
 )
+@HISTORY_OPTION
+@gate_options
+@CONFIG_OPTION
+@click.pass_context
 def report_cmd(
-    results: Path, out_dir: Path, formats: tuple[str, ...], force: bool, report_mode: str | None
+    ctx: click.Context,
+    /,
+    source: str,
+    out_dir: Path,
+    formats: tuple[str, ...],
+    force: bool,
+    report_mode: str | None,
+    **kw: Any,
 ) -> None:
-    """Render reports again from a results.jsonl file."""
-    from auditor.audit import reports_from_results
+    """Render reports again from a results.jsonl file, or from a run recorded in the history
+    (by run id, or a unique prefix of one). Exit status as `audit`'s (the gate's with
+    --fail-under/--fail-on); 2 on bad input."""
+    from auditor.audit import reports_from_history, reports_from_results
 
+    chosen = formats or DEFAULT_FORMATS
     try:
-        status = reports_from_results([results], out_dir, formats or FORMATS, force, report_mode)
+        settings = _settings(ctx, kw, secrets=False)
+        if Path(source).exists() or not _looks_like_run_id(source):
+            status = reports_from_results(
+                [Path(source)], out_dir, chosen, force, report_mode, settings.gate
+            )
+        else:
+            status = reports_from_history(
+                settings.history, source, out_dir, chosen, force, report_mode, settings.gate
+            )
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
+
+
+def _looks_like_run_id(text: str) -> bool:
+    return 4 <= len(text) <= 64 and all(c in "0123456789abcdef" for c in text.lower())
+
+
+@main.command("runs")
+@click.option(
+    "-i",
+    "--inventory",
+    "inventory_filter",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="Only the runs of this inventory.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@HISTORY_OPTION
+@HISTORY_TIMEOUT_OPTION
+@CONFIG_OPTION
+@click.pass_context
+def runs_cmd(
+    ctx: click.Context, /, inventory_filter: Path | None, as_json: bool, **kw: Any
+) -> None:
+    """The runs recorded in the history, newest first."""
+    import json
+
+    from auditor.audit import open_history
+    from auditor.history import inventory_identity
+
+    try:
+        settings = _settings(ctx, kw, secrets=False)
+        history = open_history(replace(settings.history, disabled=False), create=False)
+        assert history is not None
+        with history:
+            key = None if inventory_filter is None else inventory_identity(str(inventory_filter))[0]
+            runs = history.runs(key)
+    except AuditorError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps({"runs": [r.to_dict() for r in runs]}, indent=2))
+        return
+    from auditor.gate import format_percent
+
+    for r in runs:
+        ready = ", ".join(
+            f"{u.name or u.url} {format_percent(u.reachable, u.audited)}" for u in r.urls
+        )
+        state = "" if r.state == "finished" else f" [{r.state}]"
+        line = (
+            f"{r.run_id}  {r.started}  {r.duration:7.1f}s  {r.inventory}  "
+            f"hosts {r.hosts} audited {r.audited}  {ready}{state}"
+        )
+        click.echo(for_terminal(line))
+
+
+@main.command("diff")
+@click.argument("old", required=False, metavar="[OLD")
+@click.argument("new", required=False, metavar="[NEW]]")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@HISTORY_OPTION
+@HISTORY_TIMEOUT_OPTION
+@CONFIG_OPTION
+@click.pass_context
+def diff_cmd(
+    ctx: click.Context, /, old: str | None, new: str | None, as_json: bool, **kw: Any
+) -> None:
+    """What changed between two recorded runs (default: the last two runs of the newest
+    run's inventory; with OLD only: OLD against the newest run of its inventory).
+
+    Exit status: 1 at least one regression (a host x URL that was reachable and is not,
+    on a host audited both times); 0 otherwise; 2 bad input."""
+    import json
+
+    from auditor.audit import open_history
+    from auditor.diff import diff_runs, render_diff
+
+    try:
+        settings = _settings(ctx, kw, secrets=False)
+        history = open_history(replace(settings.history, disabled=False), create=False)
+        assert history is not None
+        with history:
+            if old is None:
+                old_id, new_id = history.last_two()
+            else:
+                old_id = history.resolve(old)
+                if new is None:
+                    key = next(r.inventory_key for r in history.runs() if r.run_id == old_id)
+                    newest = history.runs(key)[0].run_id
+                    new_id = newest
+                else:
+                    new_id = history.resolve(new)
+            found = diff_runs(history.load(old_id), history.load(new_id))
+    except AuditorError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(json.dumps(found.to_dict(), indent=2, ensure_ascii=True))
+    else:
+        click.echo("\n".join(for_terminal(line) for line in render_diff(found).split("\n")))
+    sys.exit(1 if found.regressions else 0)
 
 
 @main.command("merge")
@@ -638,7 +830,7 @@ def merge_cmd(
 
     try:
         status = reports_from_results(
-            list(results), out_dir, formats or FORMATS, force, report_mode
+            list(results), out_dir, formats or DEFAULT_FORMATS, force, report_mode
         )
     except AuditorError as exc:
         _fail(str(exc))

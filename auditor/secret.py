@@ -65,7 +65,7 @@ WINRM_PASSWORD_VARS = ("ansible_password", "ansible_winrm_password", "ansible_wi
 BECOME_PASSWORD_VARS = ("ansible_become_password", "ansible_become_pass")
 
 
-def inventory_secret(host: str, hostvars: Mapping[str, Any], *names: str) -> Secret | None:
+def inventory_secret(*names: str, hostvars: Mapping[str, Any]) -> Secret | None:
     """A password given in the inventory (first of `names` that is set), wrapped.
 
     Vault-encrypted values are refused: the auditor has no vault password, and sending the
@@ -79,7 +79,7 @@ def inventory_secret(host: str, hostvars: Mapping[str, Any], *names: str) -> Sec
             continue
         if isinstance(value, Vaulted):
             raise InputError(
-                f"host {host}: {name} is vault-encrypted and the auditor cannot decrypt it; "
+                f"{name} is vault-encrypted and the auditor cannot decrypt it; "
                 "give the password in the environment or with --ask-pass instead"
             )
         return Secret(str(value))

@@ -29,6 +29,7 @@ from types import MappingProxyType
 from typing import Any
 
 from auditor.errors import InputError
+from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
 from auditor.scheduler import Schedule
 from auditor.secret import Secret
@@ -41,7 +42,12 @@ from auditor.transports.options import (
     WinRMSettings,
 )
 
-FORMATS = ("html", "csv", "json", "junit")
+FORMATS = ("html", "csv", "json", "junit", "prom")
+DEFAULT_FORMATS = ("html", "csv", "json", "junit")
+"""Written when no format is chosen: the Prometheus file is asked for, since it belongs in
+node_exporter's textfile directory rather than beside the reports."""
+GATE_OUTCOMES = tuple(dict.fromkeys([*(o.value for o in Outcome), *(o.value for o in HostOutcome)]))
+"""What `--fail-on` accepts: every target-level and host-level outcome name."""
 
 SSH_PASSWORD_ENV = "AUDITOR_SSH_PASSWORD"  # noqa: S105 - a variable name, not a secret
 WINRM_PASSWORD_ENV = "AUDITOR_WINRM_PASSWORD"  # noqa: S105
@@ -71,12 +77,35 @@ class TargetSettings:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     mode: int = 0o600
     out_dir: Path | None = None
     """None: a fresh directory per run."""
     force: bool = False
     quiet: bool = False
+
+
+@dataclass(frozen=True)
+class HistorySettings:
+    """Where runs are recorded, and how many are kept."""
+
+    path: Path | None = None
+    """None: `$XDG_DATA_HOME/fleet-auditor/history.sqlite` (see `auditor.history`)."""
+    disabled: bool = False
+    keep: int | None = None
+    """Runs kept per inventory after a run; None keeps them all."""
+    keep_days: float | None = None
+    """Runs of the inventory older than this many days are removed after a run."""
+    busy_timeout: float = 30.0
+    """Seconds to wait for another process's write before the history counts as locked."""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """The readiness gate; when either part is set, the gate decides the exit status."""
+
+    fail_under: float | None = None
+    fail_on: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -90,6 +119,8 @@ class Settings:
     ssh: SSHSettings = field(default_factory=SSHSettings)
     winrm: WinRMSettings = field(default_factory=WinRMSettings)
     report: ReportSettings = field(default_factory=ReportSettings)
+    history: HistorySettings = field(default_factory=HistorySettings)
+    gate: GateSettings = field(default_factory=GateSettings)
     ask_pass: bool = False
     password_file: Path | None = None
     origins: Mapping[str, str] = field(
@@ -262,6 +293,13 @@ KEYS: tuple[Key, ...] = (
     Key("max_targets", Kind.INT, "--max-targets", ("targets.max_targets",), 1),
     Key("max_targets_file_size", Kind.INT, "--max-targets-file-size",
         ("targets.max_targets_file_size",), 1),
+    Key("history", Kind.PATH, "--history", ("history.path",)),
+    Key("no_history", Kind.BOOL, "--no-history", ("history.disabled",)),
+    Key("keep", Kind.INT, "--keep", ("history.keep",), 1, 1000000),
+    Key("keep_days", Kind.FLOAT, "--keep-days", ("history.keep_days",), 0.001, 100000),
+    Key("history_timeout", Kind.FLOAT, "--history-timeout", ("history.busy_timeout",), 0.1, 3600),
+    Key("fail_under", Kind.FLOAT, "--fail-under", ("gate.fail_under",), 0, 100),
+    Key("fail_on", Kind.STRS, "--fail-on", ("gate.fail_on",), choices=GATE_OUTCOMES),
 )  # fmt: skip
 """Every setting with a flag, an `AUDITOR_<NAME>` variable and a TOML key: defined once."""
 KEY_BY_NAME = MappingProxyType({k.name: k for k in KEYS})
@@ -673,6 +711,8 @@ def _assemble(
             force=bool(flags.get("force")),
             quiet=bool(flags.get("quiet")),
         ),
+        history=part("history"),
+        gate=part("gate"),
         ask_pass=bool(flags.get("ask_pass")),
         **top,
         origins=MappingProxyType({name: f.origin for name, f in found.items()}),

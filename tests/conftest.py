@@ -40,11 +40,27 @@ except InvalidArgument:
     settings.load_profile("ci")
 
 
+_DATA_HOME: list[str] = []
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    # Every `audit` a test runs records into a history; without this it would be the
+    # developer's own ($XDG_DATA_HOME or ~/.local/share). Subprocesses inherit it.
+    import tempfile
+
+    _DATA_HOME.append(tempfile.mkdtemp(prefix="auditor-tests-data-"))
+    os.environ["XDG_DATA_HOME"] = _DATA_HOME[0]
     config.addinivalue_line(
         "markers",
         f"{EXCLUSIVE}: builds and removes labs of its own (runs before the shared lab exists)",
     )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    for path in _DATA_HOME:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

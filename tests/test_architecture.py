@@ -46,18 +46,23 @@ LAYERS: tuple[tuple[int, str], ...] = (
     # What comes out, in order: the results stream, the figures, the reports.
     (3, "auditor.results"),
     (4, "auditor.aggregate"),
-    (5, "auditor.reporters"),
+    # Judging a run, and comparing two: pure functions over runs.
+    (5, "auditor.gate"),
+    (5, "auditor.diff"),
+    # The run history: fed from the results stream; reporters may show what it holds.
+    (6, "auditor.history"),
+    (7, "auditor.reporters"),
     # The edge: settings built once from every source; one audit end to end; resolution.
-    (6, "auditor.settings"),
-    (7, "auditor.audit"),
-    (7, "auditor.resolve"),
+    (8, "auditor.settings"),
+    (9, "auditor.audit"),
+    (9, "auditor.resolve"),
     # Sites: the task a runner receives, and the broker with the run's ledger; then the two
     # ends of a site run, the runner and the coordinator.
-    (7, "auditor.sites"),
-    (7, "auditor.broker"),
-    (8, "auditor.worker"),
-    (8, "auditor.coordinator"),
-    (9, "auditor.cli"),
+    (9, "auditor.sites"),
+    (9, "auditor.broker"),
+    (10, "auditor.worker"),
+    (10, "auditor.coordinator"),
+    (11, "auditor.cli"),
 )
 
 

@@ -29,23 +29,21 @@ def _source_copy(tmp_path: Path) -> Path:
     return copy
 
 
-def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path: Path) -> None:
+def _wheel(tmp_path: Path, project: str = "") -> Path:
+    """Build the wheel of the product (or of `project`, a subdirectory) from a copy."""
+    source = _source_copy(tmp_path) / project
+    out = tmp_path / "wheels"
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(_source_copy(tmp_path)),
-        ],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
         check=True,
         capture_output=True,
     )
-    (wheel,) = tmp_path.glob("*.whl")
+    (wheel,) = out.glob("*.whl")
+    return wheel
+
+
+def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path: Path) -> None:
+    wheel = _wheel(tmp_path)
     names = set(zipfile.ZipFile(wheel).namelist())
     for needed in (
         "auditor/templates/report.html.j2",
@@ -74,7 +72,7 @@ def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path
     script = (
         "import sys; sys.path.insert(0, sys.argv[1]);"
         "import auditor; assert auditor.__file__.startswith(sys.argv[1]), auditor.__file__;"
-        "from auditor.results import AuditRun, RunInfo;"
+        "from auditor.models import AuditRun, RunInfo;"
         "from auditor.reporters.html import HtmlReporter;"
         "from auditor.probes.posix import probe_source;"
         "html = HtmlReporter().render(AuditRun(RunInfo(run_id='x', started='now'), ()));"
@@ -84,22 +82,7 @@ def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path
 
 
 def test_the_lab_is_a_second_distribution_that_depends_on_the_product(tmp_path: Path) -> None:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "-q",
-            "-w",
-            str(tmp_path),
-            str(ROOT / "lab"),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    (wheel,) = tmp_path.glob("*.whl")
+    wheel = _wheel(tmp_path, "lab")
     archive = zipfile.ZipFile(wheel)
     names = set(archive.namelist())
     assert "auditor_lab/wsman.py" in names and "auditor_lab/cli.py" in names

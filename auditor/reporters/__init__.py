@@ -21,12 +21,14 @@ from auditor.reporters.csv import CsvReporter
 from auditor.reporters.html import HtmlReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import JunitReporter
+from auditor.reporters.prom import PromReporter
 
 REPORTERS: dict[str, type[Reporter]] = {
     "html": HtmlReporter,
     "csv": CsvReporter,
     "json": JsonReporter,
     "junit": JunitReporter,
+    "prom": PromReporter,
 }
 """Format name -> reporter class, in the order reports are usually listed."""
 

@@ -131,6 +131,27 @@ class _HostKeyCheck(asyncssh.SSHClient):
         return self._password.reveal()
 
 
+_KeySet = tuple[tuple[Path, ...], bool, bool]
+
+
+def _key_set(endpoint: Endpoint) -> _KeySet:
+    return (endpoint.key_files, endpoint.keys_required, endpoint.default_keys)
+
+
+class _NoKeyFiles(list[asyncssh.SSHKey]):
+    """No key files, yet given: asyncssh reads ~/.ssh/id_* when the key list is empty (false,
+    or equal to `()`) and turns the agent off when it is None, while ssh's `IdentityFile none`
+    (or only missing IdentityFile files) means neither: no key files, the agent still asked.
+    A true, empty list is the one value asyncssh reads that way
+    (`SSHClientConnectionOptions.prepare`); the lab test proves it against a real sshd."""
+
+    def __bool__(self) -> bool:
+        return True
+
+
+NO_KEY_FILES = _NoKeyFiles()
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """Everything the run needs, loaded and checked before the first connection."""
@@ -141,8 +162,9 @@ class _Prepared:
     """By host name; an error that is that host's alone (e.g. a ProxyCommand) is kept as
     the host's result."""
     jumps: Mapping[JumpSpec, Endpoint]
-    keys: Mapping[tuple[tuple[Path, ...], bool], tuple[asyncssh.SSHKey, ...] | None]
-    """Loaded once per distinct key set; None means asyncssh's defaults (agent, ~/.ssh)."""
+    keys: Mapping[_KeySet, tuple[asyncssh.SSHKey, ...] | _NoKeyFiles | None]
+    """Loaded once per distinct key set; None means asyncssh's defaults (agent, ~/.ssh),
+    NO_KEY_FILES the agent alone."""
     passwords: Mapping[str, Secret | None]
     """The inventory's password per host name (None: the run's own, if any)."""
     base: asyncssh.SSHClientConnectionOptions
@@ -168,7 +190,7 @@ class SSHTransport(Transport):
             known = self._load_known_hosts()
         endpoints: dict[str, Endpoint | HostLevelError] = {}
         jumps: dict[JumpSpec, Endpoint] = {}
-        keys: dict[tuple[tuple[Path, ...], bool], tuple[asyncssh.SSHKey, ...] | None] = {}
+        keys: dict[_KeySet, tuple[asyncssh.SSHKey, ...] | _NoKeyFiles | None] = {}
         passwords: dict[str, Secret | None] = {}
         for host in hosts:
             try:
@@ -189,10 +211,11 @@ class SSHTransport(Transport):
                 self._load_key_set(jump, setting, host, source, keys)
                 jumps[endpoint.jump] = jump
             try:
-                passwords[host.name] = inventory_secret(host.name, host.vars, *SSH_PASSWORD_VARS)
+                passwords[host.name] = inventory_secret(*SSH_PASSWORD_VARS, hostvars=host.vars)
             except InputError as exc:
-                endpoints[host.name] = HostLevelError(HostOutcome.ERROR, exc.message)
-                continue
+                # A password that cannot be loaded is a setting that cannot be: the run
+                # stops here, before any host, as for a key file.
+                raise source.error(host, exc.message) from None
             endpoints[host.name] = endpoint
         kwargs: dict[str, Any] = {
             "known_hosts": known,
@@ -266,12 +289,12 @@ class SSHTransport(Transport):
         setting: str,
         host: Host,
         source: SettingsSource,
-        cache: dict[tuple[tuple[Path, ...], bool], tuple[asyncssh.SSHKey, ...] | None],
+        cache: dict[_KeySet, tuple[asyncssh.SSHKey, ...] | _NoKeyFiles | None],
     ) -> None:
         """Read and decode `endpoint`'s keys once per distinct key set (per host, it would be
         per-host work on a fleet of thousands). Keys from IdentityFile lines of the ssh config
         may be missing (ssh skips those); every key file that exists must load."""
-        cache_key = (endpoint.key_files, endpoint.keys_required)
+        cache_key = _key_set(endpoint)
         if cache_key in cache:
             return
         passphrase = self.options.passphrase.reveal() if self.options.passphrase else None
@@ -290,7 +313,12 @@ class SSHTransport(Transport):
                 raise source.error(
                     host, f"{setting} {path}: cannot load the private key: {exc}{hint}"
                 ) from None
-        cache[cache_key] = tuple(loaded) if loaded else None
+        if loaded:
+            cache[cache_key] = tuple(loaded)
+        elif endpoint.default_keys:
+            cache[cache_key] = None
+        else:
+            cache[cache_key] = NO_KEY_FILES
 
     def _state(self) -> _Prepared:
         if self._prepared is None:
@@ -364,8 +392,10 @@ class SSHTransport(Transport):
         kwargs: dict[str, Any] = {"options": prepared.base}
         if endpoint.user:
             kwargs["username"] = endpoint.user
-        keys = prepared.keys.get((endpoint.key_files, endpoint.keys_required))
-        if keys is not None:
+        keys = prepared.keys.get(_key_set(endpoint))
+        if isinstance(keys, _NoKeyFiles):
+            kwargs["client_keys"] = _NoKeyFiles()
+        elif keys is not None:
             kwargs["client_keys"] = list(keys)
         if password is not None:
             # A callable: asyncssh asks for it only once the host key has been judged.

@@ -208,7 +208,10 @@ def resolve_endpoint(host: Host, options: WinRMSettings, password: Secret | None
     cert_pem = _var(hv, "ansible_winrm_cert_pem") or options.cert_pem
     cert_key_pem = _var(hv, "ansible_winrm_cert_key_pem") or options.cert_key_pem
     user = host.user or options.user
-    inventory_password = inventory_secret(host.name, hv, *WINRM_PASSWORD_VARS)
+    try:
+        inventory_password = inventory_secret(*WINRM_PASSWORD_VARS, hostvars=hv)
+    except InputError as exc:
+        raise InputError(f"host {host.name}: {exc.message}") from None
     secret = inventory_password if inventory_password is not None else password
     if auth in _NO_PASSWORD:
         # The identity is the client certificate or the ticket in the Kerberos credential

@@ -19,12 +19,13 @@ from tests.reporters.fleet import sample_run
 
 
 def test_registry() -> None:
-    assert list(REPORTERS) == ["html", "csv", "json", "junit"]
+    assert list(REPORTERS) == ["html", "csv", "json", "junit", "prom"]
     assert {cls.filename for cls in REPORTERS.values()} == {
         "report.html",
         "report.csv",
         "report.json",
         "junit.xml",
+        "report.prom",
     }
     assert all(issubclass(cls, Reporter) for cls in REPORTERS.values())
 

@@ -440,3 +440,45 @@ def test_an_ssh_config_that_is_a_fifo_or_a_device_fails_fast(
     )
     assert f"{config}: cannot read the ssh config file: {reason}" in line, line
     assert not _contacted(listener)
+
+
+@pytest.mark.parametrize("connection", ["ssh", "winrm"])
+def test_a_vaulted_password_the_auditor_cannot_decrypt_stops_the_run(
+    tmp_path: Path, listener: socket.socket, known: Path, connection: str
+) -> None:
+    """A password that cannot be loaded is a setting that cannot be loaded: exit 2 before
+    any host, never a per-host error after the others were contacted."""
+    port = listener.getsockname()[1]
+    inventory = tmp_path / "inv.yml"
+    inventory.write_text(
+        "all:\n"
+        "  hosts:\n"
+        "    box1:\n"
+        "      ansible_host: 127.0.0.1\n"
+        f"      ansible_port: {port}\n"
+        f"      ansible_connection: {connection}\n"
+        "      ansible_user: auditor\n"
+        "      ansible_password: !vault |\n"
+        "        $ANSIBLE_VAULT;1.1;AES256\n"
+        "        6162\n"
+    )
+    out = tmp_path / "out"
+    proc = audit(
+        "-i",
+        str(inventory),
+        "--url",
+        URL,
+        "-o",
+        str(out),
+        "--known-hosts",
+        str(known),
+        env=environ(**WINRM_ENV),
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith(
+        f"error: {inventory}:3: host box1: ansible_password is vault-encrypted"
+    ), line
+    assert not out.exists()
+    assert not _contacted(listener)

@@ -719,3 +719,88 @@ def _wait_for_port(address: str, port: int) -> None:
                 return
         assert time.monotonic() < deadline, f"{address}:{port} did not come back"
         time.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    "identity",
+    ["IdentityFile none", "IdentityFile {missing}"],
+    ids=["IdentityFile-none", "IdentityFile-missing"],
+)
+def test_identityfile_lines_replace_the_default_keys_as_with_ssh(
+    lab: LabInfo, tmp_path: Path, identity: str
+) -> None:
+    """`IdentityFile none` (or only key files that do not exist) means no key files for
+    ssh, not its default ~/.ssh/id_*; the control run shows the default key would work."""
+    host = lab.host("direct")
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    default_key = home / ".ssh" / "id_ed25519"
+    default_key.write_bytes(lab.key.read_bytes())
+    default_key.chmod(0o600)
+    inventory = tmp_path / "one.ini"
+    inventory.write_text(f"[t]\ndirect ansible_host={host.address} ansible_user=root\n")
+    env = environ(HOME=str(home), SSH_AUTH_SOCK=None)
+    common = ("-i", str(inventory), "--known-hosts", str(lab.known_hosts), "--url", PROBE_URL)
+    common += ("--timeout", "30")
+    plain = tmp_path / "plain_config"
+    plain.write_text("Host *\n    User root\n")
+    control = audit(*common, "--ssh-config", str(plain), "-o", str(tmp_path / "c"), env=env)
+    assert control.returncode == 0, control.stderr
+
+    config = tmp_path / "ssh_config"
+    config.write_text(f"Host *\n    {identity.format(missing=tmp_path / 'no_such_key')}\n")
+    proc = audit(*common, "--ssh-config", str(config), "-o", str(tmp_path / "o"), env=env)
+    assert proc.returncode == 3, proc.stderr
+    assert report_hosts(tmp_path / "o")["direct"]["host_outcome"] == "auth_failed"
+
+
+def test_identityfile_none_still_asks_the_agent_as_ssh_does(lab: LabInfo, tmp_path: Path) -> None:
+    host = lab.host("direct")
+    home = tmp_path / "home"
+    home.mkdir()
+    socket_path = tmp_path / "agent.sock"
+    agent = subprocess.Popen(
+        ["ssh-agent", "-D", "-a", str(socket_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not socket_path.exists():
+            assert agent.poll() is None, "ssh-agent exited"
+            assert time.monotonic() < deadline, "ssh-agent never made its socket"
+            time.sleep(0.05)
+        key = tmp_path / "key"
+        key.write_bytes(lab.key.read_bytes())
+        key.chmod(0o600)
+        added = subprocess.run(
+            ["ssh-add", str(key)],
+            env=environ(SSH_AUTH_SOCK=str(socket_path)),
+            capture_output=True,
+            text=True,
+        )
+        assert added.returncode == 0, added.stderr
+        inventory = tmp_path / "one.ini"
+        inventory.write_text(f"[t]\ndirect ansible_host={host.address} ansible_user=root\n")
+        config = tmp_path / "ssh_config"
+        config.write_text("Host *\n    IdentityFile none\n")
+        proc = audit(
+            "-i",
+            str(inventory),
+            "--known-hosts",
+            str(lab.known_hosts),
+            "--ssh-config",
+            str(config),
+            "--url",
+            PROBE_URL,
+            "--timeout",
+            "30",
+            "-o",
+            str(tmp_path / "o"),
+            env=environ(HOME=str(home), SSH_AUTH_SOCK=str(socket_path)),
+        )
+        assert proc.returncode == 0, proc.stderr
+    finally:
+        agent.terminate()
+        agent.wait(timeout=30)
