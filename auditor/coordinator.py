@@ -21,14 +21,14 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from auditor import __version__
-from auditor.audit import AuditConfig, _run_secrets, _scrubber, without_secrets
+from auditor.audit import AuditConfig, RunSink, _run_secrets, _scrubber, without_secrets
 from auditor.broker import (
     TASK_NAME,
     BrokerError,
@@ -267,6 +267,7 @@ def execute_sites(
     config: AuditConfig,
     site_run: SiteRun,
     on_result: Callable[[HostResult], None] | None = None,
+    sinks: Sequence[RunSink] = (),
 ) -> tuple[AuditRun, int | None]:
     """Run the audit through the broker; returns the run and the signal that interrupted it.
 
@@ -296,6 +297,8 @@ def execute_sites(
         result = without_secrets(result, _scrubber(run_secrets, result.host))
         kept[result.host.name] = result
         writer.host(result)
+        for sink in sinks:
+            sink.host(result)
         if on_result is not None:
             on_result(result)
 
@@ -306,6 +309,8 @@ def execute_sites(
     t0 = time.monotonic()
     try:
         writer.start(info)
+        for sink in sinks:
+            sink.start(info)
         for host in config.hosts:
             if host.skip:
                 record(UnauditedHost(host, HostOutcome.SKIPPED, host.skip))
@@ -323,6 +328,8 @@ def execute_sites(
             signal.signal(signum, handler)
         writer.close()
     run = AuditRun(info=final, results=tuple(kept[h.name] for h in config.hosts))
+    for sink in sinks:
+        sink.end(run)
     if coordinator.error is not None:
         raise SiteRunError(coordinator.error, run)
     return run, (caught[0] if caught else None)
@@ -341,13 +348,10 @@ __all__ = ["QUEUE_TIMEOUT", "SiteRun", "SiteRunError", "execute_sites"]
 
 
 def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[str], None]) -> int:
-    """`audit --broker`: like a local run, but every host is audited by a runner of its
-    site; returns the exit status. The coordinator holds no host credential. `warn` shows a
-    run-level warning line."""
-    from auditor.aggregate import exit_status
-    from auditor.audit import build_config, exit_code_for_signal, prepare_out_dir
-    from auditor.reporters import write_reports
-    from auditor.reporters.terminal import Progress, render_summary
+    """`audit --broker`: like a local run (the same results file, reports, history, gate and
+    exit status), but every host is audited by a runner of its site. The coordinator holds
+    no host credential. `warn` shows a run-level warning line."""
+    from auditor.audit import build_config, run_and_report
 
     config = build_config(settings)
     # Every host's site and task are checked before anything is queued or written.
@@ -355,29 +359,20 @@ def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[st
         if not host.skip:
             HostTask.for_host("0" * 16, host, config.targets, settings, 1)
     check_broker(site_run.broker)
-    out_dir_id = prepare_out_dir(config.out_dir, settings.report.force, config.report_mode)
-    config = replace(config, out_dir_id=out_dir_id)
-    quiet = settings.report.quiet
-    for warning in config.warnings:
-        warn(warning)
-    progress = Progress(total=len(config.hosts))
-    if quiet:
-        progress.enabled = False
-    failure: SiteRunError | None = None
-    try:
-        run, signum = execute_sites(config, site_run, on_result=progress.update)
-    except SiteRunError as exc:
-        failure, run, signum = exc, exc.run, None
-    finally:
-        progress.close()
-    write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id)
-    if not quiet:
-        import sys
+    failures: list[SiteRunError] = []
 
-        print(render_summary(run, color=sys.stderr.isatty()), file=sys.stderr, flush=True)
-        print(f"reports: {config.out_dir}/", file=sys.stderr, flush=True)
-    if failure is not None:
-        raise BrokerError(f"{failure} (reports hold what finished)")
-    if signum is not None:
-        return exit_code_for_signal(signum)
-    return exit_status(run)
+    def through_broker(
+        chosen: AuditConfig, on_result: Callable[[HostResult], None], sinks: Sequence[RunSink]
+    ) -> tuple[AuditRun, int | None]:
+        try:
+            return execute_sites(chosen, site_run, on_result, sinks)
+        except SiteRunError as exc:
+            # Every host is in the run (the missing ones not audited, with the reason): its
+            # reports are written, then the failure is the run's error.
+            failures.append(exc)
+            return exc.run, None
+
+    status = run_and_report(settings, config, through_broker, warn)
+    if failures:
+        raise BrokerError(f"{failures[0]} (the reports hold what finished)")
+    return status

@@ -135,6 +135,18 @@ def test_hosts_go_to_their_sites_runners_and_an_unserved_site_is_named(
     for path in out.iterdir():
         assert broker.password.encode() not in path.read_bytes()
     assert broker.password not in proc.stderr + workers[0].text()
+    # Recorded in the run history like a local run, with the hosts the runners audited.
+    run_id = json.loads((out / "results.jsonl").read_text().split("\n", 1)[0])["run"]["run_id"]
+    assert f"run {run_id} recorded in" in proc.stderr
+    runs = subprocess.run(
+        [str(BIN / "auditor"), "runs", "--json", "-i", str(tmp_path / "inv.ini")],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert runs.returncode == 0, runs.stderr
+    assert run_id in runs.stdout
+    assert broker.password not in runs.stdout
 
 
 def test_restarting_a_sites_runner_after_the_run_changes_nothing(
