@@ -12,6 +12,10 @@ SYSTEM_PACKAGES := $(DEMO_PACKAGES) shellcheck redis-server
 # Kerberos tests: a throwaway MIT realm (kdc, kadmin.local, kinit), and the headers and
 # compiler the Kerberos Python bindings build with.
 SYSTEM_PACKAGES += krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
+# The HTML report's tests in a real browser: Debian's headless Chromium (driven by the
+# playwright package, which downloads no browser of its own) and poppler-utils to read the
+# printed PDF back.
+SYSTEM_PACKAGES += chromium poppler-utils
 LAB_DIR ?= demo
 PY_SOURCES := auditor lab/auditor_lab tests bench
 

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from auditor import __version__
 from auditor.aggregate import exit_status
 from auditor.errors import InputError
-from auditor.gate import Gate, evaluate, gate_line
+from auditor.gate import Gate, GateResult, evaluate, gate_line
 from auditor.history import History, HistoryError
 from auditor.models import AuditedHost, AuditRun, Connection, Host, HostResult, RunInfo, Target
 from auditor.probes import ProbeSettings, Scrubber
@@ -46,6 +46,9 @@ from auditor.settings import (
 from auditor.transports import make_transport
 from auditor.transports.base import SettingsSource, Transport
 from auditor.transports.options import HostKeyPolicy, SSHSettings, WinRMSettings
+
+if TYPE_CHECKING:
+    from auditor.reporters.html import HtmlExtras
 
 
 @dataclass(frozen=True)
@@ -512,9 +515,11 @@ def _audit(
         raise
     finally:
         progress.close()
-    write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id)
     gate = _gate(settings.gate)
     verdict = evaluate(run, gate) if gate.active else None
+    recorded = history if recorder is not None and recorder.error is None else None
+    extras = html_extras(run, recorded, verdict)
+    write_reports(run, config.out_dir, config.formats, config.report_mode, out_dir_id, extras)
     if not quiet:
         _echo(render_summary(run, color=sys.stderr.isatty()))
         if verdict is not None:
@@ -588,7 +593,7 @@ def reports_from_history(
     assert history is not None
     with history:
         run = history.load(history.resolve(ref))
-    return render_run(run, out_dir, formats, force, report_mode, gate)
+        return render_run(run, out_dir, formats, force, report_mode, gate, history)
 
 
 def render_run(
@@ -598,17 +603,62 @@ def render_run(
     force: bool,
     report_mode: str | None,
     gate: GateSettings | None = None,
+    history: History | None = None,
 ) -> int:
-    """Write `run`'s reports into `out_dir`; the exit status is the gate's when one is
-    given (its line is printed), else the run's own."""
+    """Write `run`'s reports into `out_dir` (with what `history`, when given, knows of the
+    runs before it); the exit status is the gate's when one is given (its line is printed),
+    else the run's own."""
     from auditor.reporters import write_reports
 
     mode = parse_mode(report_mode) if report_mode is not None else ReportSettings.mode
     out_dir_id = prepare_out_dir(out_dir, force, mode)
-    write_reports(run, out_dir, tuple(formats), mode, out_dir_id)
     chosen = _gate(gate or GateSettings())
-    if chosen.active:
-        verdict = evaluate(run, chosen)
+    verdict = evaluate(run, chosen) if chosen.active else None
+    extras = html_extras(run, history, verdict)
+    write_reports(run, out_dir, tuple(formats), mode, out_dir_id, extras)
+    if verdict is not None:
         _echo(gate_line(verdict))
         return verdict.exit_status
     return exit_status(run)
+
+
+def html_extras(
+    run: AuditRun, history: History | None, verdict: GateResult | None
+) -> HtmlExtras | None:
+    """What report.html shows beyond the run itself: the gate's line, and, for a run recorded
+    in `history`, the changes since the previous run of its inventory and the readiness
+    trend per URL over the last runs."""
+    from auditor.history import run_context
+    from auditor.reporters.html import ChangeRow, HtmlExtras, TrendPoint
+
+    if history is None and verdict is None:
+        return None
+    changes: tuple[ChangeRow, ...] | None = None
+    previous = ""
+    trends: dict[str, tuple[TrendPoint, ...]] = {}
+    if history is not None:
+        context = run_context(history, run.info.run_id)
+        previous = context.previous_run_id or ""
+        if context.changes is not None:
+            changes = tuple(
+                ChangeRow(
+                    host=c.host,
+                    url=c.url,
+                    before=c.before.outcome if c.before else None,
+                    after=c.after.outcome if c.after else None,
+                    change=c.kind.value,
+                    detail=c.detail,
+                )
+                for c in context.changes
+            )
+        trends = {
+            t.url: tuple(TrendPoint(p.run_id, p.started, p.ready, p.total) for p in t.points)
+            for t in context.trends
+        }
+    return HtmlExtras(
+        changes=changes,
+        previous_run_id=previous,
+        trends=MappingProxyType(trends),
+        gate_line=gate_line(verdict) if verdict is not None else "",
+        gate_passed=verdict.passed if verdict is not None else None,
+    )

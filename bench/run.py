@@ -4,8 +4,9 @@
     BENCH_QUICK=1 python -m bench.run   # a smaller run (50 hosts, 2,000-host scale, 1 repeat)
     BENCH_PROFILE=1 ...            # also profile the auditor and the floor (bench/profile.txt)
     BENCH_KEEP=1 ...               # keep the work folder (reports of every run)
-    BENCH_PARTS=compare ...        # only some parts (compare, scale); BENCH_HOSTS, BENCH_FORKS,
-                                   # BENCH_REPEATS and BENCH_SCALE_TOTAL override the sizes
+    BENCH_PARTS=compare ...        # only some parts (compare, scale, browser); BENCH_HOSTS,
+                                   # BENCH_FORKS, BENCH_REPEATS and BENCH_SCALE_TOTAL override
+                                   # the sizes. python -m bench.browser: the browser part alone
 
 Writes bench/results.json (bench/results-quick.json for a quick run) and prints a table.
 Needs root (the lab). Holds the machine-wide lab lock while a lab is up, and always takes
@@ -38,7 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import scale
+from bench import browser, scale
 from bench.measure import Measurement, ProcCpu, median, run_measured, summarize
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -79,7 +80,7 @@ class Config:
     help_runs: int
     profile: bool
     keep: bool
-    parts: tuple[str, ...] = ("compare", "scale")
+    parts: tuple[str, ...] = ("compare", "scale", "browser")
 
     @property
     def results_path(self) -> Path:
@@ -100,7 +101,9 @@ def config_from_env(env: dict[str, str] | os._Environ[str]) -> Config:
         profile=env.get("BENCH_PROFILE", "") not in ("", "0"),
         keep=env.get("BENCH_KEEP", "") not in ("", "0"),
         parts=tuple(
-            p.strip() for p in env.get("BENCH_PARTS", "compare,scale").split(",") if p.strip()
+            p.strip()
+            for p in env.get("BENCH_PARTS", "compare,scale,browser").split(",")
+            if p.strip()
         ),
     )
 
@@ -859,6 +862,15 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     hp = results.get("help")
     if hp:
         add("audit --help", "< 300 ms", hp["median_ms"], hp["median_ms"] < 300)
+    br = results.get("browser")
+    if br:
+        goal = f"< {br['goal_seconds']:g} s"
+        opened, filtered = (
+            br["seconds"]["open"],
+            max(br["seconds"]["search"], br["seconds"]["outcome"]),
+        )
+        add(f"{br['hosts']:,}-host report opens in Chromium", goal, opened, opened < 2)
+        add(f"{br['hosts']:,}-host report filters in Chromium", goal, filtered, filtered < 2)
     return rows
 
 
@@ -982,6 +994,10 @@ def render_table(results: dict[str, Any]) -> str:
             f"neighbour entries {nft['neighbour_entries']}; "
             f"nothing left the machine: {nft['nothing_left_the_machine']}"
         )
+    br = results.get("browser")
+    if br:
+        lines.append("")
+        lines.append(browser.describe(br))
     hp = results.get("help")
     if hp:
         lines.append("")
@@ -1045,6 +1061,12 @@ def main() -> int:
             # Timed under the lock too, so no lab test session competes for the cores.
             say("\naudit --help timing")
             results["help"] = bench.help_time()
+            if "browser" in cfg.parts:
+                # No lab needed: a generated 10,000-host report in headless Chromium, timed
+                # while the lab is down so its sshd processes do not share the cores.
+                say("\nreport.html in headless Chromium")
+                results["browser"] = browser.measure(repeats=cfg.repeats)
+                say(browser.describe(results["browser"]))
             lab_dir = work / "lab"
             say(f"lab up: {cfg.lab_hosts} extra hosts in {lab_dir}")
             t0 = time.monotonic()

@@ -18,7 +18,7 @@ from auditor.models import AuditRun
 from auditor.reportdir import DirIdentity, ReportDir
 from auditor.reporters.base import Reporter
 from auditor.reporters.csv import CsvReporter
-from auditor.reporters.html import HtmlReporter
+from auditor.reporters.html import HtmlExtras, HtmlReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import JunitReporter
 from auditor.reporters.prom import PromReporter
@@ -39,6 +39,7 @@ def write_reports(
     formats: Sequence[str],
     mode: int = 0o600,
     expect: DirIdentity | None = None,
+    html_extras: HtmlExtras | None = None,
 ) -> list[Path]:
     """Render `formats` of `run` into `out_dir` (which must exist); return the paths written.
 
@@ -55,7 +56,8 @@ def write_reports(
         )
     rendered: list[tuple[Path, bytes]] = []
     for name in names:
-        reporter = REPORTERS[name]()
+        # What the run history adds (changes, trends, the gate's line) is the HTML page's.
+        reporter = HtmlReporter(html_extras) if name == "html" else REPORTERS[name]()
         text = reporter.render(run)
         # Reporters already replace text UTF-8 cannot hold; "replace" is the last guard.
         rendered.append((out_dir / reporter.filename, text.encode("utf-8", "replace")))

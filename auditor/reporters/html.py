@@ -8,9 +8,19 @@ embedded as JSON (``<script type="application/json">``, with ``<``, ``>``, ``&``
 escaped as ``\\u003c``… so the data can never close its element), paginated, filterable
 and sortable; without JavaScript a capped list of blocked and not-audited hosts is shown.
 
+The page opens with the change board's answer: per URL, how many hosts in scope are ready
+("US3 CDN: 1,204 of 1,312 hosts ready (91.8 %); 37 not audited"), then the blocked hosts
+grouped by cause and by inventory group, each with its remediation, then the host tables;
+the details (charts, breakdowns, run metadata) follow. Optional `HtmlExtras` add what only
+the run history knows: what changed since the last run, a readiness trend per URL, and the
+readiness gate's result. It prints on A4 (no controls, rows never cut, a footer on every
+page with the run id and start time).
+
 Safety: the Jinja2 environment always autoescapes, nothing derived from hosts or results is
 ever marked safe, the script builds the table with ``textContent`` only, and a
-Content-Security-Policy admits just this page's own style and script (by hash).
+Content-Security-Policy admits just this page's own style and script (by hash). The only
+value placed in CSS (the printed footer) goes through `css_string`, which leaves nothing
+but letters, digits and spaces unescaped.
 """
 
 from __future__ import annotations
@@ -18,9 +28,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cache
+from types import MappingProxyType
 from typing import Any
 
 import jinja2
@@ -36,7 +48,7 @@ from auditor.aggregate import (
     run_totals,
     summarize_targets,
 )
-from auditor.models import AuditedHost, AuditRun, HostResult, Target, UnauditedHost
+from auditor.models import AuditedHost, AuditRun, HostResult, Observation, Target, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome, host_hint, target_hint
 from auditor.reporters.base import Reporter
 from auditor.reporters.terminal import format_readiness
@@ -45,6 +57,97 @@ from auditor.textsafe import for_text
 TEMPLATE = "report.html.j2"
 NOSCRIPT_ROWS = 500
 """How many blocked and not-audited rows the no-JavaScript fallback lists."""
+CAUSE_GROUPS = 40
+"""How many distinct causes (URL x outcome x issuer/proxy) the "blocked hosts" section lists."""
+GROUP_ROWS = 60
+"""How many inventory groups with blocked hosts that section lists."""
+NAMES_SHOWN = 12
+"""Host names listed under one cause before "and N more"."""
+CHANGE_ROWS = 200
+"""Rows listed per kind of change before "and N more"."""
+
+# The order the "changed since the last run" section lists kinds of change in: what a change
+# board must act on first. Kinds not named here (a newer history) follow, alphabetically.
+CHANGE_ORDER: tuple[str, ...] = (
+    "regression",
+    "not_audited",
+    "changed",
+    "host_removed",
+    "host_added",
+    "audited_again",
+    "fix",
+)
+CHANGE_MEANINGS: dict[str, str] = {
+    "regression": "was reachable, now blocked",
+    "not_audited": "was audited, now could not be",
+    "changed": "still blocked, for another reason",
+    "host_removed": "no longer in the inventory",
+    "host_added": "new in the inventory",
+    "audited_again": "could not be audited last time, audited now",
+    "fix": "was blocked, now reachable",
+}
+# CSS level per kind (bad / warn / good / none): class names come from this table only,
+# never from the kind's own text.
+CHANGE_LEVELS: dict[str, str] = {
+    "regression": "bad",
+    "not_audited": "warn",
+    "changed": "warn",
+    "host_removed": "none",
+    "host_added": "none",
+    "audited_again": "good",
+    "fix": "good",
+}
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    """One host x URL that changed since the previous run (as `auditor diff` reports it).
+
+    `before`/`after` are the outcome names (target outcome where the host was audited, else
+    its host-level outcome); None where the host was not in that run. `change` is the kind:
+    regression, fix, changed, not_audited, audited_again, host_added or host_removed.
+    `detail` says what changed when the outcomes alone do not (a TLS issuer).
+    """
+
+    host: str
+    url: str
+    before: str | None
+    after: str | None
+    change: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    """Readiness of one URL in one recorded run: `ready` hosts reached it of `total` in scope."""
+
+    run_id: str
+    started: str
+    ready: int
+    total: int
+
+
+def _no_trends() -> Mapping[str, tuple[TrendPoint, ...]]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class HtmlExtras:
+    """What the run history adds to report.html; every part is optional.
+
+    - `changes`: None when there is no previous run to compare with (no section); a tuple,
+      possibly empty ("nothing changed"), otherwise. `previous_run_id` names that run.
+    - `trends`: URL -> points oldest first (this run last); a URL with no points has no chart.
+    - `gate_line`: one line stating the gate and its result, shown under the headline;
+      `gate_passed` colours it (None: neutral).
+    """
+
+    changes: tuple[ChangeRow, ...] | None = None
+    previous_run_id: str = ""
+    trends: Mapping[str, tuple[TrendPoint, ...]] = field(default_factory=_no_trends)
+    gate_line: str = ""
+    gate_passed: bool | None = None
+
 
 OUTCOME_COLORS: dict[Outcome, str] = {
     Outcome.REACHABLE: "#2e7d32",
@@ -118,6 +221,24 @@ def _csp_source(block: Any) -> Markup:
     return Markup("'sha256-{}'").format(base64.b64encode(digest).decode("ascii"))
 
 
+def css_string(value: Any) -> Markup:
+    """`value` as a quoted CSS string that cannot end the string, the rule or the <style>.
+
+    Every character but ASCII letters, digits and the space becomes a six-digit CSS escape
+    (six digits, so the next character is never read as part of it).
+    """
+    text = clean(str(value))
+    out = "".join(
+        c if (c.isascii() and c.isalnum()) or c == " " else f"\\{ord(c):06x}" for c in text
+    )
+    return Markup('"{}"').format(Markup(out))  # noqa: S704 - only letters, digits, escapes
+
+
+def number(value: int) -> str:
+    """A count as people read it in a report: 1,312."""
+    return f"{value:,}"
+
+
 @cache
 def environment() -> jinja2.Environment:
     """The report's Jinja2 environment: package-loaded templates, autoescape always on."""
@@ -131,6 +252,8 @@ def environment() -> jinja2.Environment:
     )
     env.filters["csp_source"] = _csp_source
     env.filters["readiness"] = format_readiness
+    env.filters["num"] = number
+    env.filters["css_string"] = css_string
     env.policies["json.dumps_kwargs"] = {
         "ensure_ascii": False,
         "allow_nan": False,
@@ -216,6 +339,230 @@ def _headline(summary: TargetSummary) -> dict[str, Any]:
         "failing": failing,
         "bar": _target_bar(summary),
     }
+
+
+def _answer(summary: TargetSummary) -> dict[str, Any]:
+    """The headline answer for one URL, over every host in scope (skipped hosts are not):
+    a host that could not be audited is not ready, as the readiness gate counts it."""
+    in_scope = summary.hosts - summary.skipped
+    percent = None if in_scope == 0 else 100.0 * summary.reachable / in_scope
+    if in_scope == 0:
+        level = "none"
+    elif summary.reachable == in_scope:
+        level = "good"
+    else:
+        level = "warn" if (percent or 0.0) >= 90.0 else "bad"
+    return {
+        "name": summary.target.name or summary.target.url,
+        "url": summary.target.url,
+        "ready": summary.reachable,
+        "in_scope": in_scope,
+        "readiness": format_readiness(percent),
+        "blocked": summary.blocked,
+        "not_audited": summary.not_audited,
+        "skipped": summary.skipped,
+        "level": level,
+    }
+
+
+def _evidence(o: Observation) -> tuple[str, str]:
+    """What further names the cause of a blocked verdict: the TLS issuer seen (an
+    interception product names itself there) or the proxy that refused."""
+    if o.outcome is Outcome.TLS_FAILURE and o.tls_issuer:
+        return "TLS issuer", clean(o.tls_issuer)
+    if o.outcome is Outcome.PROXY_DENIED and o.proxy:
+        return "proxy", clean(o.proxy)
+    return "", ""
+
+
+def _blocked_by_cause(run: AuditRun) -> tuple[list[dict[str, Any]], int]:
+    """Blocked host x URL verdicts grouped by cause (URL, outcome, issuer or proxy), largest
+    first, each with its remediation and the first host names; and how many causes were
+    left out by the cap."""
+    targets = run.info.targets
+    members: dict[tuple[int, Outcome, str, str], list[str]] = {}
+    for result in run.results:
+        if not isinstance(result, AuditedHost):
+            continue
+        for index, target in enumerate(targets):
+            o = observation_for(result, index, target)
+            if o.outcome is not Outcome.REACHABLE:
+                key = (index, o.outcome, *_evidence(o))
+                members.setdefault(key, []).append(result.host.name)
+    ordered = sorted(
+        members.items(), key=lambda kv: (-len(kv[1]), kv[0][0], _OUTCOME_INDEX[kv[0][1]])
+    )
+    causes = []
+    for (index, outcome, label, evidence), names in ordered[:CAUSE_GROUPS]:
+        target = targets[index]
+        causes.append(
+            {
+                "target": target,
+                "outcome": outcome.value,
+                "evidence_label": label,
+                "evidence": evidence,
+                "count": len(names),
+                "names": [clean(n) for n in names[:NAMES_SHOWN]],
+                "more": max(0, len(names) - NAMES_SHOWN),
+                "hint": target_hint(outcome, target.hostname, target.port),
+            }
+        )
+    return causes, max(0, len(ordered) - CAUSE_GROUPS)
+
+
+def _blocked_by_group(run: AuditRun) -> tuple[list[dict[str, Any]], int]:
+    """Inventory groups that have blocked hosts, most blocked first: per group how many of
+    its audited hosts are blocked, and per URL x outcome the count and the remediation."""
+    targets = run.info.targets
+    hosts: Counter[str] = Counter()
+    blocked_hosts: Counter[str] = Counter()
+    verdicts: dict[str, Counter[tuple[int, Outcome]]] = {}
+    for result in run.results:
+        groups = result.host.groups or ("ungrouped",)
+        failing = (
+            [
+                (i, o.outcome)
+                for i, o in ((i, observation_for(result, i, t)) for i, t in enumerate(targets))
+                if o.outcome is not Outcome.REACHABLE
+            ]
+            if isinstance(result, AuditedHost)
+            else []
+        )
+        for group in groups:
+            hosts[group] += 1
+            if failing:
+                blocked_hosts[group] += 1
+                verdicts.setdefault(group, Counter()).update(failing)
+    ordered = sorted(blocked_hosts.items(), key=lambda kv: (-kv[1], kv[0]))
+    rows = []
+    for group, blocked in ordered[:GROUP_ROWS]:
+        counts = verdicts[group]
+        rows.append(
+            {
+                "name": clean(group),
+                "blocked": blocked,
+                "hosts": hosts[group],
+                "verdicts": [
+                    {
+                        "target": targets[i],
+                        "outcome": o.value,
+                        "count": n,
+                        "hint": target_hint(o, targets[i].hostname, targets[i].port),
+                    }
+                    for (i, o), n in sorted(
+                        counts.items(), key=lambda kv: (-kv[1], kv[0][0], _OUTCOME_INDEX[kv[0][1]])
+                    )
+                ],
+            }
+        )
+    return rows, max(0, len(ordered) - GROUP_ROWS)
+
+
+def _changes(extras: HtmlExtras, targets: Sequence[Target]) -> dict[str, Any] | None:
+    """The "changed since the last run" section, grouped by kind in `CHANGE_ORDER`."""
+    if extras.changes is None:
+        return None
+    names = {t.url: t.name or t.url for t in targets}
+    by_kind: dict[str, list[ChangeRow]] = {}
+    for row in extras.changes:
+        by_kind.setdefault(row.change, []).append(row)
+    order = [k for k in CHANGE_ORDER if k in by_kind]
+    order += sorted(k for k in by_kind if k not in CHANGE_ORDER)
+    kinds = []
+    for kind in order:
+        rows = sorted(by_kind[kind], key=lambda r: (r.host, r.url))
+        kinds.append(
+            {
+                "kind": kind,
+                "meaning": CHANGE_MEANINGS.get(kind, ""),
+                "level": CHANGE_LEVELS.get(kind, "none"),
+                "count": len(rows),
+                "rows": [
+                    {
+                        "host": r.host,
+                        "url": r.url,
+                        "name": names.get(r.url, ""),
+                        "before": r.before,
+                        "after": r.after,
+                        "detail": r.detail,
+                    }
+                    for r in rows[:CHANGE_ROWS]
+                ],
+                "more": max(0, len(rows) - CHANGE_ROWS),
+            }
+        )
+    return {"previous": extras.previous_run_id, "total": len(extras.changes), "kinds": kinds}
+
+
+# The trend chart's plot area, in SVG user units (the chart is 1000 x 170).
+_TREND_LEFT, _TREND_RIGHT, _TREND_TOP, _TREND_BOTTOM = 70.0, 900.0, 12.0, 132.0
+
+
+@dataclass(frozen=True)
+class TrendDot:
+    """One run on a trend chart."""
+
+    x: float
+    y: float
+    run_id: str
+    started: str
+    ready: int
+    total: int
+    readiness: str
+
+
+def _trend_floor(percents: Sequence[float]) -> int:
+    """The trend's lowest axis value: a multiple of 10 from 50 up, at least 5 points under the
+    lowest readiness, so that the few points a change board argues about stay visible; else 0."""
+    floor = int((min(percents) - 5.0) // 10) * 10
+    return min(90, floor) if floor >= 50 else 0
+
+
+def _trend_y(percent: float, floor: int) -> float:
+    share = (percent - floor) / (100.0 - floor)
+    return round(_TREND_BOTTOM - (_TREND_BOTTOM - _TREND_TOP) * share, 2)
+
+
+def _trends(extras: HtmlExtras, targets: Sequence[Target]) -> list[dict[str, Any]]:
+    """One inline-SVG line chart per URL with points: readiness (ready / in scope) per run,
+    oldest left; runs with no host in scope are left out (there is no figure to draw). The
+    axis starts under the lowest figure (labelled), not always at 0."""
+    names = {t.url: t.name or t.url for t in targets}
+    charts = []
+    for url, points in extras.trends.items():
+        usable = [p for p in points if p.total > 0]
+        if not usable:
+            continue
+        percents = [100.0 * min(max(p.ready, 0), p.total) / p.total for p in usable]
+        floor = _trend_floor(percents)
+        step = (_TREND_RIGHT - _TREND_LEFT) / (len(usable) - 1) if len(usable) > 1 else 0.0
+        dots = [
+            TrendDot(
+                x=round(_TREND_LEFT + step * index, 2),
+                y=_trend_y(percent, floor),
+                run_id=p.run_id,
+                started=p.started,
+                ready=p.ready,
+                total=p.total,
+                readiness=format_readiness(percent),
+            )
+            for index, (p, percent) in enumerate(zip(usable, percents, strict=True))
+        ]
+        ticks = list(range(floor, 101, 10 if floor else 25))
+        charts.append(
+            {
+                "url": url,
+                "name": names.get(url, url),
+                "dots": dots,
+                "line": " ".join(f"{d.x},{d.y}" for d in dots),
+                "first": dots[0],
+                "last": dots[-1],
+                "grid": [(tick, _trend_y(tick, floor)) for tick in ticks],
+                "left": _TREND_LEFT,
+                "right": _TREND_RIGHT,
+            }
+        )
+    return charts
 
 
 def _slice_row(summary: SliceSummary) -> dict[str, Any]:
@@ -384,8 +731,9 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
-def context(run: AuditRun) -> dict[str, Any]:
+def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
     """Everything the template needs (plain data; the template escapes all of it)."""
+    extras = extras or HtmlExtras()
     info = run.info
     results = run.results
     totals = run_totals(run)
@@ -440,8 +788,19 @@ def context(run: AuditRun) -> dict[str, Any]:
     blocked_rows, blocked_total, unaudited_rows, unaudited_total = _noscript_rows(run)
     groups = [_slice_row(s) for s in by_group(run)]
     data = table_data(run)
+    causes, causes_more = _blocked_by_cause(run)
+    blocked_groups, blocked_groups_more = _blocked_by_group(run)
     return {
         "info": info,
+        "answers": [_answer(s) for s in summaries],
+        "causes": causes,
+        "causes_more": causes_more,
+        "blocked_groups": blocked_groups,
+        "blocked_groups_more": blocked_groups_more,
+        "changes": _changes(extras, info.targets),
+        "trends": _trends(extras, info.targets),
+        "gate_line": extras.gate_line,
+        "gate_level": {None: "none", True: "good", False: "bad"}[extras.gate_passed],
         "tool_version": info.tool_version or auditor.__version__,
         "duration": _duration(info.duration),
         "warnings": _warnings(run),
@@ -476,9 +835,12 @@ def context(run: AuditRun) -> dict[str, Any]:
 
 
 class HtmlReporter(Reporter):
-    """report.html (see the module docstring)."""
+    """report.html (see the module docstring); `extras` adds what the run history knows."""
 
     filename = "report.html"
 
+    def __init__(self, extras: HtmlExtras | None = None) -> None:
+        self.extras = extras
+
     def render(self, run: AuditRun) -> str:
-        return environment().get_template(TEMPLATE).render(context(run))
+        return environment().get_template(TEMPLATE).render(context(run, self.extras))

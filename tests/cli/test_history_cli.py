@@ -402,6 +402,61 @@ def test_runs_report_and_diff_from_the_history(tmp_path: Path) -> None:
     assert same.returncode == 0 and json.loads(same.stdout)["changes"] == []
 
 
+def test_a_recorded_runs_report_shows_what_changed_its_trend_and_its_gate(tmp_path: Path) -> None:
+    """The history reaches report.html: the second run's page names the hosts that regressed
+    since the first and draws each URL's trend over both runs; a gate states its line."""
+    db = tmp_path / "h.sqlite"
+    inv = _inventory(tmp_path, 3)
+    env = _env(tmp_path)
+    with http_server() as port:
+        url = f"http://127.0.0.1:{port}/"
+        first = audit(
+            "-i", str(inv), "--url", url, "-o", str(tmp_path / "one"), "--history", str(db), env=env
+        )
+        assert first.returncode == 0, first.stderr
+    first_html = (tmp_path / "one" / "report.html").read_text()
+    assert 'id="changes"' not in first_html  # nothing to compare with yet
+    second = audit(
+        "-i",
+        str(inv),
+        "--url",
+        url,
+        "-o",
+        str(tmp_path / "two"),
+        "--history",
+        str(db),
+        "--fail-under",
+        "50",
+        env=env,
+    )
+    assert second.returncode == 1, second.stderr
+    html = (tmp_path / "two" / "report.html").read_text()
+    changes = html[
+        html.index('<section id="changes">') : html.index(
+            "</section>", html.index('<section id="changes">')
+        )
+    ]
+    assert "3</b> regression" in changes, changes
+    for host in ("box1", "box2", "box3"):
+        assert f"<tr><td>{host}</td>" in changes
+    assert changes.count("<td>reachable</td><td>refused</td>") == 3
+    trends = html[html.index('<section id="trends">') :]
+    assert '<svg class="trend"' in trends
+    assert "over 2 runs" in trends
+    assert 'id="gate"' in html and "gate 50 %: FAILED" in html
+
+    # Re-rendered from the history, the page carries the same changes and trend.
+    listed = json.loads(auditor("runs", "--history", str(db), "--json", env=env).stdout)
+    again = tmp_path / "again"
+    rendered = auditor(
+        "report", listed["runs"][0]["run_id"], "--out", str(again), "--history", str(db), env=env
+    )
+    assert rendered.returncode == 1, rendered.stderr
+    rerendered = (again / "report.html").read_text()
+    assert rerendered.count("<td>reachable</td><td>refused</td>") == 3
+    assert '<svg class="trend"' in rerendered
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -1,14 +1,17 @@
-"""report.html: self-contained, autoescaped, and the host tables really work."""
+"""report.html: self-contained, autoescaped, a change board's page, prints on A4.
+
+What the host tables show after filtering, sorting and paging is tested in a real browser
+(tests/browser/).
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import importlib.resources
 import json
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
@@ -16,10 +19,17 @@ from typing import Any
 
 import pytest
 
-from auditor.models import AuditedHost, AuditRun, RunInfo
+from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters import html as html_reporter
-from auditor.reporters.html import HtmlReporter, environment
+from auditor.reporters.html import (
+    ChangeRow,
+    HtmlExtras,
+    HtmlReporter,
+    TrendPoint,
+    css_string,
+    environment,
+)
 from tests.reporters.fleet import (
     FORMULA_NAME,
     HOSTILE_DETAIL,
@@ -28,10 +38,9 @@ from tests.reporters.fleet import (
     all_reachable,
     blocked_on_first,
     host,
+    observe,
     sample_run,
 )
-
-SHIM = Path(__file__).with_name("dom_shim.js")
 
 
 @dataclass
@@ -110,7 +119,7 @@ def test_only_our_two_scripts(page: Page) -> None:
 TEMPLATE_TAGS = set(
     "html head meta title style body svg defs pattern rect main header h1 h2 h3 p code nav a "
     "section ul li div span b table thead tbody tr th td small text select option input "
-    "button noscript dl dt dd footer script".split()
+    "button noscript dl dt dd footer script line polyline circle".split()
 )
 
 
@@ -266,115 +275,6 @@ def test_noscript_fallback_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "and 7 more (see report.csv)." in document
 
 
-# --- the page's script, run under node with a minimal DOM ---------------------------------
-
-
-def run_script(document: str, tmp_path: Path, steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    node = shutil.which("node") or shutil.which("nodejs")
-    if node is None:
-        pytest.skip("node is not installed")
-    page = parse(document)
-    roots: dict[str, dict[str, Any]] = {}
-    current: str | None = None
-    for tag, attrs in page.tags:
-        ident = attrs.get("id")
-        if tag == "div" and ident in ("audited-table", "unaudited-table"):
-            current = str(ident)
-            roots[current] = {"inputs": [], "cols": []}
-            continue
-        if current is None:
-            continue
-        if tag in ("input", "select") and attrs.get("data-f"):
-            roots[current]["inputs"].append([attrs["data-f"], ""])
-        elif tag == "option" and "selected" in attrs:
-            roots[current]["inputs"][-1][1] = attrs.get("value") or ""
-        elif tag == "th" and attrs.get("data-col"):
-            roots[current]["cols"].append(int(attrs["data-col"] or 0))
-        elif tag == "section":
-            current = None
-    spec = {
-        "script": next(c for a, c in page.scripts if not a),
-        "data": next(c for a, c in page.scripts if a.get("type") == "application/json"),
-        "roots": roots,
-        "steps": steps,
-    }
-    path = tmp_path / "spec.json"
-    path.write_text(json.dumps(spec))
-    out = subprocess.run(
-        [node, str(SHIM), str(path)], capture_output=True, text=True, timeout=60, check=True
-    )
-    snapshots: list[dict[str, Any]] = json.loads(out.stdout)
-    return snapshots
-
-
-def test_script_renders_tables(document: str, tmp_path: Path) -> None:
-    snaps = run_script(
-        document,
-        tmp_path,
-        [
-            {"table": "audited-table", "set": {"outcome": ""}, "fire": "outcome"},
-            {"table": "audited-table", "set": {"q": "timeout"}, "fire": "q"},
-            {"table": "audited-table", "set": {"q": "", "outcome": "ok"}, "fire": "outcome"},
-            {"table": "audited-table", "set": {"outcome": "blocked", "url": "1"}, "fire": "url"},
-            {"table": "audited-table", "set": {"outcome": "", "url": ""}, "fire": "url"},
-            {"table": "audited-table", "head": 4},
-            {"table": "audited-table", "set": {"outcome": "o3"}, "fire": "outcome"},
-            {"table": "unaudited-table", "set": {"reason": "0"}, "fire": "reason"},
-            {"table": "unaudited-table", "set": {"reason": "", "q": "hostile"}, "fire": "q"},
-        ],
-    )
-    audited, unaudited = snaps[0], snaps[1]
-    # Default view: the 9 blocked hosts out of 13 audited.
-    assert audited["hidden"] is False
-    assert audited["status"].startswith("1–9 of 9 (filtered from 13)")
-    names = [row[0] for row in audited["rows"]]
-    assert HOSTILE_NAME in names  # shown as text, via textContent
-    hostile = audited["rows"][names.index(HOSTILE_NAME)]
-    assert hostile[4:7] == ["tls_failure", "http_error 500", "refused"]
-    assert hostile[7] == "3"
-    assert "TLS issuer: " + HOSTILE_NAME in hostile[8]
-    assert "Fix: " not in hostile[8]  # the prefix is CSS, not text
-    assert "exempt cask.qg3.apps.qualys.com from TLS inspection" in hostile[8]
-    assert unaudited["status"].startswith("1–9 of 9")
-    assert all(len(row) == 8 for row in unaudited["rows"])
-
-    everything, search, ok, on_url, _reset, sorted_desc, by_outcome, reason, query = snaps[2:]
-    assert everything["status"].startswith("1–13 of 13")
-    assert {row[0] for row in search["rows"]} == {"blk-timeout", FORMULA_NAME}
-    assert {row[0] for row in ok["rows"]} == {"web-01", "web-02", "win-01", "lonely"}
-    assert [row[0] for row in on_url["rows"]] == [HOSTILE_NAME]
-    assert sorted_desc["sorted"][4] == "descending"
-    assert sorted_desc["rows"][0][4] != "reachable 200"
-    assert {row[0] for row in by_outcome["rows"]} == {"blk-timeout", FORMULA_NAME}
-    assert [row[0] for row in reason["rows"]] == ["na-unreachable"]
-    assert [row[5] for row in query["rows"]] == ["error"]
-    assert "</script><script>alert('d')</script>" in query["rows"][0][6]
-
-
-def test_script_paginates(tmp_path: Path) -> None:
-    run = AuditRun(
-        RunInfo(run_id="r", started="s", targets=TARGETS),
-        tuple(all_reachable(host(f"h-{i}")) for i in range(120)),
-    )
-    snaps = run_script(
-        HtmlReporter().render(run),
-        tmp_path,
-        [
-            {"table": "audited-table", "page": "next"},
-            {"table": "audited-table", "page": "next"},
-            {"table": "audited-table", "set": {"size": "50"}, "fire": "size"},
-            {"table": "audited-table", "page": "last"},
-        ],
-    )
-    first, second, clamped, small, last = snaps
-    assert first["status"] == "1–100 of 120 · page 1 of 2"
-    assert [r[0] for r in first["rows"][:3]] == ["h-0", "h-1", "h-2"]  # natural order
-    assert second["status"] == "101–120 of 120 · page 2 of 2"
-    assert clamped["status"] == second["status"]
-    assert small["status"] == "1–50 of 120 · page 1 of 3"
-    assert last["status"] == "101–120 of 120 · page 3 of 3"
-
-
 BIDI_AND_ZERO_WIDTH = re.compile("[\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
 
@@ -402,3 +302,250 @@ def test_bidi_and_zero_width_characters_never_reach_the_page() -> None:
     assert not BIDI_AND_ZERO_WIDTH.search(decoded)
     assert "invoicetxt.exe web01 x" in decoded
     assert "invoicetxt.exe web01 x" in "".join(page.text)
+
+
+# --- a change board's page: the answer first, then blocked hosts by cause and by group -------
+
+
+def flat(document: str) -> str:
+    """The page's text as a reader sees it (whitespace collapsed)."""
+    return " ".join("".join(parse(document).text).split())
+
+
+def section_order(document: str) -> list[str]:
+    return [str(a.get("id")) for t, a in parse(document).tags if t == "section"]
+
+
+def test_the_page_opens_with_the_answer_then_blocked_hosts_then_the_table(document: str) -> None:
+    order = section_order(document)
+    assert order[0] == "answer"
+    assert order.index("blocked") < order.index("audited") < order.index("readiness")
+    assert order.index("answer") < order.index("warnings") < order.index("blocked")
+    text = flat(document)
+    # Ready over every host in scope: the 9 not audited are not ready (and not blocked).
+    assert "US3 CDN: 4 of 22 hosts ready (18.2 %); 9 not audited" in text
+    assert "US3 platform: 12 of 22 hosts ready (54.5 %); 9 not audited" in text
+
+
+def test_headline_numbers_have_thousands_separators() -> None:
+    # The issue's example: 1,204 of 1,312 ready, 71 blocked, 37 not audited.
+    results: list[Any] = [all_reachable(host(f"ok-{i}"), TARGETS[:1]) for i in range(1204)]
+    results += [
+        AuditedHost(host(f"blk-{i}", ("dc2",)), (observe(TARGETS[0], Outcome.TIMEOUT),))
+        for i in range(71)
+    ]
+    results += [UnauditedHost(host(f"na-{i}"), HostOutcome.UNREACHABLE) for i in range(37)]
+    results += [UnauditedHost(host(f"sw-{i}"), HostOutcome.SKIPPED) for i in range(5)]
+    run = AuditRun(RunInfo(run_id="r", started="s", targets=TARGETS[:1]), tuple(results))
+    document = HtmlReporter().render(run)
+    text = flat(document)
+    assert "US3 CDN: 1,204 of 1,312 hosts ready (91.8 %); 37 not audited; 5 skipped" in text
+    assert "1,317 hosts · 1,275 audited · 37 not audited · 5 skipped" in text
+    assert "71 hosts cannot reach US3 CDN" in text
+    assert "71 of 71" in text  # dc2: every host of the group is blocked
+    assert "1,204" in text and "1204" not in text.replace("ok-1204", "")
+
+
+def test_blocked_hosts_grouped_by_cause_with_remediation(document: str) -> None:
+    page = parse(document)
+    text = flat(document)
+    # One cause per URL x outcome x issuer/proxy, each with its fix and its hosts.
+    assert (
+        "tls_failure 1 host cannot reach US3 CDN https://cask.qg3.apps.qualys.com/status · "
+        "TLS issuer: CN=Corp Interception CA, O=BlueCoat" in text
+    )
+    assert "exempt cask.qg3.apps.qualys.com from TLS inspection" in text
+    assert "proxy: http://proxy.dc2.example.com:3128" in text
+    assert "timeout 2 hosts cannot reach US3 CDN" in text
+    assert f"blk-timeout, {FORMULA_NAME}" in text or f"{FORMULA_NAME}, blk-timeout" in text
+    # The not-audited hosts are named apart, never as blocked.
+    assert "9 hosts could not be audited (not counted as blocked)" in text
+    items = [a for t, a in page.tags if t == "ul" and a.get("class") == "causes"]
+    assert len(items) == 1
+
+
+def test_blocked_hosts_grouped_by_inventory_group(document: str) -> None:
+    text = flat(document)
+    # dc2 holds blk-dns_failure, blk-timeout, blk-proxy_denied and blk-error (and six
+    # not-audited hosts, counted in its size, never as blocked): one row per cause.
+    assert re.search(
+        r'<td rowspan="4"><b>dc2</b></td><td class="n" rowspan="4">4 of 10</td>', document
+    )
+    assert "allow cask.qg3.apps.qualys.com on the proxy (CONNECT to port 443)" in text
+
+
+def test_causes_and_names_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(html_reporter, "CAUSE_GROUPS", 2)
+    monkeypatch.setattr(html_reporter, "NAMES_SHOWN", 1)
+    monkeypatch.setattr(html_reporter, "GROUP_ROWS", 1)
+    text = flat(HtmlReporter().render(sample_run()))
+    assert "and 8 more causes" in text
+    assert "and 1 more" in text  # the 2-host timeout cause lists one name
+    assert "more groups with blocked hosts" in text
+
+
+def test_history_sections_are_absent_without_extras(document: str) -> None:
+    order = section_order(document)
+    assert "changes" not in order and "trends" not in order
+    assert 'id="gate"' not in document
+    assert "polyline" not in document
+
+
+def test_changes_since_the_last_run() -> None:
+    evil = "<b onmouseover=alert(1)>db-9</b>"
+    rows = [
+        ChangeRow("web-02", TARGETS[0].url, "refused", "reachable", "fix"),
+        ChangeRow(evil, TARGETS[0].url, "reachable", "timeout", "regression"),
+        ChangeRow("web-01", TARGETS[1].url, "reachable", "proxy_denied", "regression"),
+        ChangeRow("new-1", TARGETS[0].url, None, "reachable", "host_added"),
+        ChangeRow("old-1", TARGETS[0].url, "timeout", None, "host_removed"),
+        ChangeRow("x", "https://elsewhere.example.com/", "a", "b", "some_future_kind"),
+        ChangeRow(
+            "blk-tls",
+            TARGETS[0].url,
+            "tls_failure",
+            "tls_failure",
+            "changed",
+            "TLS issuer CN=Old -> CN=New",
+        ),
+    ]
+    extras = HtmlExtras(changes=tuple(rows), previous_run_id="run-2024-0000")
+    document = HtmlReporter(extras).render(sample_run())
+    text = flat(document)
+    assert (
+        "Changed since the last run run run-2024-0000 → run-2024-0001; 7 host × URL changes" in text
+    )
+    assert (
+        "2 regression · 1 changed · 1 host_removed · 1 host_added · 1 fix · 1 some_future_kind"
+        in text
+    )
+    assert (
+        '<td>tls_failure</td><td>tls_failure<div class="muted">TLS issuer CN=Old -&gt; CN=New'
+        in document
+    )
+    # Regressions first, then the rest in the order a change board acts on them.
+    kinds = re.findall(r'<h3 class="chg-(\w+)">(\w+)', document)
+    assert [k for _, k in kinds] == [
+        "regression",
+        "changed",
+        "host_removed",
+        "host_added",
+        "fix",
+        "some_future_kind",
+    ]
+    assert ("bad", "regression") in kinds and ("none", "some_future_kind") in kinds
+    assert "not in that run" in text and "not in this run" in text
+    assert evil in text  # as text only
+    assert evil not in document
+    assert "US3 platform https://qagpublic.qg3.apps.qualys.com/status" in text
+    assert [a.get("id") for t, a in parse(document).tags if t == "section"][:3] == [
+        "answer",
+        "warnings",
+        "changes",
+    ]
+
+
+def test_no_change_and_capped_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    nothing = HtmlReporter(HtmlExtras(changes=())).render(sample_run())
+    assert "Nothing changed since the last run" in flat(nothing)
+    monkeypatch.setattr(html_reporter, "CHANGE_ROWS", 2)
+    many = tuple(
+        ChangeRow(f"h-{i}", TARGETS[0].url, "reachable", "refused", "regression") for i in range(5)
+    )
+    text = flat(HtmlReporter(HtmlExtras(changes=many)).render(sample_run()))
+    assert "and 3 more (regression)." in text
+
+
+def test_readiness_trend_is_inline_svg() -> None:
+    points = (
+        TrendPoint("run-1", "2024-04-29T10:00:00Z", 1_100, 1_300),
+        TrendPoint("run-empty", "2024-04-30T10:00:00Z", 0, 0),  # nothing in scope: no point
+        TrendPoint("run-2", "2024-05-01T10:00:00Z", 1_204, 1_312),
+    )
+    extras = HtmlExtras(
+        trends={TARGETS[0].url: points, TARGETS[1].url: (points[0],), TARGETS[2].url: ()}
+    )
+    document = HtmlReporter(extras).render(sample_run())
+    page = parse(document)
+    svgs = [a for t, a in page.tags if t == "svg" and a.get("class") == "trend"]
+    assert len(svgs) == 2  # a URL without points has no chart
+    assert "Readiness of US3 CDN over 2 runs: from 84.6 % to 91.8 %" in (
+        svgs[0].get("aria-label") or ""
+    )
+    lines = [a for t, a in page.tags if t == "polyline"]
+    assert len(lines) == 1  # one run alone is a dot, not a line
+    xs = [float(p.split(",")[0]) for p in (lines[0].get("points") or "").split()]
+    ys = [float(p.split(",")[1]) for p in (lines[0].get("points") or "").split()]
+    assert len(xs) == 2 and xs[0] < xs[1]
+    assert ys[1] < ys[0]  # readiness went up: the line rises
+    text = flat(document)
+    assert "run-2 · 2024-05-01T10:00:00Z: 1,204 of 1,312 ready (91.8 %)" in text
+    assert "run-empty" not in text
+    assert "84.6 % (1,100 of 1,300, run run-1) → 91.8 % (1,204 of 1,312, run run-2)" in text
+    # The axis starts under the lowest figure (70 % here), labelled, so small moves show.
+    assert re.findall(r'text-anchor="end">(\d+) %</text>', document)[:4] == [
+        "70",
+        "80",
+        "90",
+        "100",
+    ]
+    assert "1 run: 84.6 % (1,100 of 1,300, run run-1)" in text  # one run: no arrow
+
+
+def test_a_low_readiness_trend_starts_at_zero() -> None:
+    low = (TrendPoint("a", "t1", 10, 100), TrendPoint("b", "t2", 52, 100))
+    document = HtmlReporter(HtmlExtras(trends={TARGETS[0].url: low})).render(sample_run())
+    assert re.findall(r'text-anchor="end">(\d+) %</text>', document) == [
+        "0",
+        "25",
+        "50",
+        "75",
+        "100",
+    ]
+
+
+def test_gate_line() -> None:
+    line = "gate 95 %: FAILED — US3 CDN 91.8 % (1,204 of 1,312 hosts)"
+    failed = HtmlReporter(HtmlExtras(gate_line=line, gate_passed=False)).render(sample_run())
+    assert f'<p class="gate lvl-bad" id="gate">{line}</p>' in failed
+    passed = HtmlReporter(HtmlExtras(gate_line="gate 10 %: passed", gate_passed=True))
+    assert '<p class="gate lvl-good" id="gate">gate 10 %: passed</p>' in passed.render(sample_run())
+    neutral = HtmlReporter(HtmlExtras(gate_line="<gate>")).render(sample_run())
+    assert '<p class="gate lvl-none" id="gate">&lt;gate&gt;</p>' in neutral
+
+
+# --- print -----------------------------------------------------------------------------------
+
+
+def test_css_string_leaves_only_letters_digits_and_escapes() -> None:
+    assert str(css_string('r"1 </style>\\')) == (
+        '"r\\000022' + '1 \\00003c\\00002fstyle\\00003e\\00005c"'
+    )
+    assert str(css_string("run 42")) == '"run 42"'
+
+
+def test_print_footer_carries_run_id_and_time_and_cannot_break_the_style() -> None:
+    hostile = '"}</style><script>alert(1)</script>'
+    run = sample_run()
+    run = AuditRun(dataclasses.replace(run.info, run_id=hostile), run.results)
+    document = HtmlReporter().render(run)
+    page = parse(document)
+    assert len(page.styles) == 1 and len(page.scripts) == 2
+    style = page.styles[0]
+    assert "<" not in style
+    footer = re.search(r"@bottom-left\{content:(.*?);", style)
+    assert footer is not None
+    assert footer.group(1).startswith('"run " "\\000022\\00007d\\00003c')
+    assert 'started " "2024\\00002d05\\00002d01T10\\00003a00\\00003a00Z"' in footer.group(1)
+    assert "counter(page)" in style and "counter(pages)" in style
+    print_rules = style[style.index("@media print") :]
+    assert ".controls,.pager button,nav.toc" in print_rules
+    assert "break-inside:avoid" in print_rules
+
+
+def test_the_script_writes_text_only() -> None:
+    # The browser tests show what the tables display; this pins how: never as markup.
+    code = next(c for a, c in parse(HtmlReporter().render(sample_run())).scripts if not a)
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
+        assert sink not in code
+    assert "new Function" not in code and 'setAttribute("on' not in code
