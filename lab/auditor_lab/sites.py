@@ -128,6 +128,10 @@ def sites_up(
                     raise LabError(f"{name}: only Linux lab hosts can be put in a site")
                 load_nft(spec.namespace, _site_rules(allowed))
                 host_namespaces.append(spec.namespace)
+        # Addresses of an earlier layer are reused with new interfaces: a neighbour entry
+        # remembered from it points at a MAC that no longer exists (connections to the
+        # broker then time out until the entry ages out). Forget them everywhere they live.
+        _flush_neighbours(host_namespaces)
         password = secrets.token_urlsafe(24)
         password_file = directory / "broker_password"
         _write_private(password_file, password + "\n")
@@ -166,6 +170,13 @@ def sites_up(
         )
     )
     return site_lab
+
+
+def _flush_neighbours(namespaces: Sequence[str]) -> None:
+    subnet = f"{_RUNNER_NET}.0/24"
+    run(["ip", "neigh", "flush", "to", subnet], check=False)
+    for ns in namespaces:
+        run(["ip", "-n", ns, "neigh", "flush", "to", subnet], check=False)
 
 
 def _site_rules(allowed: Sequence[str]) -> str:
