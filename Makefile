@@ -7,7 +7,8 @@ DEMO_STAMP := $(VENV)/.demo-installed
 STAMP  := $(VENV)/.installed
 # What the lab fleet needs to run: sshd in namespaces, nftables, and the tools the probe uses.
 DEMO_PACKAGES := openssh-server openssh-client nftables iproute2 curl wget openssl
-SYSTEM_PACKAGES := $(DEMO_PACKAGES) shellcheck
+# The site tests start a real broker.
+SYSTEM_PACKAGES := $(DEMO_PACKAGES) shellcheck redis-server
 # Kerberos tests: a throwaway MIT realm (kdc, kadmin.local, kinit), and the headers and
 # compiler the Kerberos Python bindings build with.
 SYSTEM_PACKAGES += krb5-kdc krb5-admin-server krb5-user libkrb5-dev gcc python3-dev
@@ -18,7 +19,7 @@ SYSTEM_PACKAGES += chromium poppler-utils
 LAB_DIR ?= demo
 PY_SOURCES := auditor lab/auditor_lab tests bench
 
-.PHONY: demo test lint typecheck unit sysdeps demo-sysdeps install-packages venv demo-venv bench fuzz clean lab-down
+.PHONY: demo test lint typecheck unit sysdeps demo-sysdeps install-packages venv demo-venv demo-sites bench bench-sites fuzz clean lab-down
 
 # System packages, installed only when one is missing.
 sysdeps:
@@ -76,11 +77,21 @@ demo: demo-venv
 	@echo "Reports: $(LAB_DIR)/report/report.html  (also report.csv, report.json, junit.xml, results.jsonl)"
 	@echo "The lab stays up for exploring; remove it with: make lab-down"
 
+# The lab with sites: a broker and site runners; prints the one command that audits the
+# fleet through them.
+demo-sites: demo-venv
+	@$(MAKE) --no-print-directory install-packages PACKAGES="redis-server"
+	$(BIN)/auditor-lab up --dir $(LAB_DIR) --sites
+
 lab-down: demo-venv
 	$(BIN)/auditor-lab down --dir $(LAB_DIR)
 
 bench: sysdeps venv
 	$(BIN)/python -m bench.run
+
+# A site run through the broker against a local run on the same 200-host lab.
+bench-sites: sysdeps venv
+	$(BIN)/python -m bench.sites
 
 # The property-based tests with 5,000 examples each instead of make test's 200.
 fuzz: venv

@@ -450,11 +450,32 @@ def audit_from_settings(settings: Settings, warn: Callable[[str], None]) -> int:
             warnings=(*config.warnings, *_host_warning_lines(warned)),
             host_warnings=warned,
         )
+
+    def local(
+        chosen: AuditConfig, on_result: Callable[[HostResult], None], sinks: Sequence[RunSink]
+    ) -> tuple[AuditRun, int | None]:
+        return execute(chosen, transports, on_result=on_result, sinks=sinks)
+
+    return run_and_report(settings, config, local, warn)
+
+
+ExecuteRun = Callable[
+    [AuditConfig, Callable[[HostResult], None], Sequence[RunSink]], tuple[AuditRun, int | None]
+]
+"""Runs the hosts of a prepared config (here, or through site runners); returns the run and
+the signal that interrupted it."""
+
+
+def run_and_report(
+    settings: Settings, config: AuditConfig, execute_run: ExecuteRun, warn: Callable[[str], None]
+) -> int:
+    """The run's history, the run itself, its reports, summary and exit status: the same for
+    a local run and a site run."""
     # The history is a setting like any other: opened, migrated and found writable before
     # any host is contacted, so a corrupt, newer or locked database stops the run here.
     history = open_history(settings.history)
     try:
-        return _audit(settings, config, transports, history, warn)
+        return _audit(settings, config, execute_run, history, warn)
     finally:
         if history is not None:
             history.close()
@@ -476,7 +497,7 @@ def open_history(chosen: HistorySettings, create: bool = True) -> History | None
 def _audit(
     settings: Settings,
     config: AuditConfig,
-    transports: Transports,
+    execute_run: ExecuteRun,
     history: History | None,
     warn: Callable[[str], None],
 ) -> int:
@@ -498,7 +519,7 @@ def _audit(
         recorder = HistoryRecorder(history, [h.name for h in config.hosts])
     sinks = () if recorder is None else (recorder,)
     try:
-        run, signum = execute(config, transports, on_result=progress.update, sinks=sinks)
+        run, signum = execute_run(config, progress.update, sinks)
     except BaseException:
         if recorder is not None:
             recorder.abandon()

@@ -417,8 +417,46 @@ def _settings(ctx: click.Context, values: dict[str, Any], secrets: bool = True) 
     return settings
 
 
+BROKER_OPTIONS = [
+    click.option(
+        "--broker",
+        metavar="URL",
+        help="Audit through the site runners listening on this broker "
+        "(redis://HOST:PORT/DB or rediss://; no password in the URL).",
+    ),
+    click.option(
+        "--broker-password-file",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="The broker password, in a file only you can read [default: AUDITOR_BROKER_PASSWORD].",
+    ),
+    click.option(
+        "--broker-ca",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="CA bundle that signed a rediss:// broker's certificate [default: the system's].",
+    ),
+]
+BROKER_PARAMS = ("broker", "broker_password_file", "broker_ca")
+
+
+def broker_options(func: Any) -> Any:
+    for option in reversed(BROKER_OPTIONS):
+        func = option(func)
+    return func
+
+
 @click.command("audit", context_settings={"help_option_names": ["-h", "--help"]})
 @audit_options
+@broker_options
+@click.option(
+    "--queue-timeout",
+    type=click.FloatRange(1, 86400),
+    default=60.0,
+    metavar="S",
+    help="With --broker: a host no runner of its site took within S seconds is not audited "
+    "[default: 60].",
+)
 @click.version_option(__version__, prog_name="audit")
 @click.pass_context
 def audit_main(ctx: click.Context, /, **kw: Any) -> None:
@@ -436,11 +474,32 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
     from auditor.audit import audit_from_settings
 
     _route_warnings()
+    broker = {name: kw.pop(name) for name in BROKER_PARAMS}
+    queue_timeout = kw.pop("queue_timeout")
     try:
-        status = audit_from_settings(_settings(ctx, kw), warn)
+        settings = _settings(ctx, kw)
+        if broker["broker"] is not None:
+            from auditor.coordinator import SiteRun, run_through_broker
+
+            site_run = SiteRun(_broker(broker), settings, queue_timeout)
+            status = run_through_broker(settings, site_run, warn)
+        else:
+            if ctx.get_parameter_source("queue_timeout") is ParameterSource.COMMANDLINE:
+                raise InputError("--queue-timeout needs --broker")
+            status = audit_from_settings(settings, warn)
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
+
+
+def _broker(values: dict[str, Any]) -> Any:
+    import os
+
+    from auditor.broker import broker_settings
+
+    return broker_settings(
+        values["broker"], os.environ, values["broker_password_file"], values["broker_ca"]
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -787,3 +846,90 @@ def merge_cmd(
 
 if __name__ == "__main__":
     main()
+
+
+WORKER_OPTIONS = CONNECTION_OPTIONS | {
+    "config",
+    "known_hosts",
+    "accept_new_host_keys",
+    "no_host_key_check",
+    "password_on_new_keys",
+    "connect_timeout",
+    "winrm_allow_insecure",
+}
+"""The options of `audit` a site runner takes: its credentials and how it trusts hosts."""
+
+
+def worker_credential_options(func: Any) -> Any:
+    for option in reversed(AUDIT_OPTIONS):
+        params: list[click.Parameter] = getattr(option(lambda: None), "__click_params__", [])
+        if params and params[0].name in WORKER_OPTIONS:
+            func = option(func)
+    return func
+
+
+@main.command("worker")
+@click.option("--broker", required=True, metavar="URL", help="redis://HOST:PORT/DB or rediss://.")
+@click.option("--site", required=True, metavar="NAME", help="The site whose hosts this runs.")
+@click.option("--name", metavar="NAME", help="This runner in reports [default: host name].")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=8,
+    metavar="N",
+    help="Hosts audited at once [default: 8].",
+)
+@click.option(
+    "--broker-password-file",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="The broker password, in a file only you can read [default: AUDITOR_BROKER_PASSWORD].",
+)
+@click.option(
+    "--broker-ca",
+    type=click.Path(path_type=Path),
+    metavar="FILE",
+    help="CA bundle that signed a rediss:// broker's certificate.",
+)
+@worker_credential_options
+@click.pass_context
+def worker_cmd(
+    ctx: click.Context,
+    /,
+    broker: str,
+    site: str,
+    name: str | None,
+    concurrency: int,
+    broker_password_file: Path | None,
+    broker_ca: Path | None,
+    **options: Any,
+) -> None:
+    """Run the hosts of one site that a coordinator (`audit --broker`) queues.
+
+    Credentials stay here: the broker carries only each host's connection data, and results.
+    Every credential is loaded before the runner takes work; a bad one stops it (status 2).
+    """
+    import logging
+
+    from auditor.audit import default_runner, with_passwords
+    from auditor.worker import CHECK_HOSTS, Runner, check_credentials, worker_config
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        settings = _settings(ctx, options)
+        # A runner has no inventory: --ask-pass asks for the SSH password it will use.
+        settings = with_passwords(settings, tuple(CHECK_HOSTS.values()))
+        brokered = _broker(
+            {"broker": broker, "broker_password_file": broker_password_file, "broker_ca": broker_ca}
+        )
+        config = worker_config(settings, brokered, site, name or default_runner(), concurrency)
+        check_credentials(config)
+        runner = Runner(config)
+        status = runner.serve(
+            ready=lambda: click.echo(
+                f"runner {for_terminal(config.name)} of site {site} ready", err=True
+            )
+        )
+    except AuditorError as exc:
+        _fail(str(exc))
+    sys.exit(status)

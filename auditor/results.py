@@ -381,6 +381,11 @@ def _target_from(data: object, where: str) -> Target:
     return target
 
 
+def target_from(data: object, where: str) -> Target:
+    """One target from its JSON form, every field checked (ValueError names the field)."""
+    return _target_from(data, where)
+
+
 def info_from_dict(data: Mapping[str, Any]) -> RunInfo:
     """Rebuild the run's metadata, checking every field's type (ValueError names the field)."""
     f = _Fields(data, "run")

@@ -188,7 +188,10 @@ def _from_plain(hint: Any, value: Any) -> Any:
         if not isinstance(value, dict):
             raise InputError(f"settings JSON: {hint.__name__} must be an object")
         hints = typing.get_type_hints(hint)
-        known = {f.name for f in dataclasses.fields(hint)} - _NOT_SERIALISED
+        # A secret is never serialised, so one arriving (from a broker) is refused, not used.
+        known = {
+            f.name for f in dataclasses.fields(hint) if not _is_secret(hints[f.name])
+        } - _NOT_SERIALISED
         unknown = set(value) - known
         if unknown:
             raise InputError(f"settings JSON: unknown key {sorted(unknown)[0]!r}")

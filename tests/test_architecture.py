@@ -57,7 +57,13 @@ LAYERS: tuple[tuple[int, str], ...] = (
     (8, "auditor.settings"),
     (9, "auditor.audit"),
     (9, "auditor.resolve"),
-    (10, "auditor.cli"),
+    # Sites: the task a runner receives, and the broker with the run's ledger; then the two
+    # ends of a site run, the runner and the coordinator.
+    (9, "auditor.sites"),
+    (9, "auditor.broker"),
+    (10, "auditor.worker"),
+    (10, "auditor.coordinator"),
+    (11, "auditor.cli"),
 )
 
 

@@ -45,12 +45,22 @@ def main() -> None:
     type=click.IntRange(0, 2000),
     help="Extra plain hosts (group 'scale') for benchmarks.",
 )
-def up_cmd(directory: Path, extra: int) -> None:
+@click.option(
+    "--sites",
+    is_flag=True,
+    help="Also a broker (redis-server) and site runners: each Linux site's SSH answers only "
+    "its own runners, and `audit --broker` audits the fleet through them.",
+)
+def up_cmd(directory: Path, extra: int, sites: bool) -> None:
     """Bring the lab up (root only)."""
     from auditor_lab import lab_up
 
     try:
         info = lab_up(directory.resolve(), extra_hosts=extra)
+        if sites:
+            from auditor_lab.sites import demo_up
+
+            site_lab, runners = demo_up(info, directory.resolve() / "sites")
     except (LabError, InputError) as exc:
         _fail(str(exc))
     click.echo(f"lab up: {len(info.hosts)} hosts")
@@ -69,6 +79,13 @@ def up_cmd(directory: Path, extra: int) -> None:
     click.echo(
         f"try: {' '.join([*env, 'audit'])} -i {info.inventory} --known-hosts {info.known_hosts}"
     )
+    if sites:
+        click.echo(f"sites:       runners {', '.join(runners)}; broker {site_lab.broker_url}")
+        click.echo(
+            f'through the broker: AUDITOR_BROKER_PASSWORD="$(cat {site_lab.password_file})" '
+            f"audit -i {site_lab.inventory} --broker {site_lab.broker_url} "
+            f"--url {info.url} --queue-timeout 20"
+        )
 
 
 @main.command("down")

@@ -1,0 +1,378 @@
+"""A site run: every host queued to its own site's runners through the broker, every result
+taken from the run's ledger, and every inventory host accounted for exactly once.
+
+The coordinator never connects to a host. It writes the same `results.jsonl` (and so the
+same reports) as a local run, streaming each result as the ledger yields it. What it decides
+itself, it records through the ledger too (first result wins), so a runner's late answer and
+the coordinator's verdict can never both count:
+
+- a host held by a runner whose heartbeat lapsed is queued again, as the next attempt, to
+  the other runners of its site; the old attempt is refused by the ledger if it comes back;
+- a host still waiting while its site has had no live runner for `queue_timeout` seconds is
+  `not_audited`, naming the site;
+- when the run ends (all hosts in, interrupted, or the broker gone) the ledger is closed and
+  whatever is still missing is `not_audited` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from auditor import __version__
+from auditor.audit import AuditConfig, RunSink, _run_secrets, _scrubber, without_secrets
+from auditor.broker import (
+    TASK_NAME,
+    BrokerError,
+    BrokerSettings,
+    Ledger,
+    celery_app,
+    check_broker,
+    live_runners,
+    redis_client,
+)
+from auditor.models import AuditRun, HostResult, RunInfo, UnauditedHost
+from auditor.outcomes import HostOutcome
+from auditor.results import ResultsWriter, result_from_dict, result_to_dict
+from auditor.settings import Settings
+from auditor.sites import HostTask, queue_name, site_of
+
+if TYPE_CHECKING:
+    import redis
+    from celery import Celery
+
+QUEUE_TIMEOUT = 60.0
+# How long the coordinator waits on the ledger between looks at the runners' heartbeats.
+TICK = 1.0
+# Beyond a host's deadline, how long its runner may take to record the result (a runner
+# retries a write for up to two minutes while the broker is away).
+HOLD_GRACE = 180.0
+# A broker unreachable for this long ends the run: what finished is kept.
+BROKER_OUTAGE = 60.0
+
+
+@dataclass(frozen=True)
+class SiteRun:
+    """What a site run needs beyond a local run's config."""
+
+    broker: BrokerSettings
+    settings: Settings
+    queue_timeout: float = QUEUE_TIMEOUT
+    broker_outage: float = BROKER_OUTAGE
+
+
+class _Coordinator:
+    def __init__(
+        self,
+        config: AuditConfig,
+        site_run: SiteRun,
+        record: Callable[[HostResult], None],
+        stop: threading.Event,
+    ) -> None:
+        self.config = config
+        self.site_run = site_run
+        self.record_result = record
+        self.stop = stop
+        self.run_id = secrets.token_hex(8)
+        self.client: redis.Redis = redis_client(site_run.broker)
+        self.ledger = Ledger(self.client, self.run_id)
+        self.app: Celery = celery_app(site_run.broker)
+        self.hosts = {h.name: h for h in config.hosts if not h.skip}
+        self.site = {name: site_of(h) for name, h in self.hosts.items()}
+        self.done: dict[str, HostResult] = {}
+        self.queued_at: dict[str, float] = {}
+        self.outbox: dict[str, int] = {}
+        self.site_seen: dict[str, float] = {}
+        self.runners_seen: dict[str, None] = {}
+        self.error: BrokerError | None = None
+
+    # -- sending -----------------------------------------------------------------------
+
+    def _send(self, attempts: Mapping[str, int]) -> None:
+        """Queue these hosts at these attempts. What could not be sent (the broker went
+        away) stays in the outbox and is sent again on the next look: a re-queued host is
+        never left with no message for its current attempt."""
+        self.outbox.update(attempts)
+        with self.app.producer_or_acquire() as producer:
+            for name in sorted(self.outbox):
+                task = HostTask.for_host(
+                    self.run_id,
+                    self.hosts[name],
+                    self.config.targets,
+                    self.site_run.settings,
+                    self.outbox[name],
+                )
+                self.app.send_task(
+                    TASK_NAME,
+                    args=[task.to_json()],
+                    queue=queue_name(self.site[name]),
+                    producer=producer,
+                )
+                self.queued_at[name] = time.monotonic()
+                del self.outbox[name]
+
+    # -- receiving ---------------------------------------------------------------------
+
+    def _take(self, name: str, text: str | None) -> None:
+        """Keep the ledger's result for host `name` (once)."""
+        if name in self.done or name not in self.hosts or text is None:
+            return
+        try:
+            result = result_from_dict(json.loads(text), len(self.config.targets))
+        except (ValueError, RecursionError) as exc:
+            result = UnauditedHost(
+                self.hosts[name], HostOutcome.ERROR, f"a runner sent a bad result: {exc}"[:400]
+            )
+        if result.host.name != name:
+            result = UnauditedHost(
+                self.hosts[name], HostOutcome.ERROR, "a runner sent another host's result"
+            )
+        # The coordinator's host, not the runner's copy: the same fields, and its variables
+        # for scrubbing with the inventory's own passwords.
+        result = replace(result, host=self.hosts[name])
+        if result.runner:
+            self.runners_seen[result.runner] = None
+        self.done[name] = result
+        self.record_result(result)
+
+    def _decide(self, name: str, outcome: HostOutcome, detail: str) -> None:
+        """Record the coordinator's own verdict for a host, unless a runner's came first."""
+        verdict = UnauditedHost(self.hosts[name], outcome, detail)
+        # Whichever came first, the runner's result or this verdict, is the host's result.
+        self.ledger.record(name, json.dumps(result_to_dict(verdict)))
+        self._take(name, self.ledger.result(name))
+
+    # -- housekeeping ------------------------------------------------------------------
+
+    def _look(self) -> None:
+        pending = [n for n in self.hosts if n not in self.done]
+        sites = sorted({self.site[n] for n in pending})
+        live = live_runners(self.client, sites)
+        now = time.monotonic()
+        for site, names in live.items():
+            if names:
+                self.site_seen[site] = now
+        holders = self.ledger.holders()
+        requeue: dict[str, int] = {}
+        # A host held far past its own deadline is lost even if its runner still beats
+        # (its result could not be recorded): it goes to the site's runners again.
+        overdue = time.time() - (self.site_run.settings.schedule.timeout + HOLD_GRACE)
+        for name, holder in holders.items():
+            if name in self.done or name not in self.hosts:
+                continue
+            if holder.runner not in live.get(holder.site, []) or holder.since < overdue:
+                attempt = self.ledger.requeue(name, holder.encode())
+                if attempt:
+                    requeue[name] = attempt
+        if requeue:
+            self._send(requeue)
+        timeout = self.site_run.queue_timeout
+        for name in pending:
+            if (name in holders and name not in requeue) or name in self.outbox:
+                continue
+            site = self.site[name]
+            waited_since = max(self.queued_at[name], self.site_seen.get(site, 0.0))
+            if now - waited_since >= timeout:
+                self._decide(
+                    name,
+                    HostOutcome.NOT_AUDITED,
+                    f"no runner of site {site} took this host within {timeout:g} s",
+                )
+
+    # -- the run -----------------------------------------------------------------------
+
+    def run(self) -> None:
+        import redis as redis_lib
+        from kombu.exceptions import OperationalError
+
+        check_broker(self.site_run.broker)
+        self.ledger.create(self.site)
+        self.outbox.update(dict.fromkeys(self.hosts, 1))
+        last_look = 0.0
+        outage_since: float | None = None
+        while len(self.done) < len(self.hosts) and not self.stop.is_set():
+            try:
+                if self.outbox:
+                    self._send({})
+                name = self.ledger.next_event(TICK)
+                if name is not None:
+                    self._take(name, self.ledger.result(name))
+                if time.monotonic() - last_look >= TICK:
+                    if not self.ledger.exists():
+                        raise BrokerError(
+                            "the broker lost this run's ledger (was Redis restarted without "
+                            "its data?)"
+                        )
+                    self._look()
+                    last_look = time.monotonic()
+                outage_since = None
+            except (
+                redis_lib.ConnectionError,
+                redis_lib.TimeoutError,
+                OSError,
+                OperationalError,
+            ) as exc:
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if now - outage_since >= self.site_run.broker_outage:
+                    self.error = BrokerError(
+                        f"broker {self.site_run.broker.url} unreachable for "
+                        f"{self.site_run.broker_outage:g} s: {exc}"
+                    )
+                    break
+                # Back off without spinning while the broker is away.
+                self.stop.wait(0.5)
+            except BrokerError as exc:
+                self.error = exc
+                break
+        self._finish()
+
+    def _finish(self) -> None:
+        """Close the ledger, keep every result it holds, and account for the rest."""
+        import redis as redis_lib
+
+        try:
+            self.ledger.close()
+            for name, text in self.ledger.all_results().items():
+                self._take(name, text)
+        except (redis_lib.RedisError, OSError):
+            pass  # the broker is gone: what it still held is lost to this run, said below
+        if self.stop.is_set():
+            reason = "the run was interrupted before this host finished"
+        elif self.error is not None:
+            reason = f"the run ended without this host's result: {self.error}"
+        else:
+            reason = "no result from a runner of this host's site"
+        for name in self.hosts:
+            if name not in self.done:
+                self._take(
+                    name,
+                    json.dumps(
+                        result_to_dict(
+                            UnauditedHost(self.hosts[name], HostOutcome.NOT_AUDITED, reason)
+                        )
+                    ),
+                )
+
+
+def execute_sites(
+    config: AuditConfig,
+    site_run: SiteRun,
+    on_result: Callable[[HostResult], None] | None = None,
+    sinks: Sequence[RunSink] = (),
+) -> tuple[AuditRun, int | None]:
+    """Run the audit through the broker; returns the run and the signal that interrupted it.
+
+    Results stream to `results.jsonl` as the ledger yields them; a broker that stays away
+    ends the run with a BrokerError after the results file is complete (every host present,
+    the missing ones `not_audited`)."""
+    started = datetime.now(UTC)
+    info = RunInfo(
+        run_id="",
+        started=started.isoformat(timespec="seconds"),
+        inventory=config.inventory,
+        targets=config.targets,
+        tool_version=__version__,
+        options=MappingProxyType(dict(config.options_shown)),
+        warnings=config.warnings,
+    )
+    run_secrets = _run_secrets(config)
+    kept: dict[str, HostResult] = {}
+    stop = threading.Event()
+    caught: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        caught.append(signum)
+        stop.set()
+
+    def record(result: HostResult) -> None:
+        result = without_secrets(result, _scrubber(run_secrets, result.host))
+        kept[result.host.name] = result
+        writer.host(result)
+        for sink in sinks:
+            sink.host(result)
+        if on_result is not None:
+            on_result(result)
+
+    coordinator = _Coordinator(config, site_run, record, stop)
+    info = replace(info, run_id=coordinator.run_id)
+    writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode, config.out_dir_id)
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = time.monotonic()
+    try:
+        writer.start(info)
+        for sink in sinks:
+            sink.start(info)
+        for host in config.hosts:
+            if host.skip:
+                record(UnauditedHost(host, HostOutcome.SKIPPED, host.skip))
+        coordinator.run()
+        final = replace(
+            info,
+            runners=tuple(coordinator.runners_seen),
+            finished=datetime.now(UTC).isoformat(timespec="seconds"),
+            duration=round(time.monotonic() - t0, 3),
+            interrupted=bool(caught) or coordinator.error is not None,
+        )
+        writer.end(final)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        writer.close()
+    run = AuditRun(info=final, results=tuple(kept[h.name] for h in config.hosts))
+    for sink in sinks:
+        sink.end(run)
+    if coordinator.error is not None:
+        raise SiteRunError(coordinator.error, run)
+    return run, (caught[0] if caught else None)
+
+
+class SiteRunError(BrokerError):
+    """The broker failed mid-run; `run` holds every host (what finished, the rest not
+    audited), already in results.jsonl."""
+
+    def __init__(self, error: BrokerError, run: AuditRun) -> None:
+        super().__init__(str(error))
+        self.run = run
+
+
+__all__ = ["QUEUE_TIMEOUT", "SiteRun", "SiteRunError", "execute_sites"]
+
+
+def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[str], None]) -> int:
+    """`audit --broker`: like a local run (the same results file, reports, history, gate and
+    exit status), but every host is audited by a runner of its site. The coordinator holds
+    no host credential. `warn` shows a run-level warning line."""
+    from auditor.audit import build_config, run_and_report
+
+    config = build_config(settings)
+    # Every host's site and task are checked before anything is queued or written.
+    for host in config.hosts:
+        if not host.skip:
+            HostTask.for_host("0" * 16, host, config.targets, settings, 1)
+    check_broker(site_run.broker)
+    failures: list[SiteRunError] = []
+
+    def through_broker(
+        chosen: AuditConfig, on_result: Callable[[HostResult], None], sinks: Sequence[RunSink]
+    ) -> tuple[AuditRun, int | None]:
+        try:
+            return execute_sites(chosen, site_run, on_result, sinks)
+        except SiteRunError as exc:
+            # Every host is in the run (the missing ones not audited, with the reason): its
+            # reports are written, then the failure is the run's error.
+            failures.append(exc)
+            return exc.run, None
+
+    status = run_and_report(settings, config, through_broker, warn)
+    if failures:
+        raise BrokerError(f"{failures[0]} (the reports hold what finished)")
+    return status
