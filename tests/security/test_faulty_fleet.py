@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from auditor_lab import LabInfo
 
+from auditor.reporters.junit import AGENT_SUITE
+
 BIN = Path(sys.executable).parent
 URL = "https://cask.qg3.apps.qualys.com/status"
 
@@ -101,8 +103,16 @@ def test_every_host_appears_exactly_once_at_the_right_level(
     assert sorted(r["host"] for r in rows) == names
     report = json.loads((out / "report.json").read_text())
     assert sorted(h["host"]["name"] for h in report["hosts"]) == names
-    cases = [c.get("name") for c in ET.parse(out / "junit.xml").getroot().iter("testcase")]
+    # Every host once in the URL's suite; the agent suite (hosts whose agent answered) holds
+    # no host twice either.
+    suites = {s.get("name"): s for s in ET.parse(out / "junit.xml").getroot().iter("testsuite")}
+    agent_suite = suites.pop(AGENT_SUITE, None)
+    (url_suite,) = suites.values()
+    cases = [c.get("name") for c in url_suite.iter("testcase")]
     assert sorted(cases) == names
+    if agent_suite is not None:
+        agent_cases = [c.get("name") for c in agent_suite.iter("testcase")]
+        assert len(agent_cases) == len(set(agent_cases)) and set(agent_cases) <= set(names)
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert sorted(r["host"]["name"] for r in results if r["type"] == "host") == names
     html = (out / "report.html").read_text()
