@@ -159,14 +159,24 @@ def count_verdicts(results: Iterable[HostResult], targets: Sequence[Target]) -> 
 
 
 def by_group(
-    results: Sequence[HostResult], targets: Sequence[Target]
+    results: Iterable[HostResult], targets: Sequence[Target]
 ) -> list[tuple[str, AgentCounts]]:
-    """Verdict counts per inventory group (a host counts in each of its groups), by name."""
-    members: dict[str, list[HostResult]] = {}
+    """Verdict counts per inventory group (a host counts in each of its groups), by name;
+    counted as the results go by, never kept."""
+    counts: dict[str, dict[AgentVerdict, int]] = {}
+    hosts: dict[str, int] = {}
     for result in results:
-        for group in result.host.groups or ("ungrouped",):
-            members.setdefault(group, []).append(result)
-    return [(g, count_verdicts(members[g], targets)) for g in sorted(members)]
+        groups = result.host.groups or ("ungrouped",)
+        for group in groups:
+            counts.setdefault(group, dict.fromkeys(AgentVerdict, 0))
+            hosts.setdefault(group, 0)
+        if result.skipped:
+            continue
+        verdict = host_verdict(result, targets)[0]
+        for group in groups:
+            hosts[group] += 1
+            counts[group][verdict] += 1
+    return [(g, AgentCounts(hosts[g], MappingProxyType(counts[g]))) for g in sorted(counts)]
 
 
 def _n(count: int, one: str, many: str) -> str:

@@ -12,6 +12,7 @@ import secrets
 import signal
 import sys
 import time
+from array import array
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -20,15 +21,24 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
 from auditor import __version__
-from auditor.agent import require_agent_failures
-from auditor.aggregate import EXIT_BLOCKED, EXIT_NOT_AUDITED, EXIT_OK, exit_status
+from auditor.aggregate import EXIT_BLOCKED, EXIT_NOT_AUDITED, EXIT_OK, Tally, tally_of
 from auditor.errors import InputError
 from auditor.gate import Gate, GateResult, evaluate, gate_line
 from auditor.history import History, HistoryError
-from auditor.models import AuditedHost, AuditRun, Connection, Host, HostResult, RunInfo, Target
+from auditor.models import (
+    AuditedHost,
+    AuditRun,
+    Connection,
+    Host,
+    HostResult,
+    RunInfo,
+    Target,
+    UnauditedHost,
+)
+from auditor.outcomes import HostOutcome
 from auditor.probes import ProbeSettings, Scrubber
 from auditor.reportdir import DirIdentity, prepare
-from auditor.results import ResultsWriter, merge_runs, read_results
+from auditor.results import ResultsFile, ResultsWriter, merge_runs, read_results
 from auditor.scheduler import Probes, Schedule, audit_hosts
 from auditor.secret import (
     BECOME_PASSWORD_VARS,
@@ -83,14 +93,100 @@ Transports = Mapping[Connection, Transport]
 
 class RunSink(Protocol):
     """Another consumer of the results stream (the run history): told of the run when it
-    starts, of each host's result as kept (scrubbed, with its warnings), and of the run as
-    it ended. It must not raise: a sink that cannot keep up keeps its own error."""
+    starts, of each host's result as kept (scrubbed, with its warnings) with the host's
+    inventory position, and of the run as it ended with its counts. It must not raise: a
+    sink that cannot keep up keeps its own error."""
 
     def start(self, info: RunInfo) -> None: ...
 
-    def host(self, result: HostResult) -> None: ...
+    def host(self, result: HostResult, position: int) -> None: ...
 
-    def end(self, run: AuditRun) -> None: ...
+    def end(self, info: RunInfo, totals: Tally) -> None: ...
+
+
+class ResultStream:
+    """The one place a run's results are kept, for a local run and a site run alike.
+
+    Each host's result is scrubbed of every secret the run knows, given the warnings its
+    transport gave for it, written to `results.jsonl` (flushed), counted in a `Tally`,
+    and handed to the sinks and to `on_result`, exactly once per inventory host: a second
+    result for a host, or one for a host not in the run, is dropped. What stays in memory
+    is the counts and one offset per host (where its line starts), never the results; the
+    finished run reads them back from the file, in inventory order, as often as needed.
+    """
+
+    def __init__(
+        self,
+        config: AuditConfig,
+        on_result: Callable[[HostResult], None] | None = None,
+        sinks: Sequence[RunSink] = (),
+    ) -> None:
+        self.config = config
+        self.path = config.out_dir / "results.jsonl"
+        self.tally = Tally(config.targets)
+        self._positions = {h.name: i for i, h in enumerate(config.hosts)}
+        self._offsets = array("q", [-1]) * len(config.hosts)
+        self._secrets = _run_secrets(config)
+        self._on_result = on_result
+        self._sinks = tuple(sinks)
+        self._writer: ResultsWriter | None = None
+
+    def start(self, info: RunInfo) -> None:
+        """Create the results file (relative to the pinned report directory) and write the
+        run's first record; tell the sinks."""
+        config = self.config
+        self._writer = ResultsWriter(self.path, config.report_mode, config.out_dir_id)
+        self._writer.start(info)
+        for sink in self._sinks:
+            sink.start(info)
+
+    def record(self, result: HostResult) -> None:
+        """Keep one host's result (see the class docstring); raises AuditorError when the
+        results file cannot be written."""
+        assert self._writer is not None, "start() first"
+        position = self._positions.get(result.host.name)
+        if position is None or self._offsets[position] >= 0:
+            return
+        result = without_secrets(result, _scrubber(self._secrets, result.host))
+        warnings = self.config.host_warnings.get(result.host.name)
+        if warnings:
+            result = replace(result, warnings=warnings)
+        self._offsets[position] = self._writer.host(result)
+        self.tally.add(result)
+        for sink in self._sinks:
+            sink.host(result, position)
+        if self._on_result is not None:
+            self._on_result(result)
+
+    def missing(self) -> list[Host]:
+        """The run's hosts with no result yet, in inventory order."""
+        hosts = self.config.hosts
+        return [hosts[i] for i, offset in enumerate(self._offsets) if offset < 0]
+
+    def end(self, final: RunInfo) -> None:
+        """Write the run's last record; a host still without a result (none, when the caller
+        accounted for every host) is recorded first as not audited, so the file holds every
+        host exactly once."""
+        assert self._writer is not None, "start() first"
+        for host in self.missing():
+            self.record(
+                UnauditedHost(host, HostOutcome.NOT_AUDITED, "no result was recorded for this host")
+            )
+        self._writer.end(final)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def run(self, final: RunInfo) -> AuditRun:
+        """The finished run, its results read back from the file in inventory order; the
+        sinks are told it ended."""
+        results = ResultsFile(
+            self.path, len(self.config.targets), self._offsets, self.config.out_dir_id
+        )
+        for sink in self._sinks:
+            sink.end(final, self.tally)
+        return AuditRun(info=final, results=results, totals=self.tally)
 
 
 def prepare_transports(config: AuditConfig) -> Transports:
@@ -151,7 +247,6 @@ def execute(
     Results stream to `results.jsonl` in the report directory as each host finishes, each
     with the warnings its transport gave for it.
     """
-    warned = config.host_warnings
     started = datetime.now(UTC)
     info = RunInfo(
         run_id=secrets.token_hex(8),
@@ -163,45 +258,21 @@ def execute(
         options=MappingProxyType(dict(config.options_shown)),
         warnings=config.warnings,
     )
-    writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode, config.out_dir_id)
-    writer.start(info)
-    for sink in sinks:
-        sink.start(info)
-
-    run_secrets = _run_secrets(config)
-
-    # Each host's result as kept: scrubbed of secrets and carrying its warnings, made once
-    # (scrubbing is per-field work on every host of a large fleet).
-    kept: dict[str, HostResult] = {}
-
-    def record(result: HostResult) -> None:
-        result = without_secrets(result, _scrubber(run_secrets, result.host))
-        warnings = warned.get(result.host.name)
-        if warnings:
-            result = replace(result, warnings=warnings)
-        kept[result.host.name] = result
-        writer.host(result)
-        for sink in sinks:
-            sink.host(result)
-        if on_result is not None:
-            on_result(result)
-
+    stream = ResultStream(config, on_result, sinks)
     t0 = time.monotonic()
     try:
-        results, signum = asyncio.run(_run(config, transports, record))
+        stream.start(info)
+        signum = asyncio.run(_run(config, transports, stream.record))
         final = replace(
             info,
             finished=datetime.now(UTC).isoformat(timespec="seconds"),
             duration=round(time.monotonic() - t0, 3),
             interrupted=signum is not None,
         )
-        writer.end(final)
+        stream.end(final)
     finally:
-        writer.close()
-    run = AuditRun(info=final, results=tuple(kept[r.host.name] for r in results))
-    for sink in sinks:
-        sink.end(run)
-    return run, signum
+        stream.close()
+    return stream.run(final), signum
 
 
 # Shorter secrets are not searched for: masking every "ab" in every message would destroy
@@ -265,7 +336,7 @@ async def _run(
     config: AuditConfig,
     transports: Transports,
     record: Callable[[HostResult], None],
-) -> tuple[list[HostResult], int | None]:
+) -> int | None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     caught: list[int] = []
@@ -281,16 +352,14 @@ async def _run(
             pass
     probes = Probes(config.targets, config.probe)
     try:
-        results = await audit_hosts(
-            config.hosts, transports, probes, config.schedule, record, stop=stop
-        )
+        await audit_hosts(config.hosts, transports, probes, config.schedule, record, stop=stop)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(signum)
             except (NotImplementedError, RuntimeError, ValueError):
                 pass
-    return results, (caught[0] if caught else None)
+    return caught[0] if caught else None
 
 
 def exit_code_for_signal(signum: int) -> int:
@@ -516,7 +585,7 @@ def _audit(
         progress.enabled = False
     recorder = None
     if history is not None:
-        recorder = HistoryRecorder(history, [h.name for h in config.hosts])
+        recorder = HistoryRecorder(history, len(config.hosts))
     sinks = () if recorder is None else (recorder,)
     try:
         run, signum = execute_run(config, progress.update, sinks)
@@ -554,11 +623,12 @@ def _audit(
     if failed is not None:
         # After the reports: the run's own files are never lost to a history failure.
         raise failed
-    status = verdict.exit_status if verdict is not None else exit_status(run)
+    totals = tally_of(run)
+    status = verdict.exit_status if verdict is not None else totals.exit_status()
     if (
         settings.report.require_agent
         and status in (EXIT_OK, EXIT_NOT_AUDITED)
-        and require_agent_failures(run.results, run.info.targets)
+        and totals.require_agent_failures
     ):
         # --require-agent: a host with no agent, or one too old for the CDN, fails the run.
         status = EXIT_BLOCKED
@@ -592,8 +662,19 @@ def reports_from_results(
     gate: GateSettings | None = None,
 ) -> int:
     """Render reports from results files (several: merge shards first)."""
-    runs = [read_results(p) for p in paths]
-    run = runs[0] if len(runs) == 1 else merge_runs(runs)
+    if len(paths) == 1:
+        # Checked and counted in one pass; the reports then read the file again, lazily.
+        counted: list[Tally] = []
+
+        def count(info: RunInfo, result: HostResult) -> None:
+            if not counted:
+                counted.append(Tally(info.targets))
+            counted[0].add(result)
+
+        run = read_results(paths[0], count)
+        run = replace(run, totals=counted[0] if counted else Tally(run.info.targets))
+    else:
+        run = merge_runs([read_results(p) for p in paths])
     return render_run(run, out_dir, formats, force, report_mode, gate)
 
 
@@ -630,6 +711,8 @@ def render_run(
     from auditor.reporters import write_reports
 
     mode = parse_mode(report_mode) if report_mode is not None else ReportSettings.mode
+    # Counted once (one pass, which also finds a bad record before any report is written).
+    run = replace(run, totals=tally_of(run))
     out_dir_id = prepare_out_dir(out_dir, force, mode)
     chosen = _gate(gate or GateSettings())
     verdict = evaluate(run, chosen) if chosen.active else None
@@ -638,7 +721,7 @@ def render_run(
     if verdict is not None:
         _echo(gate_line(verdict))
         return verdict.exit_status
-    return exit_status(run)
+    return tally_of(run).exit_status()
 
 
 def html_extras(

@@ -28,7 +28,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from auditor import __version__
-from auditor.audit import AuditConfig, RunSink, _run_secrets, _scrubber, without_secrets
+from auditor.audit import AuditConfig, ResultStream, RunSink
 from auditor.broker import (
     TASK_NAME,
     BrokerError,
@@ -41,7 +41,7 @@ from auditor.broker import (
 )
 from auditor.models import AuditRun, HostResult, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome
-from auditor.results import ResultsWriter, result_from_dict, result_to_dict
+from auditor.results import result_from_dict, result_to_dict
 from auditor.settings import Settings
 from auditor.sites import HostTask, queue_name, site_of
 
@@ -87,7 +87,7 @@ class _Coordinator:
         self.app: Celery = celery_app(site_run.broker)
         self.hosts = {h.name: h for h in config.hosts if not h.skip}
         self.site = {name: site_of(h) for name, h in self.hosts.items()}
-        self.done: dict[str, HostResult] = {}
+        self.done: set[str] = set()
         self.queued_at: dict[str, float] = {}
         self.outbox: dict[str, int] = {}
         self.site_seen: dict[str, float] = {}
@@ -140,7 +140,7 @@ class _Coordinator:
         result = replace(result, host=self.hosts[name])
         if result.runner:
             self.runners_seen[result.runner] = None
-        self.done[name] = result
+        self.done.add(name)
         self.record_result(result)
 
     def _decide(self, name: str, outcome: HostOutcome, detail: str) -> None:
@@ -284,8 +284,6 @@ def execute_sites(
         options=MappingProxyType(dict(config.options_shown)),
         warnings=config.warnings,
     )
-    run_secrets = _run_secrets(config)
-    kept: dict[str, HostResult] = {}
     stop = threading.Event()
     caught: list[int] = []
 
@@ -293,27 +291,17 @@ def execute_sites(
         caught.append(signum)
         stop.set()
 
-    def record(result: HostResult) -> None:
-        result = without_secrets(result, _scrubber(run_secrets, result.host))
-        kept[result.host.name] = result
-        writer.host(result)
-        for sink in sinks:
-            sink.host(result)
-        if on_result is not None:
-            on_result(result)
-
-    coordinator = _Coordinator(config, site_run, record, stop)
+    # The same stream as a local run: scrubbed, written, counted and handed on, once a host.
+    stream = ResultStream(config, on_result, sinks)
+    coordinator = _Coordinator(config, site_run, stream.record, stop)
     info = replace(info, run_id=coordinator.run_id)
-    writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode, config.out_dir_id)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     try:
-        writer.start(info)
-        for sink in sinks:
-            sink.start(info)
+        stream.start(info)
         for host in config.hosts:
             if host.skip:
-                record(UnauditedHost(host, HostOutcome.SKIPPED, host.skip))
+                stream.record(UnauditedHost(host, HostOutcome.SKIPPED, host.skip))
         coordinator.run()
         final = replace(
             info,
@@ -322,14 +310,12 @@ def execute_sites(
             duration=round(time.monotonic() - t0, 3),
             interrupted=bool(caught) or coordinator.error is not None,
         )
-        writer.end(final)
+        stream.end(final)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-        writer.close()
-    run = AuditRun(info=final, results=tuple(kept[h.name] for h in config.hosts))
-    for sink in sinks:
-        sink.end(run)
+        stream.close()
+    run = stream.run(final)
     if coordinator.error is not None:
         raise SiteRunError(coordinator.error, run)
     return run, (caught[0] if caught else None)

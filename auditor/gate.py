@@ -9,12 +9,10 @@ Pure functions; the CLI turns the verdict into the exit status.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 
-from auditor.aggregate import observation_for
-from auditor.models import AuditedHost, AuditRun, UnauditedHost
-from auditor.outcomes import Outcome
+from auditor.aggregate import tally_of
+from auditor.models import AuditRun
 
 EXIT_GATE_PASSED = 0
 EXIT_GATE_FAILED = 1
@@ -65,29 +63,28 @@ class GateResult:
 
 def in_scope(run: AuditRun) -> int:
     """Hosts the gate counts: every host of the run but the skipped ones."""
-    return sum(1 for r in run.results if not r.skipped)
+    tally = tally_of(run)
+    return tally.hosts - tally.skipped
 
 
 def evaluate(run: AuditRun, gate: Gate) -> GateResult:
-    scope = in_scope(run)
-    audited = [r for r in run.results if isinstance(r, AuditedHost)]
+    """The gate's verdict, from the run's counts (`auditor.aggregate.tally_of`)."""
+    tally = tally_of(run)
+    scope = tally.hosts - tally.skipped
     urls: list[UrlVerdict] = []
     if gate.fail_under is not None:
-        for index, target in enumerate(run.info.targets):
-            ready = sum(
-                1 for r in audited if observation_for(r, index, target).outcome is Outcome.REACHABLE
-            )
+        for summary in tally.summaries():
+            target = summary.target
+            ready = summary.reachable
             # Exact: ready/scope < PCT/100, in integers and one float multiply, so 95 % of
             # 20 hosts (19) passes a 95 % gate; no hosts in scope proves nothing and fails.
             passed = scope > 0 and ready * 100 >= gate.fail_under * scope
             urls.append(UrlVerdict(target.url, target.name, ready, scope, passed))
-    counts: Counter[str] = Counter()
-    for r in run.results:
-        if isinstance(r, AuditedHost):
-            counts.update(o.outcome.value for o in r.observations)
-        elif isinstance(r, UnauditedHost):
-            counts[r.outcome.value] += 1
-    hits = tuple((name, counts[name]) for name in dict.fromkeys(gate.fail_on))
+    # Target and host outcomes share some names ("error"): both count.
+    counts: dict[str, int] = {}
+    for outcome, n in [*tally.target_outcomes.items(), *tally.host_outcomes.items()]:
+        counts[outcome.value] = counts.get(outcome.value, 0) + n
+    hits = tuple((name, counts.get(name, 0)) for name in dict.fromkeys(gate.fail_on))
     return GateResult(gate, tuple(urls), hits)
 
 

@@ -30,10 +30,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from auditor.aggregate import summarize_targets
+from auditor.aggregate import Tally, count
 from auditor.diff import Change, RunDiff, diff_runs
 from auditor.errors import AuditorError
-from auditor.gate import in_scope
 from auditor.models import AuditRun, HostResult, RunInfo
 from auditor.results import (
     info_from_dict,
@@ -309,8 +308,7 @@ class History:
             ),
         )
 
-    def end_run(self, run: AuditRun) -> None:
-        info = run.info
+    def end_run(self, info: RunInfo, totals: Tally) -> None:
         state = RunState.INTERRUPTED if info.interrupted else RunState.FINISHED
         self._write(
             "UPDATE runs SET finished = ?, duration = ?, state = ?, info = ?, summary = ?"
@@ -320,7 +318,7 @@ class History:
                 info.duration if math.isfinite(info.duration) else 0.0,
                 state,
                 _dumps(info_to_dict(info)),
-                _dumps(_summary(run)),
+                _dumps(_summary(totals)),
                 info.run_id,
             ),
         )
@@ -382,7 +380,8 @@ class History:
         )
         if summ is None:
             # Still running, or its process died: counted from what was recorded.
-            summ = _dumps(_summary(self.load(run_id)))
+            run = self.load(run_id)
+            summ = _dumps(_summary(count(run.info.targets, run.results)))
         data = json.loads(summ)
         return RunRecord(
             run_id=run_id,
@@ -423,27 +422,42 @@ class History:
         return str(rows[0][0])
 
     def load(self, run_id: str) -> AuditRun:
-        """The run as recorded, its hosts in inventory order; a run whose process died is
-        marked interrupted and holds the hosts that finished."""
+        """The run as recorded, its hosts in inventory order, read from the database each
+        time the results are iterated (one host in memory at a time); a run whose process
+        died is marked interrupted and holds the hosts that finished. A record that does
+        not read back raises HistoryError when it is reached."""
         try:
             row = self._conn.execute(
                 "SELECT info, state FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
             if row is None:
                 raise HistoryError(self.path, f"no run {run_id}")
-            records = self._conn.execute(
-                "SELECT record FROM results WHERE run_id = ? ORDER BY position, host", (run_id,)
-            ).fetchall()
+            hosts = int(
+                self._conn.execute(
+                    "SELECT count(*) FROM results WHERE run_id = ?", (run_id,)
+                ).fetchone()[0]
+            )
         except sqlite3.Error as exc:
             raise HistoryError(self.path, _sqlite_reason(exc)) from None
         try:
             info = info_from_dict(json.loads(row[0]))
-            if row[1] == RunState.RUNNING:
-                info = replace(info, interrupted=True)
-            results = tuple(result_from_dict(json.loads(r[0]), len(info.targets)) for r in records)
         except (ValueError, RecursionError) as exc:
             raise HistoryError(self.path, f"run {run_id}: bad record: {exc}") from None
-        return AuditRun(info=info, results=results)
+        if row[1] == RunState.RUNNING:
+            info = replace(info, interrupted=True)
+        return AuditRun(info=info, results=_RecordedResults(self, run_id, hosts, len(info.targets)))
+
+    def _records(self, run_id: str) -> Iterator[str]:
+        """The run's host records in inventory order, fetched a batch at a time."""
+        try:
+            cursor = self._conn.execute(
+                "SELECT record FROM results WHERE run_id = ? ORDER BY position, host", (run_id,)
+            )
+            while batch := cursor.fetchmany(256):
+                for (record,) in batch:
+                    yield str(record)
+        except sqlite3.Error as exc:
+            raise HistoryError(self.path, _sqlite_reason(exc)) from None
 
     def previous(self, run_id: str) -> str | None:
         """The run of the same inventory recorded just before `run_id`, if any."""
@@ -468,6 +482,28 @@ class History:
                 self.path, f"only one recorded run of {newest.inventory or 'this inventory'}"
             )
         return same[1].run_id, same[0].run_id
+
+
+class _RecordedResults:
+    """A recorded run's results, read from the history whenever they are iterated."""
+
+    def __init__(self, history: History, run_id: str, hosts: int, targets: int) -> None:
+        self._history = history
+        self._run_id = run_id
+        self._hosts = hosts
+        self._targets = targets
+
+    def __len__(self) -> int:
+        return self._hosts
+
+    def __iter__(self) -> Iterator[HostResult]:
+        for record in self._history._records(self._run_id):
+            try:
+                yield result_from_dict(json.loads(record), self._targets)
+            except (ValueError, RecursionError) as exc:
+                raise HistoryError(
+                    self._history.path, f"run {self._run_id}: bad record: {exc}"
+                ) from None
 
 
 class _Txn:
@@ -507,12 +543,11 @@ def _parse_time(text: str) -> datetime:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _summary(run: AuditRun) -> dict[str, Any]:
-    summaries = summarize_targets(run)
-    scope = in_scope(run)
+def _summary(totals: Tally) -> dict[str, Any]:
+    scope = totals.hosts - totals.skipped
     return {
-        "recorded": len(run.results),
-        "audited": sum(1 for r in run.results if r.audited),
+        "recorded": totals.hosts,
+        "audited": totals.audited,
         "urls": [
             {
                 "url": s.target.url,
@@ -521,7 +556,7 @@ def _summary(run: AuditRun) -> dict[str, Any]:
                 "audited": s.audited,
                 "in_scope": scope,
             }
-            for s in summaries
+            for s in totals.summaries()
         ],
     }
 
@@ -602,13 +637,11 @@ class HistoryRecorder:
     BATCH = 64
     BATCH_SECONDS = 0.5
 
-    def __init__(self, history: History, host_order: Sequence[str]) -> None:
+    def __init__(self, history: History, hosts: int) -> None:
         self.history = history
-        self._order = {name: i for i, name in enumerate(host_order)}
-        self._hosts = len(host_order)
+        self._hosts = hosts
         self._run_id = ""
         self._pending: list[tuple[int, HostResult]] = []
-        self._offered: set[str] = set()
         self._flushed = time.monotonic()
         self.error: HistoryError | None = None
         self.inventory_key = ""
@@ -641,9 +674,8 @@ class HistoryRecorder:
             finally:
                 self._queue.task_done()
 
-    def host(self, result: HostResult) -> None:
-        position = self._order.get(result.host.name, len(self._order))
-        self._offered.add(result.host.name)
+    def host(self, result: HostResult, position: int) -> None:
+        """Record one host's result at its inventory position (in the next batch)."""
         self._pending.append((position, result))
         if (
             len(self._pending) >= self.BATCH
@@ -680,15 +712,12 @@ class HistoryRecorder:
             self._stop()
             self._guard(self.history.abandon_run, self._run_id)
 
-    def end(self, run: AuditRun) -> None:
-        # Hosts the stream did not offer (none, today) are recorded from the final run,
-        # so the history holds exactly one result per host.
-        for result in run.results:
-            if result.host.name not in self._offered:
-                self.host(result)
+    def end(self, info: RunInfo, totals: Tally) -> None:
+        """The run ended: write what is pending, then the run's final record and counts (the
+        stream has offered every host of the run exactly once)."""
         self.flush()
         self._stop()
-        self._guard(self.history.end_run, run)
+        self._guard(self.history.end_run, info, totals)
 
 
 # --- what the HTML report shows about the past --------------------------------------------

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from auditor.outcomes import HostOutcome, Outcome
@@ -379,9 +379,27 @@ class RunInfo:
     interrupted: bool = False
 
 
+class Results(Protocol):
+    """A run's host results, one per inventory host, that can be iterated again and again.
+
+    A tuple is one (small runs, tests); at fleet scale it is a source read lazily from the
+    results file or the history (`auditor.results.ResultsFile`), so no more than one host's
+    result is in memory at a time. Each iteration yields every host once, in the same order.
+    """
+
+    def __iter__(self) -> Iterator[HostResult]: ...
+
+    def __len__(self) -> int: ...
+
+
 @dataclass(frozen=True)
 class AuditRun:
-    """A finished (or interrupted) run: metadata plus exactly one result per inventory host."""
+    """A finished (or interrupted) run: metadata plus exactly one result per inventory host.
+
+    `totals` holds the run's aggregate counters (an `auditor.aggregate.Tally`) when whoever
+    made the run kept them while the results went by, so that reporters need not count again;
+    None means "count them from `results`"."""
 
     info: RunInfo
-    results: tuple[HostResult, ...]
+    results: Results
+    totals: object = field(default=None, compare=False, repr=False)

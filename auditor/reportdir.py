@@ -108,6 +108,26 @@ class ReportDir:
                 pass
             raise
 
+    def create_temporary(self, name: str, mode: int) -> tuple[str, int]:
+        """A new temporary file for what will become `name` (`commit` puts it in place,
+        `discard` removes it): its name and a descriptor open for writing."""
+        tmp = f".{name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return tmp, os.open(tmp, _CREATE_FLAGS, mode, dir_fd=self._fd)
+        except OSError as exc:
+            raise InputError(f"cannot create: {exc.strerror}", str(self.path / name)) from None
+
+    def commit(self, tmp: str, name: str) -> None:
+        """Rename the temporary file `tmp` over `name` (replacing a link, never following
+        it)."""
+        os.replace(tmp, name, src_dir_fd=self._fd, dst_dir_fd=self._fd)
+
+    def discard(self, tmp: str) -> None:
+        try:
+            os.unlink(tmp, dir_fd=self._fd)
+        except OSError:
+            pass
+
     def fsync(self) -> None:
         """Make the directory's new entries durable."""
         try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from array import array
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import MISSING, fields, replace
 from enum import Enum
 from pathlib import Path
@@ -26,6 +27,7 @@ from auditor.models import (
     Host,
     HostResult,
     Observation,
+    Results,
     RunInfo,
     Target,
     UnauditedHost,
@@ -399,34 +401,42 @@ class ResultsWriter:
     """Appends one line per finished host and flushes it, so an interrupted run keeps its work.
 
     Lines: {"type": "run", ...} first, {"type": "host", ...} per host, {"type": "end", ...}
-    last (the final RunInfo). A file without the end line was cut short.
+    last (the final RunInfo). A file without the end line was cut short. `host` returns
+    where its line starts, so the file can be read back host by host (`ResultsFile`).
     """
 
     def __init__(self, path: Path, mode: int = 0o600, expect: DirIdentity | None = None) -> None:
         self.path = path
+        self.expect = expect
         # Created afresh relative to the verified directory: an existing entry (a planted
         # link, a file with a foreign owner or mode) is removed, never written through.
         with ReportDir.open(path.parent, expect) as directory:
             fd = directory.create(path.name, mode)
-        self._fh: IO[str] = os.fdopen(fd, "w", encoding="utf-8")
+        self._fh: IO[bytes] = os.fdopen(fd, "wb")
         self._failed = False
+        self.offset = 0
+        """Bytes written so far: where the next line starts."""
 
-    def _line(self, record: Mapping[str, Any]) -> None:
+    def _line(self, record: Mapping[str, Any]) -> int:
         text = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
         try:
-            text.encode("utf-8")
+            data = (text + "\n").encode("utf-8")
         except UnicodeEncodeError:
             # Text UTF-8 cannot hold (a lone surrogate from a host's output): JSON's own
             # \u escapes keep it exactly, so the line is written, never dropped.
             text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+            data = (text + "\n").encode("utf-8")
+        start = self.offset
         try:
-            self._fh.write(text + "\n")
+            self._fh.write(data)
             self._fh.flush()
         except (OSError, ValueError) as exc:
             # Disk full, a closed file: the run must stop with this error rather than
             # go on without a record of its hosts.
             self._failed = True
             raise self._error(exc) from None
+        self.offset += len(data)
+        return start
 
     def _error(self, exc: OSError | ValueError) -> AuditorError:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -435,8 +445,9 @@ class ResultsWriter:
     def start(self, info: RunInfo) -> None:
         self._line({"type": "run", "schema_version": SCHEMA_VERSION, "run": info_to_dict(info)})
 
-    def host(self, result: HostResult) -> None:
-        self._line({"type": "host", **result_to_dict(result)})
+    def host(self, result: HostResult) -> int:
+        """Write one host's line; returns the offset it starts at."""
+        return self._line({"type": "host", **result_to_dict(result)})
 
     def end(self, info: RunInfo) -> None:
         self._line({"type": "end", "run": info_to_dict(info)})
@@ -452,31 +463,120 @@ class ResultsWriter:
                 raise self._error(exc) from None
 
 
-def read_results(path: Path) -> AuditRun:
-    """Load a results.jsonl file; raises InputError naming the file and line on bad content
-    (bad JSON, a missing field or a field of the wrong type, records out of order)."""
+def offsets() -> array[int]:
+    """An empty compact offset index (8 bytes per host)."""
+    return array("q")
+
+
+class ResultsFile:
+    """A run's host results read lazily from its results file, in the order `offsets` gives
+    (one offset per host line): iterated as often as needed, one host in memory at a time.
+
+    The file is opened relative to its verified directory (`expect`), as it was written.
+    A line that no longer reads as a host's result raises InputError naming the file.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        targets: int,
+        offsets: Sequence[int],
+        expect: DirIdentity | None = None,
+    ) -> None:
+        self.path = path
+        self._targets = targets
+        self._offsets = offsets
+        self._expect = expect
+
+    def __len__(self) -> int:
+        return len(self._offsets)
+
+    @property
+    def offsets(self) -> Sequence[int]:
+        """Where each host's line starts, in the order the results are read."""
+        return self._offsets
+
+    def _open(self) -> IO[bytes]:
+        try:
+            if self._expect is None:
+                # A results file given by the user (`auditor report FILE`): read where it is.
+                return self.path.open("rb")
+            # The run's own file: relative to the very directory the run prepared.
+            with ReportDir.open(self.path.parent, self._expect) as directory:
+                fd = os.open(
+                    self.path.name,
+                    os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                    dir_fd=directory.fileno(),
+                )
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", str(self.path)) from None
+        return os.fdopen(fd, "rb")
+
+    def __iter__(self) -> Iterator[HostResult]:
+        with self._open() as fh:
+            yield from self._read(fh, self._offsets)
+
+    def _read(self, fh: IO[bytes], chosen: Sequence[int]) -> Iterator[HostResult]:
+        position = -1
+        for offset in chosen:
+            if offset != position:
+                fh.seek(offset)
+            line = fh.readline()
+            position = offset + len(line)
+            yield self._parse(line, offset)
+
+    def _parse(self, line: bytes, offset: int) -> HostResult:
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or record.get("type") != "host":
+                raise ValueError("not a host record")
+            return result_from_dict(record, self._targets)
+        except (ValueError, RecursionError) as exc:
+            raise InputError(
+                f"not a results record (byte {offset}): {exc}", str(self.path)
+            ) from None
+
+
+def read_results(
+    path: Path, on_result: Callable[[RunInfo, HostResult], None] | None = None
+) -> AuditRun:
+    """Check a results.jsonl file from end to end and return its run, whose results are read
+    lazily from the file (in file order); `on_result` sees each host's result as it is
+    checked (to count the run in the same pass). Raises InputError naming the file and line
+    on bad content (bad JSON, a missing field or a field of the wrong type, records out of
+    order)."""
     info: RunInfo | None = None
-    results: list[HostResult] = []
+    found = offsets()
     try:
-        with path.open(encoding="utf-8") as fh:
-            for lineno, line in enumerate(fh, 1):
-                if not line.strip():
+        with path.open("rb") as fh:
+            lineno = 0
+            offset = 0
+            for raw in fh:
+                lineno += 1
+                start, offset = offset, offset + len(raw)
+                if not raw.strip():
                     continue
                 try:
-                    info = _read_record(json.loads(line), info, results)
+                    record = json.loads(raw.decode("utf-8"))
+                    info, result = _read_record(record, info)
                 except (ValueError, RecursionError) as exc:
+                    if isinstance(exc, UnicodeDecodeError):
+                        raise InputError("not UTF-8 text", str(path)) from None
                     raise InputError(f"not a results record: {exc}", str(path), lineno) from None
+                if result is not None:
+                    found.append(start)
+                    if on_result is not None and info is not None:
+                        on_result(info, result)
     except OSError as exc:
         raise InputError(f"cannot read: {exc.strerror}", str(path)) from None
-    except UnicodeDecodeError:
-        raise InputError("not UTF-8 text", str(path)) from None
     if info is None:
         raise InputError("no run record: not a results file", str(path))
-    return AuditRun(info=info, results=tuple(results))
+    return AuditRun(info=info, results=ResultsFile(path, len(info.targets), found))
 
 
-def _read_record(record: object, info: RunInfo | None, results: list[HostResult]) -> RunInfo:
-    """Apply one parsed line; returns the run's metadata as known after it."""
+def _read_record(record: object, info: RunInfo | None) -> tuple[RunInfo, HostResult | None]:
+    """Apply one parsed line; returns the run's metadata as known after it, and the host's
+    result if the line was one."""
     f = _Fields(record, "record")
     kind = f.text("type")
     if kind == "run":
@@ -487,34 +587,73 @@ def _read_record(record: object, info: RunInfo | None, results: list[HostResult]
             raise ValueError(f"schema_version is {_kind(version)}, not an integer")
         if version != SCHEMA_VERSION:
             raise ValueError(f"schema_version {version} is not {SCHEMA_VERSION} (newer tool?)")
-        return info_from_dict(f.child("run").data)
+        return info_from_dict(f.child("run").data), None
     if info is None:
         raise ValueError(f"a {_show(kind)} record before the run record")
     if kind == "host":
-        results.append(result_from_dict(f.data, len(info.targets)))
-        return info
+        return info, result_from_dict(f.data, len(info.targets))
     if kind == "end":
         final = info_from_dict(f.child("run").data)
         if final.targets != info.targets:
             raise ValueError("the end record lists other targets than the run record")
-        return final
+        return final, None
     raise ValueError(f"unknown record type {_show(kind)}")
 
 
+class MergedResults:
+    """The results of several results files in one order (by host name), each host read
+    from its file when iterated; holds two compact indexes (file, offset), not results."""
+
+    def __init__(self, files: Sequence[ResultsFile], which: array[int], where: array[int]) -> None:
+        self._files = files
+        self._which = which
+        self._where = where
+
+    def __len__(self) -> int:
+        return len(self._which)
+
+    def __iter__(self) -> Iterator[HostResult]:
+        handles = [f._open() for f in self._files]
+        try:
+            for which, offset in zip(self._which, self._where, strict=True):
+                fh = handles[which]
+                fh.seek(offset)
+                yield self._files[which]._parse(fh.readline(), offset)
+        finally:
+            for fh in handles:
+                fh.close()
+
+
 def merge_runs(runs: Sequence[AuditRun]) -> AuditRun:
-    """Combine runs over disjoint host sets (shards) into one, in a deterministic order."""
+    """Combine runs over disjoint host sets (shards) into one, in a deterministic order (by
+    host name). The results stay where they are, read again when the merged run is read."""
     if not runs:
         raise InputError("nothing to merge")
     first = runs[0].info
     urls = [t.url for t in first.targets]
-    seen: dict[str, HostResult] = {}
-    for run in runs:
+    seen: dict[str, tuple[int, int]] = {}
+    for index, run in enumerate(runs):
         if [t.url for t in run.info.targets] != urls:
             raise InputError(f"run {run.info.run_id} audited different URLs; cannot merge")
-        for result in run.results:
+        for position, result in enumerate(run.results):
             if result.host.name in seen:
                 raise InputError(f"host {result.host.name} appears in more than one results file")
-            seen[result.host.name] = result
+            seen[result.host.name] = (index, position)
+    sources = [r.results for r in runs]
+    files = [f for f in sources if isinstance(f, ResultsFile)]
+    merged: Results
+    if len(files) == len(sources):
+        which = array("H")
+        where = array("q")
+        for name in sorted(seen):
+            index, position = seen.pop(name)
+            which.append(index)
+            where.append(files[index].offsets[position])
+        merged = MergedResults(files, which, where)
+    else:
+        # Runs already in memory (built by hand): merged in memory.
+        held = [tuple(f) for f in sources]
+        merged = tuple(held[i][p] for _, (i, p) in sorted(seen.items()))
     runners = tuple(r for run in runs for r in run.info.runners)
     info = replace(
         first,
@@ -525,5 +664,4 @@ def merge_runs(runs: Sequence[AuditRun]) -> AuditRun:
         interrupted=any(r.info.interrupted for r in runs),
         warnings=tuple(dict.fromkeys(w for r in runs for w in r.info.warnings)),
     )
-    ordered = tuple(seen[name] for name in sorted(seen))
-    return AuditRun(info=info, results=ordered)
+    return AuditRun(info=info, results=merged)

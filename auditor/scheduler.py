@@ -123,22 +123,24 @@ async def audit_hosts(
     schedule: Schedule,
     on_result: ResultCallback,
     stop: asyncio.Event | None = None,
-) -> list[HostResult]:
-    """Audit every host; returns exactly one result per host, in inventory order.
+) -> int:
+    """Audit every host, handing `on_result` exactly one result per host; returns how many.
 
-    When `stop` is set (Ctrl-C, SIGTERM), hosts in flight are cancelled and every host
-    without a result is reported as not audited. A skipped host (`Host.skip`) gets its
-    result at once and never reaches a transport. If `on_result` raises (the results file
-    cannot be written), the run stops and the exception propagates: a result is never
-    silently lost.
+    Hosts are taken in inventory order by `forks` workers, so memory holds the hosts in
+    flight, not one task per host of the fleet; what is kept per host is one byte (done or
+    not). When `stop` is set (Ctrl-C, SIGTERM), hosts in flight are cancelled and every host
+    without a result is then reported, in inventory order, as not audited. A skipped host
+    (`Host.skip`) gets its result without reaching a transport. If `on_result` raises (the
+    results file cannot be written), the run stops and the exception propagates: a result
+    is never silently lost.
     """
-    semaphore = asyncio.Semaphore(max(1, schedule.forks))
-    done: dict[str, HostResult] = {}
+    done = bytearray(len(hosts))
     failures: list[BaseException] = []
     failed = asyncio.Event()
+    queue = iter(enumerate(hosts))
 
-    def deliver(result: HostResult) -> None:
-        done[result.host.name] = result
+    def deliver(index: int, result: HostResult) -> None:
+        done[index] = 1
         try:
             on_result(result)
         except Exception as exc:
@@ -146,45 +148,54 @@ async def audit_hosts(
             failed.set()
             raise
 
-    async def one(host: Host) -> None:
-        if host.skip:
-            deliver(UnauditedHost(host, HostOutcome.SKIPPED, host.skip, 0.0, schedule.runner))
-            return
-        async with semaphore:
+    async def worker() -> None:
+        # One shared iterator: the event loop runs one worker at a time, so every host is
+        # taken by exactly one worker.
+        for index, host in queue:
+            if host.skip:
+                deliver(index, _skipped(host, schedule))
+                continue
             result = await audit_host(host, transports[host.connection], probes, schedule)
-        deliver(result)
+            deliver(index, result)
 
-    tasks = [asyncio.create_task(one(h)) for h in hosts]
+    workers = [
+        asyncio.create_task(worker()) for _ in range(min(max(1, schedule.forks), len(hosts)))
+    ]
     watchers = [asyncio.create_task(failed.wait())]
     if stop is not None:
         watchers.append(asyncio.create_task(stop.wait()))
     try:
-        if tasks:
+        if workers:
             # asyncio.wait never raises a task's exception, so nothing is left unretrieved.
-            all_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.wait(tasks))
+            all_done: asyncio.Future[Any] = asyncio.ensure_future(asyncio.wait(workers))
             await asyncio.wait({all_done, *watchers}, return_when=asyncio.FIRST_COMPLETED)
             all_done.cancel()
     finally:
-        for task in tasks:
+        for task in workers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
         for watcher in watchers:
             watcher.cancel()
         for transport in transports.values():
             await transport.close()
     if failures:
         raise failures[0]
-    results = []
-    for host in hosts:
-        result = done.get(host.name)
-        if result is None:
-            result = UnauditedHost(
-                host,
-                HostOutcome.NOT_AUDITED,
-                "the run was interrupted before this host finished",
-                0.0,
-                schedule.runner,
-            )
+    for index, host in enumerate(hosts):
+        if not done[index]:
+            if host.skip:
+                result: HostResult = _skipped(host, schedule)
+            else:
+                result = UnauditedHost(
+                    host,
+                    HostOutcome.NOT_AUDITED,
+                    "the run was interrupted before this host finished",
+                    0.0,
+                    schedule.runner,
+                )
+            done[index] = 1
             on_result(result)
-        results.append(result)
-    return results
+    return len(hosts)
+
+
+def _skipped(host: Host, schedule: Schedule) -> UnauditedHost:
+    return UnauditedHost(host, HostOutcome.SKIPPED, host.skip, 0.0, schedule.runner)

@@ -75,6 +75,28 @@ def plan_hosts(lab: Sequence[tuple[str, str]], total: int) -> list[ScaleHost]:
     return hosts
 
 
+CAPACITY = (REFUSE_NET.num_addresses // 256) * PER_SUBNET
+"""Distinct addresses per range; a bigger fleet reuses them (one address, several names)."""
+
+
+def plan_mix(refuse: int, blackhole: int) -> list[ScaleHost]:
+    """`refuse` refusing and `blackhole` black-holed hosts and no real ones, the black holes
+    spread evenly through the list; addresses repeat once a range is used up (a host's
+    name, not its address, makes it a host of the inventory)."""
+    total = refuse + blackhole
+    step = total / blackhole if blackhole else 0.0
+    slots = {round(k * step) for k in range(blackhole)}
+    hosts: list[ScaleHost] = []
+    made = {"refuse": 0, "blackhole": 0}
+    for position in range(total):
+        kind = "blackhole" if position in slots else "refuse"
+        index = made[kind]
+        made[kind] += 1
+        net, prefix = (BLACKHOLE_NET, "bh") if kind == "blackhole" else (REFUSE_NET, "rf")
+        hosts.append(ScaleHost(f"{prefix}-{index + 1:06d}", _address(net, index % CAPACITY), kind))
+    return hosts
+
+
 GROUPS = {"lab": "lab_hosts", "refuse": "refused", "blackhole": "blackholed"}
 
 

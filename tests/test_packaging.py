@@ -74,8 +74,9 @@ def test_the_wheel_ships_templates_and_probes_and_renders_from_anywhere(tmp_path
         "import auditor; assert auditor.__file__.startswith(sys.argv[1]), auditor.__file__;"
         "from auditor.models import AuditRun, RunInfo;"
         "from auditor.reporters.html import HtmlReporter;"
+        "from auditor.reporters.base import render;"
         "from auditor.probes.posix import probe_source;"
-        "html = HtmlReporter().render(AuditRun(RunInfo(run_id='x', started='now'), ()));"
+        "html = render(HtmlReporter(), AuditRun(RunInfo(run_id='x', started='now'), ()));"
         "assert '<html' in html and 'auditor_main' in probe_source()"
     )
     subprocess.run([sys.executable, "-c", script, str(unpacked)], check=True, cwd=elsewhere)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterator
+from typing import TextIO
 
 from auditor.agent import agent_report
 from auditor.aggregate import observation_for
@@ -162,9 +164,9 @@ def _row(result: HostResult, target: Target, observation: Observation | None) ->
     ]
 
 
-def rows(run: AuditRun) -> list[list[str]]:
-    """Every host x target row, in host (inventory) order then target order."""
-    out: list[list[str]] = []
+def rows(run: AuditRun) -> Iterator[list[str]]:
+    """Every host x target row, in host (inventory) order then target order, as the
+    results are read."""
     targets = run.info.targets
     for result in run.results:
         agent = _agent_cells(result, targets)
@@ -172,8 +174,7 @@ def rows(run: AuditRun) -> list[list[str]]:
             obs = (
                 observation_for(result, index, target) if isinstance(result, AuditedHost) else None
             )
-            out.append([*_row(result, target, obs), *agent])
-    return out
+            yield [*_row(result, target, obs), *agent]
 
 
 def _agent_cells(result: HostResult, targets: tuple[Target, ...]) -> list[str]:
@@ -193,5 +194,7 @@ class CsvReporter(Reporter):
 
     filename = "report.csv"
 
-    def render(self, run: AuditRun) -> str:
-        return "".join([_record(COLUMNS), *map(_record, rows(run))])
+    def write(self, run: AuditRun, out: TextIO) -> None:
+        out.write(_record(COLUMNS))
+        for row in rows(run):
+            out.write(_record(row))

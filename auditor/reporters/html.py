@@ -27,13 +27,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import math
-from collections import Counter
+import secrets
+import shutil
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from types import MappingProxyType
-from typing import Any
+from typing import Any, TextIO
 
 import jinja2
 from markupsafe import Markup
@@ -41,19 +44,15 @@ from markupsafe import Markup
 import auditor
 from auditor.aggregate import (
     SliceSummary,
+    Tally,
     TargetSummary,
-    by_group,
-    by_platform,
     observation_for,
-    run_totals,
-    summarize_targets,
+    tally_of,
 )
 from auditor.models import (
     AgentVerdict,
     AuditedHost,
     AuditRun,
-    HostResult,
-    Observation,
     Target,
     UnauditedHost,
 )
@@ -373,83 +372,45 @@ def _answer(summary: TargetSummary) -> dict[str, Any]:
     }
 
 
-def _evidence(o: Observation) -> tuple[str, str]:
-    """What further names the cause of a blocked verdict: the TLS issuer seen (an
-    interception product names itself there) or the proxy that refused."""
-    if o.outcome is Outcome.TLS_FAILURE and o.tls_issuer:
-        return "TLS issuer", clean(o.tls_issuer)
-    if o.outcome is Outcome.PROXY_DENIED and o.proxy:
-        return "proxy", clean(o.proxy)
-    return "", ""
-
-
-def _blocked_by_cause(run: AuditRun) -> tuple[list[dict[str, Any]], int]:
+def _blocked_by_cause(tally: Tally) -> tuple[list[dict[str, Any]], int]:
     """Blocked host x URL verdicts grouped by cause (URL, outcome, issuer or proxy), largest
     first, each with its remediation and the first host names; and how many causes were
     left out by the cap."""
-    targets = run.info.targets
-    members: dict[tuple[int, Outcome, str, str], list[str]] = {}
-    for result in run.results:
-        if not isinstance(result, AuditedHost):
-            continue
-        for index, target in enumerate(targets):
-            o = observation_for(result, index, target)
-            if o.outcome is not Outcome.REACHABLE:
-                key = (index, o.outcome, *_evidence(o))
-                members.setdefault(key, []).append(result.host.name)
-    ordered = sorted(
-        members.items(), key=lambda kv: (-len(kv[1]), kv[0][0], _OUTCOME_INDEX[kv[0][1]])
-    )
+    targets = tally.targets
+    ordered = tally.causes()
     causes = []
-    for (index, outcome, label, evidence), names in ordered[:CAUSE_GROUPS]:
-        target = targets[index]
+    for cause in ordered[:CAUSE_GROUPS]:
+        target = targets[cause.index]
         causes.append(
             {
                 "target": target,
-                "outcome": outcome.value,
-                "evidence_label": label,
-                "evidence": evidence,
-                "count": len(names),
-                "names": [clean(n) for n in names[:NAMES_SHOWN]],
-                "more": max(0, len(names) - NAMES_SHOWN),
-                "hint": target_hint(outcome, target.hostname, target.port),
+                "outcome": cause.outcome.value,
+                "evidence_label": cause.evidence_label,
+                "evidence": clean(cause.evidence),
+                "count": cause.count,
+                "names": [clean(n) for n in cause.names[:NAMES_SHOWN]],
+                "more": max(0, cause.count - NAMES_SHOWN),
+                "hint": target_hint(cause.outcome, target.hostname, target.port),
             }
         )
-    return causes, max(0, len(ordered) - CAUSE_GROUPS)
+    return causes, max(0, len(ordered) - CAUSE_GROUPS) + (1 if tally.causes_lumped else 0)
 
 
-def _blocked_by_group(run: AuditRun) -> tuple[list[dict[str, Any]], int]:
+def _blocked_by_group(tally: Tally) -> tuple[list[dict[str, Any]], int]:
     """Inventory groups that have blocked hosts, most blocked first: per group how many of
     its audited hosts are blocked, and per URL x outcome the count and the remediation."""
-    targets = run.info.targets
-    hosts: Counter[str] = Counter()
-    blocked_hosts: Counter[str] = Counter()
-    verdicts: dict[str, Counter[tuple[int, Outcome]]] = {}
-    for result in run.results:
-        groups = result.host.groups or ("ungrouped",)
-        failing = (
-            [
-                (i, o.outcome)
-                for i, o in ((i, observation_for(result, i, t)) for i, t in enumerate(targets))
-                if o.outcome is not Outcome.REACHABLE
-            ]
-            if isinstance(result, AuditedHost)
-            else []
-        )
-        for group in groups:
-            hosts[group] += 1
-            if failing:
-                blocked_hosts[group] += 1
-                verdicts.setdefault(group, Counter()).update(failing)
-    ordered = sorted(blocked_hosts.items(), key=lambda kv: (-kv[1], kv[0]))
+    targets = tally.targets
+    ordered = sorted(
+        ((name, piece) for name, piece in tally.groups.items() if piece.blocked),
+        key=lambda kv: (-kv[1].blocked, kv[0]),
+    )
     rows = []
-    for group, blocked in ordered[:GROUP_ROWS]:
-        counts = verdicts[group]
+    for group, piece in ordered[:GROUP_ROWS]:
         rows.append(
             {
                 "name": clean(group),
-                "blocked": blocked,
-                "hosts": hosts[group],
+                "blocked": piece.blocked,
+                "hosts": piece.hosts,
                 "verdicts": [
                     {
                         "target": targets[i],
@@ -458,7 +419,8 @@ def _blocked_by_group(run: AuditRun) -> tuple[list[dict[str, Any]], int]:
                         "hint": target_hint(o, targets[i].hostname, targets[i].port),
                     }
                     for (i, o), n in sorted(
-                        counts.items(), key=lambda kv: (-kv[1], kv[0][0], _OUTCOME_INDEX[kv[0][1]])
+                        piece.verdicts.items(),
+                        key=lambda kv: (-kv[1], kv[0][0], _OUTCOME_INDEX[kv[0][1]]),
                     )
                 ],
             }
@@ -632,39 +594,40 @@ def _observations(
     return out
 
 
-def table_data(run: AuditRun) -> dict[str, Any]:
-    """The host rows the page's script renders, in a compact positional form.
+def _dump(value: Any) -> str:
+    """JSON that can sit inside a <script> element: `<`, `>`, `&` and `'` as \\u escapes
+    (as Jinja2's tojson writes them), so no data can close the element."""
+    text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return (
+        text.replace("<", "\\u003c")
+        .replace(">", "\\u003e")
+        .replace("&", "\\u0026")
+        .replace("'", "\\u0027")
+    )
+
+
+def _group_ids(tally: Tally) -> dict[str, int]:
+    """Every group of the run (hosts without one are "ungrouped") numbered by name."""
+    return {name: index for index, name in enumerate(sorted(tally.groups))}
+
+
+def write_table_data(run: AuditRun, out: TextIO) -> None:
+    """The host rows the page's script renders, as one JSON object in a compact positional
+    form, written as the results are read (once).
 
     ``a``: audited hosts ``[name, address, [group…], platform, transport, runner,
     [[outcome, http_status, detail, tls_issuer, proxy, remote_ip, tool]…]]`` and ``u``:
     not-audited hosts ``[name, address, [group…], platform, transport, runner,
     host_outcome, detail]``, where outcomes index ``o``/``ho``, groups index ``g`` and
-    every other string (detail, issuer…) indexes the string table ``s``.
+    every other string (detail, issuer…) indexes the string table ``s``, which comes last
+    (it is complete only when every row is written). Not-audited rows wait in a spool file
+    until the audited ones are out.
     """
+    tally = tally_of(run)
     targets = run.info.targets
     ref = _Strings()
-    groups: dict[str, int] = {}
-
-    def group_ids(result: HostResult) -> list[int]:
-        return [groups.setdefault(g, len(groups)) for g in (result.host.groups or ("ungrouped",))]
-
-    audited: list[list[Any]] = []
-    unaudited: list[list[Any]] = []
-    for result in run.results:
-        host = result.host
-        common: list[Any] = [
-            clean(host.name),
-            clean(host.address),
-            group_ids(result),
-            host.platform.value,
-            host.connection.value,
-            ref(result.runner),
-        ]
-        if isinstance(result, AuditedHost):
-            audited.append([*common, _observations(result, targets, ref)])
-        else:
-            unaudited.append([*common, _HOST_OUTCOME_INDEX[result.outcome], ref(result.detail)])
-    return {
+    groups = _group_ids(tally)
+    head = {
         "o": [o.value for o in Outcome],
         "ho": [o.value for o in HostOutcome],
         "hh": [host_hint(o) for o in HostOutcome],
@@ -677,46 +640,70 @@ def table_data(run: AuditRun) -> dict[str, Any]:
             for t in targets
         ],
         "g": [clean(g) for g in groups],
-        "s": ref.table,
-        "a": audited,
-        "u": unaudited,
     }
+    out.write(_dump(head)[:-1] + ',"a":[')
+    with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", newline="") as spool:
+        first_a = first_u = True
+        for result in run.results:
+            host = result.host
+            common: list[Any] = [
+                clean(host.name),
+                clean(host.address),
+                [groups[g] for g in (host.groups or ("ungrouped",))],
+                host.platform.value,
+                host.connection.value,
+                ref(result.runner),
+            ]
+            if isinstance(result, AuditedHost):
+                row = _dump([*common, _observations(result, targets, ref)])
+                out.write(row if first_a else "," + row)
+                first_a = False
+            else:
+                row = _dump([*common, _HOST_OUTCOME_INDEX[result.outcome], ref(result.detail)])
+                spool.write(row if first_u else "," + row)
+                first_u = False
+        out.write('],"u":[')
+        spool.seek(0)
+        shutil.copyfileobj(spool, out)
+    out.write('],"s":' + _dump(ref.table) + "}")
 
 
-def _noscript_rows(run: AuditRun) -> tuple[list[dict[str, Any]], int, list[UnauditedHost], int]:
-    """The capped fallback lists: failing host x URL rows and not-audited hosts."""
+def table_data(run: AuditRun) -> dict[str, Any]:
+    """The table data of a small run as Python data (what `write_table_data` writes)."""
+    import io
+
+    buffer = io.StringIO()
+    write_table_data(run, buffer)
+    data: dict[str, Any] = json.loads(buffer.getvalue())
+    return data
+
+
+def _noscript_rows(tally: Tally) -> tuple[list[dict[str, Any]], int, list[UnauditedHost], int]:
+    """The capped fallback lists: failing host x URL rows and not-audited hosts, from the
+    first hosts of each kind the tally kept."""
     blocked: list[dict[str, Any]] = []
-    blocked_total = 0
-    targets = run.info.targets
-    for result in run.results:
-        if not isinstance(result, AuditedHost):
-            continue
-        for index, o in enumerate(result.observations[: len(targets)]):
-            if o.outcome is Outcome.REACHABLE:
+    targets = tally.targets
+    for result in tally.blocked_sample:
+        for index, target in enumerate(targets):
+            o = observation_for(result, index, target)
+            if o.outcome is Outcome.REACHABLE or len(blocked) >= NOSCRIPT_ROWS:
                 continue
-            blocked_total += 1
-            if len(blocked) < NOSCRIPT_ROWS:
-                target = targets[index]
-                blocked.append(
-                    {
-                        "host": result.host,
-                        "target": target,
-                        "obs": o,
-                        "hint": target_hint(o.outcome, target.hostname, target.port),
-                    }
-                )
-    unaudited = [r for r in run.results if isinstance(r, UnauditedHost)]
-    return blocked, blocked_total, unaudited[:NOSCRIPT_ROWS], len(unaudited)
+            blocked.append(
+                {
+                    "host": result.host,
+                    "target": target,
+                    "obs": o,
+                    "hint": target_hint(o.outcome, target.hostname, target.port),
+                }
+            )
+    unaudited = tally.unaudited_sample[:NOSCRIPT_ROWS]
+    return blocked, tally.blocked_verdicts, unaudited, tally.hosts - tally.audited
 
 
-def _warnings(run: AuditRun) -> list[str]:
+def _warnings(run: AuditRun, tally: Tally) -> list[str]:
     warnings = [w for w in run.info.warnings if w]
     if run.info.interrupted:
-        missing = sum(
-            1
-            for r in run.results
-            if isinstance(r, UnauditedHost) and r.outcome is HostOutcome.NOT_AUDITED
-        )
+        missing = tally.host_outcomes[HostOutcome.NOT_AUDITED]
         warnings.insert(
             0,
             f"The run was interrupted: {missing} host(s) were never tried; "
@@ -739,15 +726,14 @@ def _duration(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min {secs:02d} s" if hours else f"{minutes} min {secs:02d} s"
 
 
-def _agents(run: AuditRun) -> dict[str, Any] | None:
+def _agents(tally: Tally) -> dict[str, Any] | None:
     """The fleet's Qualys agent answer and the same per group, when any host reported on
     its agent (else no section)."""
-    from auditor.agent import by_group, count_verdicts, fleet_sentence
+    from auditor.agent import fleet_sentence
 
-    if not any(isinstance(r, AuditedHost) and r.agent is not None for r in run.results):
+    if not tally.any_agent:
         return None
-    targets = run.info.targets
-    fleet = count_verdicts(run.results, targets)
+    fleet = tally.agent_counts()
     verdicts = list(AgentVerdict)
     return {
         "sentence": fleet_sentence(fleet),
@@ -755,7 +741,7 @@ def _agents(run: AuditRun) -> dict[str, Any] | None:
         "verdicts": [v.value for v in verdicts],
         "groups": [
             {"name": name, "hosts": counts.hosts, "counts": [counts[v] for v in verdicts]}
-            for name, counts in by_group(run.results, targets)[:MAX_AGENT_GROUPS]
+            for name, counts in tally.agent_groups_counts()[:MAX_AGENT_GROUPS]
         ],
     }
 
@@ -764,19 +750,21 @@ MAX_AGENT_GROUPS = 200
 """Groups listed in the agent table; the rest are in report.json."""
 
 
-def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
-    """Everything the template needs (plain data; the template escapes all of it)."""
+def context(run: AuditRun, extras: HtmlExtras | None = None, data: Any = None) -> dict[str, Any]:
+    """Everything the template needs (plain data; the template escapes all of it), from
+    the run's tally; `data` stands in for the host table's data (default: the data itself,
+    for a small run)."""
     extras = extras or HtmlExtras()
     info = run.info
-    results = run.results
-    totals = run_totals(run)
+    tally = tally_of(run)
+    totals = tally.totals()
     total, audited, skipped, ready = (
         totals.hosts,
         totals.audited,
         totals.skipped,
         totals.fully_ready,
     )
-    summaries = summarize_targets(run)
+    summaries = tally.summaries()
     host_counts = totals.host_outcomes
     target_counts = dict(totals.target_outcomes)
     per_target = [dict(s.outcomes) for s in summaries]
@@ -818,15 +806,16 @@ def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
         }
         for o, n in host_counts
     ]
-    blocked_rows, blocked_total, unaudited_rows, unaudited_total = _noscript_rows(run)
-    groups = [_slice_row(s) for s in by_group(run)]
-    data = table_data(run)
-    causes, causes_more = _blocked_by_cause(run)
-    blocked_groups, blocked_groups_more = _blocked_by_group(run)
+    blocked_rows, blocked_total, unaudited_rows, unaudited_total = _noscript_rows(tally)
+    groups = [_slice_row(s) for s in tally.slices(tally.groups)]
+    if data is None:
+        data = table_data(run)
+    causes, causes_more = _blocked_by_cause(tally)
+    blocked_groups, blocked_groups_more = _blocked_by_group(tally)
     return {
         "info": info,
         "answers": [_answer(s) for s in summaries],
-        "agents": _agents(run),
+        "agents": _agents(tally),
         "causes": causes,
         "causes_more": causes_more,
         "blocked_groups": blocked_groups,
@@ -837,7 +826,7 @@ def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
         "gate_level": {None: "none", True: "good", False: "bad"}[extras.gate_passed],
         "tool_version": info.tool_version or auditor.__version__,
         "duration": _duration(info.duration),
-        "warnings": _warnings(run),
+        "warnings": _warnings(run, tally),
         "totals": {
             "hosts": total,
             "audited": audited,
@@ -851,9 +840,11 @@ def context(run: AuditRun, extras: HtmlExtras | None = None) -> dict[str, Any]:
         "outcome_rows": outcome_rows,
         "host_outcome_rows": host_outcome_rows,
         "groups": groups,
-        "platforms": [_slice_row(s) for s in by_platform(run)],
-        "group_options": sorted(enumerate(data["g"]), key=lambda item: item[1]),
-        "platform_names": sorted({r.host.platform.value for r in results}),
+        "platforms": [_slice_row(s) for s in tally.slices(tally.platforms)],
+        "group_options": sorted(
+            ((i, clean(name)) for name, i in _group_ids(tally).items()), key=lambda item: item[1]
+        ),
+        "platform_names": sorted(tally.platforms),
         "outcomes": [o.value for o in Outcome],
         "host_outcome_options": [(_HOST_OUTCOME_INDEX[o], o.value) for o, _ in host_counts],
         "outcome_colors": {o.value: c for o, c in OUTCOME_COLORS.items()},
@@ -876,5 +867,14 @@ class HtmlReporter(Reporter):
     def __init__(self, extras: HtmlExtras | None = None) -> None:
         self.extras = extras
 
-    def render(self, run: AuditRun) -> str:
-        return environment().get_template(TEMPLATE).render(context(run, self.extras))
+    def write(self, run: AuditRun, out: TextIO) -> None:
+        # The page is rendered around a marker where the host table's data goes; the data
+        # is then written in its place as the results are read, never held whole.
+        marker = f"audit-data-{secrets.token_hex(16)}"
+        page = environment().get_template(TEMPLATE).render(context(run, self.extras, marker))
+        head, found, tail = page.partition(json.dumps(marker))
+        if not found or json.dumps(marker) in tail:
+            raise AssertionError("the report template must hold the table data exactly once")
+        out.write(head)
+        write_table_data(run, out)
+        out.write(tail)

@@ -13,21 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, TextIO
 
-from auditor.agent import AgentCounts, agent_report, count_verdicts, fleet_sentence
-from auditor.agent import by_group as agents_by_group
-from auditor.aggregate import (
-    SliceSummary,
-    TargetSummary,
-    by_group,
-    by_platform,
-    exit_status,
-    run_totals,
-    summarize_targets,
-)
+from auditor.agent import AgentCounts, agent_report, fleet_sentence
+from auditor.aggregate import SliceSummary, TargetSummary, tally_of
 from auditor.models import AgentVerdict, AuditRun, RunInfo
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.base import Reporter
@@ -97,7 +88,8 @@ def _slice_dict(summary: SliceSummary) -> dict[str, Any]:
 
 def build_summary(run: AuditRun) -> dict[str, Any]:
     """The fleet aggregates of report.json (plain JSON types, every outcome key present)."""
-    totals = run_totals(run)
+    tally = tally_of(run)
+    totals = tally.totals()
     hosts, audited, ready, skipped = (
         totals.hosts,
         totals.audited,
@@ -113,12 +105,12 @@ def build_summary(run: AuditRun) -> dict[str, Any]:
         "skipped": skipped,
         "fully_ready": ready,
         "blocked_hosts": audited - ready,
-        "exit_status": exit_status(run),
-        "targets": [_target_dict(t) for t in summarize_targets(run)],
+        "exit_status": tally.exit_status(),
+        "targets": [_target_dict(t) for t in tally.summaries()],
         "target_outcomes": {o.value: target_counts.get(o, 0) for o in Outcome},
         "host_outcomes": {o.value: host_counts.get(o, 0) for o in HostOutcome},
-        "groups": [_slice_dict(s) for s in by_group(run)],
-        "platforms": [_slice_dict(s) for s in by_platform(run)],
+        "groups": [_slice_dict(s) for s in tally.slices(tally.groups)],
+        "platforms": [_slice_dict(s) for s in tally.slices(tally.platforms)],
         "agents": _agents_dict(run),
     }
 
@@ -129,14 +121,13 @@ def _counts_dict(counts: AgentCounts) -> dict[str, Any]:
 
 def _agents_dict(run: AuditRun) -> dict[str, Any]:
     """The fleet answer: agent verdict counts, its sentence, and the same per group."""
-    targets = run.info.targets
-    fleet = count_verdicts(run.results, targets)
+    tally = tally_of(run)
+    fleet = tally.agent_counts()
     return {
         **_counts_dict(fleet),
         "sentence": fleet_sentence(fleet),
         "groups": [
-            {"name": name, **_counts_dict(counts)}
-            for name, counts in agents_by_group(run.results, targets)
+            {"name": name, **_counts_dict(counts)} for name, counts in tally.agent_groups_counts()
         ],
     }
 
@@ -151,15 +142,24 @@ def run_dict(info: RunInfo) -> dict[str, Any]:
 
 
 def build_report(run: AuditRun) -> dict[str, Any]:
-    """The whole report.json document as Python data (not yet made JSON-safe)."""
+    """The whole report.json document as Python data (not yet made JSON-safe); for a small
+    run (it holds every host), as `JsonReporter` writes it."""
+    return {**_head(run), "hosts": list(host_entries(run))}
+
+
+def _head(run: AuditRun) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "run": run_dict(run.info),
         "summary": build_summary(run),
-        "hosts": [
-            {**result_to_dict(r), "agent": agent_report(r, run.info.targets)} for r in run.results
-        ],
     }
+
+
+def host_entries(run: AuditRun) -> Iterator[dict[str, Any]]:
+    """The `hosts` entries of report.json, one per host as the results are read."""
+    targets = run.info.targets
+    for r in run.results:
+        yield {**result_to_dict(r), "agent": agent_report(r, targets)}
 
 
 def dumps(document: Any) -> str:
@@ -187,5 +187,17 @@ class JsonReporter(Reporter):
 
     filename = "report.json"
 
-    def render(self, run: AuditRun) -> str:
-        return dumps(build_report(run)) + "\n"
+    def write(self, run: AuditRun, out: TextIO) -> None:
+        # The document's head, then each host's entry as it is read: the same text as
+        # dumping the whole document at once, without holding it.
+        head = dumps({**_head(run), "hosts": []})
+        if not head.endswith("[]}"):
+            raise AssertionError("report.json head does not end with its host list")
+        out.write(head[:-2])
+        first = True
+        for entry in host_entries(run):
+            if not first:
+                out.write(",")
+            out.write(dumps(entry))
+            first = False
+        out.write("]}\n")

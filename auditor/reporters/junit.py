@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+import shutil
+import tempfile
+from typing import TextIO
 
 from auditor.agent import host_verdict
-from auditor.aggregate import observation_for
+from auditor.aggregate import observation_for, tally_of
 from auditor.models import (
     AgentVerdict,
     AuditedHost,
@@ -147,87 +149,120 @@ def _testcase(result: HostResult, target: Target, index: int) -> tuple[str, bool
     return f'{head} time="{time}">\n{failure}{_warnings(result)}    </testcase>\n', True
 
 
-def _suites(run: AuditRun) -> Iterator[tuple[str, int, int, int]]:
-    """(XML of one testsuite, tests, failures, skipped) per target."""
-    timestamp = xml_attr(run.info.started)
-    skipped = sum(1 for r in run.results if r.skipped)
-    for index, target in enumerate(run.info.targets):
-        cases: list[str] = []
-        failures = 0
-        for result in run.results:
-            xml, failed = _testcase(result, target, index)
-            cases.append(xml)
-            failures += failed
-        tests = len(cases)
-        props = (
-            "    <properties>\n"
-            f'      <property name="url" value="{xml_attr(target.url)}"/>\n'
-            f'      <property name="target" value="{xml_attr(target.name)}"/>\n'
-            f'      <property name="category" value="{xml_attr(target.category)}"/>\n'
-            "    </properties>\n"
-        )
-        head = (
-            f'  <testsuite name="{xml_attr(target.url)}" tests="{tests}" '
-            f'failures="{failures}" errors="0" skipped="{skipped}" '
-            f'time="{_seconds(run.info.duration)}" timestamp="{timestamp}">\n'
-        )
-        yield head + props + "".join(cases) + "  </testsuite>\n", tests, failures, skipped
+def _suite_head(run: AuditRun, name: str, tests: int, failures: int, skipped: int) -> str:
+    return (
+        f'  <testsuite name="{xml_attr(name)}" tests="{tests}" '
+        f'failures="{failures}" errors="0" skipped="{skipped}" '
+        f'time="{_seconds(run.info.duration)}" timestamp="{xml_attr(run.info.started)}">\n'
+    )
+
+
+def _properties(target: Target) -> str:
+    return (
+        "    <properties>\n"
+        f'      <property name="url" value="{xml_attr(target.url)}"/>\n'
+        f'      <property name="target" value="{xml_attr(target.name)}"/>\n'
+        f'      <property name="category" value="{xml_attr(target.category)}"/>\n'
+        "    </properties>\n"
+    )
 
 
 AGENT_SUITE = "qualys-cloud-agent: downloads from the CDN"
 
 
-def _agent_suite(run: AuditRun) -> Iterator[tuple[str, int, int, int]]:
-    """One more testsuite when any host has the Qualys agent: a testcase per such host. An
+def _agent_case(result: HostResult, targets: tuple[Target, ...]) -> str | None:
+    """The agent suite's testcase for a host with the Qualys agent installed (else None). An
     agent that cannot reach the CDN (`cdn_blocked`: it silently falls back) fails; one that
     could not be judged is skipped with the reason; ready and too-old agents pass (the
     verdict is in the case's output; `--require-agent` gates on too-old ones)."""
-    targets = run.info.targets
-    hosts = [r for r in run.results if isinstance(r, AuditedHost) and r.agent and r.agent.installed]
-    if not hosts:
-        return
-    cases: list[str] = []
-    failures = skipped = 0
-    for result in hosts:
-        verdict, reason = host_verdict(result, targets)
-        head = (
-            f'    <testcase classname="{xml_attr(_classname(result))}" '
-            f'name="{xml_attr(result.host.name)}" time="0.000">\n'
-        )
-        if verdict is AgentVerdict.CDN_BLOCKED:
-            failures += 1
-            body = (
-                f'      <failure type="{verdict.value}" message="{xml_attr(reason)}">'
-                f"{xml_text(reason)}</failure>\n"
-            )
-        elif verdict is AgentVerdict.UNKNOWN:
-            skipped += 1
-            body = f'      <skipped message="{xml_attr(reason)}"/>\n'
-        else:
-            body = f"      <system-out>{xml_text(f'{verdict.value}: {reason}')}</system-out>\n"
-        cases.append(head + body + "    </testcase>\n")
+    if not (isinstance(result, AuditedHost) and result.agent and result.agent.installed):
+        return None
+    verdict, reason = host_verdict(result, targets)
     head = (
-        f'  <testsuite name="{xml_attr(AGENT_SUITE)}" tests="{len(cases)}" '
-        f'failures="{failures}" errors="0" skipped="{skipped}" '
-        f'time="{_seconds(run.info.duration)}" timestamp="{xml_attr(run.info.started)}">\n'
+        f'    <testcase classname="{xml_attr(_classname(result))}" '
+        f'name="{xml_attr(result.host.name)}" time="0.000">\n'
     )
-    yield head + "".join(cases) + "  </testsuite>\n", len(cases), failures, skipped
+    if verdict is AgentVerdict.CDN_BLOCKED:
+        body = (
+            f'      <failure type="{verdict.value}" message="{xml_attr(reason)}">'
+            f"{xml_text(reason)}</failure>\n"
+        )
+    elif verdict is AgentVerdict.UNKNOWN:
+        body = f'      <skipped message="{xml_attr(reason)}"/>\n'
+    else:
+        body = f"      <system-out>{xml_text(f'{verdict.value}: {reason}')}</system-out>\n"
+    return head + body + "    </testcase>\n"
+
+
+def _spool() -> TextIO:
+    # An unnamed file of this user's (gone when closed): a later testsuite's cases wait
+    # here, not in memory, while the results are read once.
+    return tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", newline="")
 
 
 class JunitReporter(Reporter):
-    """junit.xml (see the module docstring)."""
+    """junit.xml (see the module docstring): one testsuite per URL, then the agent suite
+    when any host has the agent; the results are read once."""
 
     filename = "junit.xml"
 
-    def render(self, run: AuditRun) -> str:
-        suites = [*_suites(run), *_agent_suite(run)]
-        tests = sum(t for _, t, _, _ in suites)
-        failures = sum(f for _, _, f, _ in suites)
-        skipped = sum(k for _, _, _, k in suites)
-        head = (
+    def write(self, run: AuditRun, out: TextIO) -> None:
+        tally = tally_of(run)
+        targets = run.info.targets
+        suites: list[tuple[str, int, int, int, Target | None]] = []
+        for summary in tally.summaries():
+            failures = tally.not_audited + summary.audited - summary.reachable
+            suites.append(
+                (summary.target.url, tally.hosts, failures, tally.skipped, summary.target)
+            )
+        agents = tally.installed_agents
+        agent_cases = sum(agents.values())
+        if agent_cases:
+            suites.append(
+                (
+                    AGENT_SUITE,
+                    agent_cases,
+                    agents[AgentVerdict.CDN_BLOCKED],
+                    agents[AgentVerdict.UNKNOWN],
+                    None,
+                )
+            )
+        out.write(
             '<?xml version="1.0" encoding="UTF-8"?>\n'
             f'<testsuites name="{xml_attr("allow-list audit " + run.info.run_id)}" '
-            f'tests="{tests}" failures="{failures}" errors="0" skipped="{skipped}" '
+            f'tests="{sum(s[1] for s in suites)}" failures="{sum(s[2] for s in suites)}" '
+            f'errors="0" skipped="{sum(s[3] for s in suites)}" '
             f'time="{_seconds(run.info.duration)}">\n'
         )
-        return head + "".join(xml for xml, _, _, _ in suites) + "</testsuites>\n"
+        if not suites:
+            out.write("</testsuites>\n")
+            return
+        # The first suite goes straight out; the others wait in spool files.
+        spools = [_spool() for _ in suites[1:]]
+        try:
+            sinks: list[TextIO] = [out, *spools]
+            name, tests, failures, skipped, target = suites[0]
+            out.write(_suite_head(run, name, tests, failures, skipped))
+            if target is not None:
+                out.write(_properties(target))
+            for result in run.results:
+                for index, target in enumerate(targets):
+                    sinks[index].write(_testcase(result, target, index)[0])
+                if agent_cases:
+                    case = _agent_case(result, targets)
+                    if case is not None:
+                        sinks[-1].write(case)
+            out.write("  </testsuite>\n")
+            for (name, tests, failures, skipped, target), spool in zip(
+                suites[1:], spools, strict=True
+            ):
+                out.write(_suite_head(run, name, tests, failures, skipped))
+                if target is not None:
+                    out.write(_properties(target))
+                spool.seek(0)
+                shutil.copyfileobj(spool, out)
+                out.write("  </testsuite>\n")
+        finally:
+            for spool in spools:
+                spool.close()
+        out.write("</testsuites>\n")

@@ -9,12 +9,11 @@ the outcome names, which are the tool's own.
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime
+from typing import TextIO
 
-from auditor.aggregate import summarize_targets
-from auditor.gate import in_scope
-from auditor.models import AuditedHost, AuditRun, UnauditedHost
+from auditor.aggregate import tally_of
+from auditor.models import AuditRun
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters.base import Reporter
 from auditor.reporters.json import clean_str
@@ -69,10 +68,11 @@ class PromReporter(Reporter):
 
     filename = "report.prom"
 
-    def render(self, run: AuditRun) -> str:
+    def write(self, run: AuditRun, out: TextIO) -> None:
         info = run.info
         base = {"inventory": info.inventory}
-        scope = in_scope(run)
+        tally = tally_of(run)
+        scope = tally.hosts - tally.skipped
 
         readiness = _Family(
             "url_readiness_ratio",
@@ -85,7 +85,7 @@ class PromReporter(Reporter):
         )
         ready = _Family("url_ready_hosts", "Hosts that reach the URL.")
         outcomes = _Family("url_outcome_hosts", "Audited hosts per URL and outcome.")
-        for summary in summarize_targets(run):
+        for summary in tally.summaries():
             url = {**base, "url": summary.target.url, "name": summary.target.name}
             if summary.audited:
                 readiness.add(url, summary.reachable / summary.audited)
@@ -98,16 +98,13 @@ class PromReporter(Reporter):
                 outcomes.add({**url, "outcome": outcome.value}, counts.get(outcome, 0))
 
         hosts = _Family("hosts", "Hosts of the run by state (audited, not_audited, skipped).")
-        audited = sum(1 for r in run.results if isinstance(r, AuditedHost))
-        skipped = sum(1 for r in run.results if r.skipped)
-        hosts.add({**base, "state": "audited"}, audited)
-        hosts.add({**base, "state": "not_audited"}, len(run.results) - audited - skipped)
-        hosts.add({**base, "state": "skipped"}, skipped)
+        hosts.add({**base, "state": "audited"}, tally.audited)
+        hosts.add({**base, "state": "not_audited"}, tally.not_audited)
+        hosts.add({**base, "state": "skipped"}, tally.skipped)
 
         reasons = _Family("host_outcome_hosts", "Hosts not audited, by reason.")
-        found = Counter(r.outcome for r in run.results if isinstance(r, UnauditedHost))
         for reason in HostOutcome:
-            reasons.add({**base, "outcome": reason.value}, found.get(reason, 0))
+            reasons.add({**base, "outcome": reason.value}, tally.host_outcomes[reason])
 
         duration = _Family("run_duration_seconds", "Wall time of the run.")
         duration.add(base, info.duration)
@@ -122,4 +119,4 @@ class PromReporter(Reporter):
         run_info = _Family("run_info", "The run's id and tool version (always 1).")
         run_info.add({**base, "run_id": info.run_id, "version": info.tool_version}, 1)
         families.append(run_info)
-        return "\n".join(f.render() for f in families) + "\n"
+        out.write("\n".join(f.render() for f in families) + "\n")

@@ -16,9 +16,8 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import TextIO
 
-from auditor.agent import by_group as agents_by_group
-from auditor.agent import count_verdicts, fleet_sentence, host_verdict
-from auditor.aggregate import fully_ready, run_totals, summarize_targets
+from auditor.agent import fleet_sentence
+from auditor.aggregate import fully_ready, tally_of
 from auditor.models import AgentVerdict, AuditedHost, AuditRun, HostResult, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome, host_hint
 from auditor.textsafe import for_terminal
@@ -71,11 +70,11 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
     """
     paint = _painter(color)
     info = run.info
-    results = run.results
-    totals = run_totals(run)
-    audited = [r for r in results if isinstance(r, AuditedHost)]
-    unaudited = [r for r in results if isinstance(r, UnauditedHost) and not r.skipped]
-    skipped = [r for r in results if isinstance(r, UnauditedHost) and r.skipped]
+    # Counts and the first few hosts of each kind, from the run's tally: the summary never
+    # reads every result again.
+    tally = tally_of(run)
+    totals = tally.totals()
+    skipped = tally.skipped
     lines: list[str] = []
 
     title = f"Allow-list audit {sanitize(info.run_id, 60)}".rstrip()
@@ -86,7 +85,7 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
         f"{totals.not_audited} not audited",
     ]
     if skipped:
-        facts.append(f"{len(skipped)} skipped")
+        facts.append(f"{skipped} skipped")
     if info.duration and math.isfinite(info.duration):
         facts.append(f"{info.duration:.1f} s")
     if info.inventory:
@@ -100,7 +99,7 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
 
     lines.append("")
     lines.append("Readiness (reachable / audited hosts):")
-    summaries = summarize_targets(run)
+    summaries = tally.summaries()
     width = max((len(format_readiness(s.readiness)) for s in summaries), default=0)
     for s in summaries:
         text = format_readiness(s.readiness).rjust(width)
@@ -114,23 +113,24 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
         lines.append("  (no targets)")
     lines.append(f"  {totals.fully_ready} of {totals.audited} audited hosts reach every URL")
 
-    blocked = [r for r in audited if not fully_ready(r)]
-    if blocked:
+    blocked = tally.blocked_sample
+    blocked_count = tally.blocked_hosts
+    if blocked_count:
         lines.append("")
-        lines.append(paint(f"Blocked hosts ({len(blocked)}):", "bad"))
+        lines.append(paint(f"Blocked hosts ({blocked_count}):", "bad"))
         for result in blocked[:max_hosts]:
             lines.append("  " + _blocked_line(run, result))
-        if len(blocked) > max_hosts:
-            lines.append(f"  and {len(blocked) - max_hosts} more (see the HTML or CSV report)")
+        if blocked_count > max_hosts:
+            lines.append(f"  and {blocked_count - max_hosts} more (see the HTML or CSV report)")
 
-    if unaudited:
+    if totals.not_audited:
         lines.append("")
-        lines.append(paint(f"Not audited ({len(unaudited)}; not counted as blocked):", "warn"))
+        lines.append(paint(f"Not audited ({totals.not_audited}; not counted as blocked):", "warn"))
         reasons = [(o, n) for o, n in totals.host_outcomes if o is not HostOutcome.SKIPPED]
         # The host budget is shared between the reasons, so the summary stays short.
         per_reason = max(1, max_hosts // len(reasons))
         for outcome, count in reasons:
-            members = [r for r in unaudited if r.outcome is outcome]
+            members = tally.reason_sample.get(outcome, [])
             lines.append(f"  {outcome.value} ({count}): fix: {host_hint(outcome)}")
             for member in members[:per_reason]:
                 detail = sanitize(member.detail, 100)
@@ -141,12 +141,12 @@ def render_summary(run: AuditRun, color: bool, *, max_hosts: int = 20) -> str:
 
     if skipped:
         lines.append("")
-        lines.append(f"Skipped ({len(skipped)}; connection not audited, not counted as blocked):")
-        for member in skipped[:max_hosts]:
+        lines.append(f"Skipped ({skipped}; connection not audited, not counted as blocked):")
+        for member in tally.reason_sample.get(HostOutcome.SKIPPED, [])[:max_hosts]:
             name = sanitize(member.host.name, 60)
             lines.append(f"  {name}: {sanitize(member.detail, 100)}")
-        if len(skipped) > max_hosts:
-            lines.append(f"  and {len(skipped) - max_hosts} more (see the HTML or CSV report)")
+        if skipped > max_hosts:
+            lines.append(f"  and {skipped - max_hosts} more (see the HTML or CSV report)")
     return "\n".join(lines) + "\n"
 
 
@@ -155,29 +155,24 @@ def agent_lines(
 ) -> list[str]:
     """The fleet's agent answer (first in the summary) and the same per group, when any
     host reported on the Qualys agent; then the hosts whose agent is blocked from the CDN."""
-    if not any(isinstance(r, AuditedHost) and r.agent is not None for r in run.results):
+    tally = tally_of(run)
+    if not tally.any_agent:
         return []
-    targets = run.info.targets
-    fleet = count_verdicts(run.results, targets)
+    fleet = tally.agent_counts()
     style = "bad" if fleet[AgentVerdict.CDN_BLOCKED] else "good"
     lines = [paint(f"Qualys Cloud Agent: {fleet_sentence(fleet)}", style)]
-    groups = agents_by_group(run.results, targets)
+    groups = tally.agent_groups_counts()
     if len(groups) > 1:
         for name, counts in groups[:max_groups]:
             lines.append(f"  {sanitize(name, 40)}: {fleet_sentence(counts)}")
         if len(groups) > max_groups:
             lines.append(f"  and {len(groups) - max_groups} more groups (see report.json)")
-    blocked = [
-        (r, why)
-        for r in run.results
-        for verdict, why in [host_verdict(r, targets)]
-        if verdict is AgentVerdict.CDN_BLOCKED
-    ]
-    for result, why in blocked[: max(max_groups, 1)]:
-        name = sanitize(result.host.name, 60)
-        lines.append(f"  agent blocked: {name}: {sanitize(why, 120)}")
-    if len(blocked) > max_groups:
-        lines.append(f"  and {len(blocked) - max_groups} more agents blocked")
+    blocked = tally.agent_blocked
+    blocked_count = fleet[AgentVerdict.CDN_BLOCKED]
+    for name, why in blocked[: max(max_groups, 1)]:
+        lines.append(f"  agent blocked: {sanitize(name, 60)}: {sanitize(why, 120)}")
+    if blocked_count > max_groups:
+        lines.append(f"  and {blocked_count - max_groups} more agents blocked")
     return lines
 
 

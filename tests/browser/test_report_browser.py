@@ -16,6 +16,7 @@ import pytest
 
 from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
+from auditor.reporters.base import render
 from auditor.reporters.html import ChangeRow, HtmlExtras, HtmlReporter, TrendPoint
 from tests.browser.chromium import pdf_pages, pdf_text_pages
 from tests.browser.conftest import PAGE_TIMEOUT_MS, Tab, expect, in_ci
@@ -35,7 +36,7 @@ UNAUDITED = "#unaudited-table"
 
 def write(tmp_path: Path, run: AuditRun, extras: HtmlExtras | None = None) -> Path:
     path = tmp_path / "report.html"
-    path.write_text(HtmlReporter(extras).render(run), encoding="utf-8")
+    path.write_text(render(HtmlReporter(extras), run), encoding="utf-8")
     return path
 
 
@@ -107,7 +108,7 @@ def test_renders_without_console_errors_and_requests_only_itself(tab: Tab, tmp_p
 def test_recorders_catch_a_request_and_a_policy_violation(tab: Tab, tmp_path: Path) -> None:
     # The checks above must be able to fail: a planted image is refused by the page's own
     # Content-Security-Policy (a console error), and without that policy it is requested.
-    document = HtmlReporter().render(sample_run())
+    document = render(HtmlReporter(), sample_run())
     planted = '<img id="planted" src="http://127.0.0.1:9/pixel.png" alt="">'
     with_csp = tmp_path / "with-csp.html"
     with_csp.write_text(document.replace("<main>", planted + "<main>", 1), encoding="utf-8")

@@ -26,6 +26,7 @@ from auditor.models import (
     UnauditedHost,
 )
 from auditor.outcomes import HostOutcome, Outcome
+from auditor.reporters.base import render
 from auditor.reporters.csv import COLUMNS, CsvReporter
 from auditor.reporters.json import JsonReporter
 from auditor.reporters.junit import AGENT_SUITE, JunitReporter
@@ -110,7 +111,7 @@ def test_the_terminal_summary_gives_the_fleet_answer_first() -> None:
 
 
 def test_report_json_has_each_hosts_agent_and_the_fleet_answer() -> None:
-    report = json.loads(JsonReporter().render(_run()))
+    report = json.loads(render(JsonReporter(), _run()))
     hosts = {h["host"]["name"]: h["agent"] for h in report["hosts"]}
     assert hosts["ready1"] == {
         "installed": True,
@@ -149,7 +150,7 @@ def test_report_json_has_each_hosts_agent_and_the_fleet_answer() -> None:
 
 def test_csv_appends_the_agent_columns() -> None:
     assert COLUMNS[-4:] == ("agent_version", "agent_uses_cdn", "agent_proxy", "agent_verdict")
-    rows = list(csv.DictReader(io.StringIO(CsvReporter().render(_run()))))
+    rows = list(csv.DictReader(io.StringIO(render(CsvReporter(), _run()))))
     by_host = {r["host"]: r for r in rows}
     assert len(rows) == len(RESULTS) * len(TARGETS)
     assert [by_host["ready1"][c] for c in COLUMNS[-4:]] == [
@@ -165,14 +166,14 @@ def test_csv_appends_the_agent_columns() -> None:
 
 
 def test_junit_fails_a_host_whose_agent_is_blocked_from_the_cdn() -> None:
-    root = ET.fromstring(JunitReporter().render(_run()))
+    root = ET.fromstring(render(JunitReporter(), _run()))
     (suite,) = [s for s in root.iter("testsuite") if s.get("name") == AGENT_SUITE]
     cases = {c.get("name"): c for c in suite.iter("testcase")}
     assert set(cases) == {"ready1", "ready2", "blocked1", "old1"}
     assert [f.get("type") for f in cases["blocked1"].iter("failure")] == ["cdn_blocked"]
     assert not list(cases["ready1"].iter("failure"))
     assert suite.get("failures") == "1"
-    without = ET.fromstring(JunitReporter().render(_run((RESULTS[4],))))
+    without = ET.fromstring(render(JunitReporter(), _run((RESULTS[4],))))
     assert AGENT_SUITE not in [s.get("name") for s in without.iter("testsuite")]
 
 
@@ -187,7 +188,7 @@ def test_require_agent_fails_on_no_agent_or_too_old_only() -> None:
 def test_report_html_gives_the_fleet_answer_under_the_headline_and_per_group() -> None:
     from auditor.reporters.html import HtmlReporter
 
-    html = HtmlReporter().render(_run())
+    html = render(HtmlReporter(), _run())
     answer = html[html.index('<section id="answer">') : html.index("</section>")]
     assert (
         '<p class="agents lvl-bad" id="agents"><b>Qualys Cloud Agent:</b> Of 7 hosts: 2' in answer
@@ -197,5 +198,5 @@ def test_report_html_gives_the_fleet_answer_under_the_headline_and_per_group() -
         "<tr><td>dc1</td><td>3</td><td>1</td><td>1</td><td>0</td><td>1</td><td>0</td></tr>" in table
     )
     # A run in which no host reported on an agent has no agent answer at all.
-    plain = HtmlReporter().render(_run((RESULTS[-1], RESULTS[-2])))
+    plain = render(HtmlReporter(), _run((RESULTS[-1], RESULTS[-2])))
     assert 'id="agents"' not in plain

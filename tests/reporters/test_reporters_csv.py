@@ -9,6 +9,7 @@ from collections import Counter
 
 from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import Outcome, host_hint
+from auditor.reporters.base import render
 from auditor.reporters.csv import COLUMNS, CsvReporter, cell
 from tests.reporters.fleet import (
     FORMULA_NAME,
@@ -37,13 +38,13 @@ def test_column_order_is_stable() -> None:
         "time_total,runner"
     ).split(",")
     assert list(COLUMNS[: len(required)]) == required
-    text = CsvReporter().render(sample_run())
+    text = render(CsvReporter(), sample_run())
     assert text.startswith(",".join(COLUMNS) + "\r\n")
 
 
 def test_every_host_and_url_exactly_once() -> None:
     run = sample_run()
-    rows = parse(CsvReporter().render(run))
+    rows = parse(render(CsvReporter(), run))
     assert len(rows) == len(run.results) * len(TARGETS)
     pairs = Counter((r["host"], r["url"]) for r in rows)
     expected = {(cell(res.host.name), t.url) for res in run.results for t in TARGETS}
@@ -52,7 +53,7 @@ def test_every_host_and_url_exactly_once() -> None:
 
 
 def test_rfc4180_line_endings() -> None:
-    text = CsvReporter().render(sample_run())
+    text = render(CsvReporter(), sample_run())
     assert text.endswith("\r\n")
     # Every record ends in CRLF; a bare LF only ever appears inside a quoted cell.
     assert text.count("\r\n") >= len(sample_run().results) * len(TARGETS) + 1
@@ -60,7 +61,7 @@ def test_rfc4180_line_endings() -> None:
 
 def test_not_audited_hosts_carry_their_host_outcome() -> None:
     run = sample_run()
-    rows = parse(CsvReporter().render(run))
+    rows = parse(render(CsvReporter(), run))
     by_host: dict[str, list[dict[str, str]]] = {}
     for row in rows:
         by_host.setdefault(row["host"], []).append(row)
@@ -86,7 +87,7 @@ def test_not_audited_hosts_carry_their_host_outcome() -> None:
 
 
 def test_evidence_round_trips() -> None:
-    rows = parse(CsvReporter().render(sample_run()))
+    rows = parse(render(CsvReporter(), sample_run()))
     tls = next(r for r in rows if r["host"] == "blk-tls_failure" and r["url"] == TARGETS[0].url)
     assert tls["outcome"] == "tls_failure"
     assert tls["tls_issuer"] == "CN=Corp Interception CA, O=BlueCoat"
@@ -103,7 +104,7 @@ def test_evidence_round_trips() -> None:
 
 
 def test_formula_cells_are_neutralised() -> None:
-    rows = parse(CsvReporter().render(sample_run()))
+    rows = parse(render(CsvReporter(), sample_run()))
     for row in rows:
         for value in row.values():
             assert not value.startswith(FORMULA_STARTS), value
@@ -119,7 +120,7 @@ def test_formula_cells_are_neutralised() -> None:
 
 
 def test_hostile_text_loses_control_characters() -> None:
-    rows = parse(CsvReporter().render(sample_run()))
+    rows = parse(render(CsvReporter(), sample_run()))
     for row in rows:
         for value in row.values():
             bad = [c for c in value if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0]
@@ -172,7 +173,7 @@ def _run_with_details(details: list[str]) -> AuditRun:
 def test_formulas_behind_invisible_characters_are_neutralised() -> None:
     details = [f'{p}=HYPERLINK("http://evil.example.com")' for p in INVISIBLE_PREFIXES]
     details += [" \u2060 \ufeff+1-1", "\u3000@SUM(1)", "\u034f\uff1d1", "\u200b\u200b-2"]
-    rows = parse(CsvReporter().render(_run_with_details(details)))
+    rows = parse(render(CsvReporter(), _run_with_details(details)))
     shown = [r["detail"] for r in rows if r["target"] == TARGETS[0].name]
     assert len(shown) == len(details)
     for value in shown:
@@ -183,7 +184,7 @@ def test_formulas_behind_invisible_characters_are_neutralised() -> None:
 
 def test_bidi_and_zero_width_characters_are_removed_from_cells() -> None:
     detail = "a\u202eb\u2066c\u2069d\u200be\u200ff\u061cg"
-    rows = parse(CsvReporter().render(_run_with_details([detail])))
+    rows = parse(render(CsvReporter(), _run_with_details([detail])))
     assert rows[0]["detail"] == "abcdefg"
 
 
@@ -192,7 +193,7 @@ def test_cells_with_semicolons_are_quoted() -> None:
         RunInfo(run_id="r", started="s", targets=TARGETS),
         (all_reachable(host("web;01", groups=("a", "b"))),),
     )
-    text = CsvReporter().render(run)
+    text = render(CsvReporter(), run)
     line = text.split("\r\n")[1]
     assert line.startswith('"web;01",')
     assert ',"a;b",' in line

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
+from auditor.reporters.base import render
 from auditor.reporters.csv import CsvReporter
 from auditor.reporters.html import HtmlReporter
 from auditor.reporters.json import JsonReporter
@@ -100,7 +101,7 @@ def strict(name: str) -> Any:
 def test_fuzz_reports_stay_well_formed(name: str, detail: str, extra: str) -> None:
     run = make_run(name, detail, extra)
 
-    text = CsvReporter().render(run)
+    text = render(CsvReporter(), run)
     rows = list(csv.reader(io.StringIO(text, newline=""), strict=True))
     assert len(rows) == 1 + 2 * len(TARGETS)
     # ";" (the separator of many locales) appears only inside quoted cells.
@@ -114,12 +115,12 @@ def test_fuzz_reports_stay_well_formed(name: str, detail: str, extra: str) -> No
             assert not [c for c in value if (ord(c) < 32 and c not in "\t\n") or c == "\x7f"]
             assert not BIDI_AND_ZERO_WIDTH.search(value), value
 
-    root = ET.fromstring(JunitReporter().render(run).encode("utf-8"))
+    root = ET.fromstring(render(JunitReporter(), run).encode("utf-8"))
     first = root.findall("testsuite")[0].findall("testcase")[0]
     assert first.get("name") == XML_FORBIDDEN.sub("", for_text(name))
     assert not BIDI_AND_ZERO_WIDTH.search(first.get("name") or "")
 
-    doc = json.loads(JsonReporter().render(run), parse_constant=strict)
+    doc = json.loads(render(JsonReporter(), run), parse_constant=strict)
     assert len(doc["hosts"]) == 2
 
     for color in (False, True):
@@ -127,7 +128,7 @@ def test_fuzz_reports_stay_well_formed(name: str, detail: str, extra: str) -> No
         assert not [c for c in text if (ord(c) < 32 and c != "\n") or 0x7F <= ord(c) < 0xA0]
         assert not BIDI_AND_ZERO_WIDTH.search(text)
 
-    page = parse(HtmlReporter().render(run))
+    page = parse(render(HtmlReporter(), run))
     assert len(page.scripts) == 2
     data = page.scripts[0][1]
     assert "<" not in data

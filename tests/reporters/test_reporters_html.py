@@ -22,6 +22,7 @@ import pytest
 from auditor.models import AuditedHost, AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.reporters import html as html_reporter
+from auditor.reporters.base import render
 from auditor.reporters.html import (
     ChangeRow,
     HtmlExtras,
@@ -92,7 +93,7 @@ def parse(document: str) -> Page:
 
 @pytest.fixture(scope="module")
 def document() -> str:
-    return HtmlReporter().render(sample_run(interrupted=True))
+    return render(HtmlReporter(), sample_run(interrupted=True))
 
 
 @pytest.fixture(scope="module")
@@ -249,19 +250,20 @@ def test_renders_from_any_working_directory(
     monkeypatch.chdir(tmp_path)
     environment.cache_clear()
     try:
-        assert "<!DOCTYPE html>" in HtmlReporter().render(sample_run())
+        assert "<!DOCTYPE html>" in render(HtmlReporter(), sample_run())
     finally:
         environment.cache_clear()
 
 
 def test_edge_runs() -> None:
-    empty = HtmlReporter().render(AuditRun(RunInfo(run_id="r", started="s", options={}), ()))
+    empty = render(HtmlReporter(), AuditRun(RunInfo(run_id="r", started="s", options={}), ()))
     assert "No target URLs were audited." in empty
-    only_ok = HtmlReporter().render(
+    only_ok = render(
+        HtmlReporter(),
         AuditRun(
             RunInfo(run_id="r", started="s", targets=TARGETS),
             (all_reachable(host("a")),),
-        )
+        ),
     )
     assert "100 %" in only_ok
     assert "Every host was audited." in only_ok
@@ -270,7 +272,7 @@ def test_edge_runs() -> None:
 
 def test_noscript_fallback_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(html_reporter, "NOSCRIPT_ROWS", 2)
-    document = HtmlReporter().render(sample_run())
+    document = render(HtmlReporter(), sample_run())
     assert "and 9 more blocked verdicts (see report.csv)." in document
     assert "and 7 more (see report.csv)." in document
 
@@ -295,7 +297,7 @@ def test_bidi_and_zero_width_characters_never_reach_the_page() -> None:
             blocked_on_first(host("b"), Outcome.TLS_FAILURE, tricky, tls_issuer=tricky),
         ),
     )
-    document = HtmlReporter().render(run)
+    document = render(HtmlReporter(), run)
     assert not BIDI_AND_ZERO_WIDTH.search(document)
     page = parse(document)
     decoded = json.dumps(embedded(page), ensure_ascii=False)
@@ -337,7 +339,7 @@ def test_headline_numbers_have_thousands_separators() -> None:
     results += [UnauditedHost(host(f"na-{i}"), HostOutcome.UNREACHABLE) for i in range(37)]
     results += [UnauditedHost(host(f"sw-{i}"), HostOutcome.SKIPPED) for i in range(5)]
     run = AuditRun(RunInfo(run_id="r", started="s", targets=TARGETS[:1]), tuple(results))
-    document = HtmlReporter().render(run)
+    document = render(HtmlReporter(), run)
     text = flat(document)
     assert "US3 CDN: 1,204 of 1,312 hosts ready (91.8 %); 37 not audited; 5 skipped" in text
     assert "1,317 hosts · 1,275 audited · 37 not audited · 5 skipped" in text
@@ -378,7 +380,7 @@ def test_causes_and_names_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(html_reporter, "CAUSE_GROUPS", 2)
     monkeypatch.setattr(html_reporter, "NAMES_SHOWN", 1)
     monkeypatch.setattr(html_reporter, "GROUP_ROWS", 1)
-    text = flat(HtmlReporter().render(sample_run()))
+    text = flat(render(HtmlReporter(), sample_run()))
     assert "and 8 more causes" in text
     assert "and 1 more" in text  # the 2-host timeout cause lists one name
     assert "more groups with blocked hosts" in text
@@ -410,7 +412,7 @@ def test_changes_since_the_last_run() -> None:
         ),
     ]
     extras = HtmlExtras(changes=tuple(rows), previous_run_id="run-2024-0000")
-    document = HtmlReporter(extras).render(sample_run())
+    document = render(HtmlReporter(extras), sample_run())
     text = flat(document)
     assert (
         "Changed since the last run run run-2024-0000 → run-2024-0001; 7 host × URL changes" in text
@@ -446,13 +448,13 @@ def test_changes_since_the_last_run() -> None:
 
 
 def test_no_change_and_capped_changes(monkeypatch: pytest.MonkeyPatch) -> None:
-    nothing = HtmlReporter(HtmlExtras(changes=())).render(sample_run())
+    nothing = render(HtmlReporter(HtmlExtras(changes=())), sample_run())
     assert "Nothing changed since the last run" in flat(nothing)
     monkeypatch.setattr(html_reporter, "CHANGE_ROWS", 2)
     many = tuple(
         ChangeRow(f"h-{i}", TARGETS[0].url, "reachable", "refused", "regression") for i in range(5)
     )
-    text = flat(HtmlReporter(HtmlExtras(changes=many)).render(sample_run()))
+    text = flat(render(HtmlReporter(HtmlExtras(changes=many)), sample_run()))
     assert "and 3 more (regression)." in text
 
 
@@ -465,7 +467,7 @@ def test_readiness_trend_is_inline_svg() -> None:
     extras = HtmlExtras(
         trends={TARGETS[0].url: points, TARGETS[1].url: (points[0],), TARGETS[2].url: ()}
     )
-    document = HtmlReporter(extras).render(sample_run())
+    document = render(HtmlReporter(extras), sample_run())
     page = parse(document)
     svgs = [a for t, a in page.tags if t == "svg" and a.get("class") == "trend"]
     assert len(svgs) == 2  # a URL without points has no chart
@@ -494,7 +496,7 @@ def test_readiness_trend_is_inline_svg() -> None:
 
 def test_a_low_readiness_trend_starts_at_zero() -> None:
     low = (TrendPoint("a", "t1", 10, 100), TrendPoint("b", "t2", 52, 100))
-    document = HtmlReporter(HtmlExtras(trends={TARGETS[0].url: low})).render(sample_run())
+    document = render(HtmlReporter(HtmlExtras(trends={TARGETS[0].url: low})), sample_run())
     assert re.findall(r'text-anchor="end">(\d+) %</text>', document) == [
         "0",
         "25",
@@ -506,11 +508,13 @@ def test_a_low_readiness_trend_starts_at_zero() -> None:
 
 def test_gate_line() -> None:
     line = "gate 95 %: FAILED — US3 CDN 91.8 % (1,204 of 1,312 hosts)"
-    failed = HtmlReporter(HtmlExtras(gate_line=line, gate_passed=False)).render(sample_run())
+    failed = render(HtmlReporter(HtmlExtras(gate_line=line, gate_passed=False)), sample_run())
     assert f'<p class="gate lvl-bad" id="gate">{line}</p>' in failed
     passed = HtmlReporter(HtmlExtras(gate_line="gate 10 %: passed", gate_passed=True))
-    assert '<p class="gate lvl-good" id="gate">gate 10 %: passed</p>' in passed.render(sample_run())
-    neutral = HtmlReporter(HtmlExtras(gate_line="<gate>")).render(sample_run())
+    assert '<p class="gate lvl-good" id="gate">gate 10 %: passed</p>' in render(
+        passed, sample_run()
+    )
+    neutral = render(HtmlReporter(HtmlExtras(gate_line="<gate>")), sample_run())
     assert '<p class="gate lvl-none" id="gate">&lt;gate&gt;</p>' in neutral
 
 
@@ -528,7 +532,7 @@ def test_print_footer_carries_run_id_and_time_and_cannot_break_the_style() -> No
     hostile = '"}</style><script>alert(1)</script>'
     run = sample_run()
     run = AuditRun(dataclasses.replace(run.info, run_id=hostile), run.results)
-    document = HtmlReporter().render(run)
+    document = render(HtmlReporter(), run)
     page = parse(document)
     assert len(page.styles) == 1 and len(page.scripts) == 2
     style = page.styles[0]
@@ -545,7 +549,7 @@ def test_print_footer_carries_run_id_and_time_and_cannot_break_the_style() -> No
 
 def test_the_script_writes_text_only() -> None:
     # The browser tests show what the tables display; this pins how: never as markup.
-    code = next(c for a, c in parse(HtmlReporter().render(sample_run())).scripts if not a)
+    code = next(c for a, c in parse(render(HtmlReporter(), sample_run())).scripts if not a)
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in code
     assert "new Function" not in code and 'setAttribute("on' not in code

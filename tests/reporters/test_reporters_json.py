@@ -9,6 +9,7 @@ import pytest
 
 from auditor.models import AuditRun, RunInfo, UnauditedHost
 from auditor.outcomes import HostOutcome, Outcome
+from auditor.reporters.base import render
 from auditor.reporters.json import JsonReporter, json_safe
 from auditor.results import SCHEMA_VERSION
 from tests.reporters.fleet import HOSTILE_NAME, TARGETS, all_reachable, host, sample_run
@@ -23,7 +24,7 @@ def strict_loads(text: str) -> Any:
 
 def test_parses_and_round_trips_hosts() -> None:
     run = sample_run()
-    text = JsonReporter().render(run)
+    text = render(JsonReporter(), run)
     text.encode("utf-8")  # no lone surrogates
     doc = strict_loads(text)
     assert doc["schema_version"] == SCHEMA_VERSION
@@ -42,7 +43,7 @@ def test_parses_and_round_trips_hosts() -> None:
 
 
 def test_summary() -> None:
-    doc = strict_loads(JsonReporter().render(sample_run()))
+    doc = strict_loads(render(JsonReporter(), sample_run()))
     summary = doc["summary"]
     assert summary["hosts"] == 22
     assert summary["audited"] == 13
@@ -68,7 +69,7 @@ def test_summary() -> None:
 
 
 def test_no_secrets() -> None:
-    text = JsonReporter().render(sample_run())
+    text = render(JsonReporter(), sample_run())
     assert "s3cret-must-not-leak" not in text
     assert "ansible_password" not in text
 
@@ -79,14 +80,14 @@ def test_default_run_info_options() -> None:
         RunInfo(run_id="r", started="2024-01-01T00:00:00Z", targets=TARGETS),
         (all_reachable(host("a")),),
     )
-    doc = strict_loads(JsonReporter().render(run))
+    doc = strict_loads(render(JsonReporter(), run))
     assert doc["run"]["options"] == {}
     assert doc["summary"]["targets"][0]["readiness"] == 100.0
 
 
 def test_empty_run() -> None:
     run = AuditRun(RunInfo(run_id="r", started="s", options={}), ())
-    doc = strict_loads(JsonReporter().render(run))
+    doc = strict_loads(render(JsonReporter(), run))
     assert doc["hosts"] == []
     assert doc["summary"]["targets"] == []
     assert doc["summary"]["exit_status"] == 0
@@ -97,7 +98,7 @@ def test_no_audited_host_means_null_readiness() -> None:
         RunInfo(run_id="r", started="s", targets=TARGETS, options={}),
         (UnauditedHost(host("x"), HostOutcome.UNREACHABLE, "no route"),),
     )
-    doc = strict_loads(JsonReporter().render(run))
+    doc = strict_loads(render(JsonReporter(), run))
     assert all(t["readiness"] is None for t in doc["summary"]["targets"])
     assert doc["summary"]["exit_status"] == 3
 

@@ -6,12 +6,13 @@ import xml.etree.ElementTree as ET
 
 from auditor.models import AuditedHost, UnauditedHost
 from auditor.outcomes import Outcome
+from auditor.reporters.base import render
 from auditor.reporters.junit import JunitReporter, xml_attr, xml_text
 from tests.reporters.fleet import HOSTILE_DETAIL, HOSTILE_NAME, TARGETS, sample_run
 
 
 def parse() -> ET.Element:
-    text = JunitReporter().render(sample_run())
+    text = render(JunitReporter(), sample_run())
     assert text.startswith('<?xml version="1.0" encoding="UTF-8"?>')
     return ET.fromstring(text.encode("utf-8"))
 

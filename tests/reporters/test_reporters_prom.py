@@ -9,6 +9,7 @@ import pytest
 
 from auditor.models import AuditRun, Target
 from auditor.outcomes import HostOutcome, Outcome
+from auditor.reporters.base import render
 from auditor.reporters.prom import PromReporter, escape_label
 from tests.reporters.fleet import TARGETS, sample_run
 
@@ -74,7 +75,7 @@ def _by(samples: list[Sample], name: str) -> dict[tuple[tuple[str, str], ...], f
 
 def test_the_sample_run_parses_and_counts_every_outcome() -> None:
     run = sample_run()
-    types, samples = parse(PromReporter().render(run))
+    types, samples = parse(render(PromReporter(), run))
     assert set(types) >= {
         "fleet_auditor_url_readiness_ratio",
         "fleet_auditor_url_gate_readiness_ratio",
@@ -113,7 +114,7 @@ def test_label_values_are_escaped_and_read_back_exactly(hostile: str) -> None:
     info = run.info.__class__(
         **{**run.info.__dict__, "inventory": hostile, "targets": (target, *run.info.targets[1:])}
     )
-    _, samples = parse(PromReporter().render(AuditRun(info, run.results)))
+    _, samples = parse(render(PromReporter(), AuditRun(info, run.results)))
     expected = hostile.replace("\ud800", "\ufffd")
     names = {dict(labels).get("name") for _, labels, _ in samples}
     assert expected in names

@@ -26,6 +26,7 @@ from auditor.models import (
     UnauditedHost,
 )
 from auditor.outcomes import HostOutcome, Outcome, host_hint
+from auditor.reporters.base import render
 from auditor.reporters.csv import CsvReporter
 from auditor.reporters.html import HtmlReporter
 from auditor.reporters.json import JsonReporter
@@ -61,7 +62,7 @@ def test_skipped_hosts_never_change_the_exit_status() -> None:
 
 
 def test_junit_has_a_skipped_testcase_not_a_failure() -> None:
-    root = ET.fromstring(JunitReporter().render(_run(_audited("a"), _skipped("sw1"))))
+    root = ET.fromstring(render(JunitReporter(), _run(_audited("a"), _skipped("sw1"))))
     assert root.get("failures") == "0" and root.get("skipped") == "1"
     suite = root.find("testsuite")
     assert suite is not None and suite.get("skipped") == "1" and suite.get("tests") == "2"
@@ -75,7 +76,7 @@ def test_junit_has_a_skipped_testcase_not_a_failure() -> None:
 
 def test_json_counts_skipped_apart_from_not_audited() -> None:
     unreachable = UnauditedHost(_host("b"), HostOutcome.UNREACHABLE, "no route")
-    report = json.loads(JsonReporter().render(_run(_audited("a"), unreachable, _skipped("sw1"))))
+    report = json.loads(render(JsonReporter(), _run(_audited("a"), unreachable, _skipped("sw1"))))
     summary = report["summary"]
     assert (summary["hosts"], summary["audited"], summary["not_audited"]) == (3, 1, 1)
     assert summary["skipped"] == 1 and summary["blocked_hosts"] == 0
@@ -91,7 +92,7 @@ def test_json_counts_skipped_apart_from_not_audited() -> None:
 
 
 def test_csv_has_the_skipped_host_with_its_reason_and_no_verdict() -> None:
-    rows = list(csv.DictReader(io.StringIO(CsvReporter().render(_run(_skipped("sw1"))))))
+    rows = list(csv.DictReader(io.StringIO(render(CsvReporter(), _run(_skipped("sw1"))))))
     assert len(rows) == 1
     row = rows[0]
     assert (row["host"], row["host_outcome"], row["outcome"], row["audited"]) == (
@@ -106,7 +107,7 @@ def test_csv_has_the_skipped_host_with_its_reason_and_no_verdict() -> None:
 def test_html_lists_a_run_of_only_skipped_hosts() -> None:
     """The not-audited table was drawn only when some host was not audited; skipped hosts
     alone must still be listed."""
-    html = HtmlReporter().render(_run(_audited("a"), _skipped("sw1")))
+    html = render(HtmlReporter(), _run(_audited("a"), _skipped("sw1")))
     assert 'id="unaudited-table"' in html
     assert "1 skipped" in html
     assert "skipped by design" in html

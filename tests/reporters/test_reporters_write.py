@@ -6,6 +6,7 @@ import json
 import os
 import stat
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 
@@ -74,10 +75,12 @@ def test_render_failure_leaves_directory_untouched(
 ) -> None:
     (tmp_path / "report.csv").write_text("previous")
 
-    def boom(self: Reporter, run: AuditRun) -> str:
+    def boom(self: Reporter, run: AuditRun, out: TextIO) -> None:
+        # Half a report written, then a failure: neither it nor its temporary file stays.
+        out.write("{half")
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(REPORTERS["json"], "render", boom)
+    monkeypatch.setattr(REPORTERS["json"], "write", boom)
     with pytest.raises(RuntimeError):
         write_reports(sample_run(), tmp_path, ["csv", "json"])
     assert os.listdir(tmp_path) == ["report.csv"]
@@ -98,8 +101,8 @@ def test_write_failure_cleans_up_temp_file(tmp_path: Path, monkeypatch: pytest.M
 
 def test_surrogates_never_break_writing(tmp_path: Path) -> None:
     class Broken(CsvReporter):
-        def render(self, run: AuditRun) -> str:
-            return "x\ud800y\n"
+        def write(self, run: AuditRun, out: TextIO) -> None:
+            out.write("x\ud800y\n")
 
     REPORTERS["broken-test"] = Broken
     try:

@@ -24,6 +24,7 @@ from auditor.aggregate import exit_status
 from auditor.errors import InputError
 from auditor.models import Host, Observation, RunInfo, Target
 from auditor.reporters import REPORTERS
+from auditor.reporters.base import render
 from auditor.reporters.terminal import render_summary
 from auditor.results import SCHEMA_VERSION, info_to_dict, read_results, reader_for, result_to_dict
 from tests.reporters.fleet import sample_run
@@ -130,7 +131,7 @@ def _check(lines: list[dict[str, Any]], directory: Path) -> None:
         assert "\n" not in str(exc)
         return
     for reporter in REPORTERS.values():
-        reporter().render(run)
+        render(reporter(), run)
     render_summary(run, color=True)
     exit_status(run)
 
