@@ -40,7 +40,9 @@ def _status(page: Any, text: str, timeout_ms: float) -> None:
     )
 
 
-def measure(hosts: int = HOSTS, repeats: int = 3, timeout_s: float = 180.0) -> dict[str, Any]:
+def measure(
+    hosts: int = HOSTS, repeats: int = 3, timeout_s: float = 180.0, goal: float = GOAL_SECONDS
+) -> dict[str, Any]:
     """Render a `hosts` x 3-URL report and time it in the browser; raises on any failure."""
     from auditor.models import AuditedHost
     from auditor.reporters.html import HtmlReporter
@@ -53,6 +55,8 @@ def measure(hosts: int = HOSTS, repeats: int = 3, timeout_s: float = 180.0) -> d
     document = render(HtmlReporter(), run)
     render_s = time.perf_counter() - started
     wanted = next(r.host.name for r in reversed(run.results) if isinstance(r, AuditedHost))
+    urls = len(run.info.targets)
+    del run  # the page alone from here on
     pages = -(-audited // 100)
     everything = f"1–{min(100, audited):,} of {audited:,} · page 1 of {pages:,}"
     timeout_ms = timeout_s * 1000
@@ -97,7 +101,7 @@ def measure(hosts: int = HOSTS, repeats: int = 3, timeout_s: float = 180.0) -> d
     medians = {name: round(statistics.median(v), 3) for name, v in samples.items()}
     return {
         "hosts": hosts,
-        "urls": len(run.info.targets),
+        "urls": urls,
         "audited": audited,
         "html_mb": round(len(document.encode("utf-8")) / 1e6, 2),
         "render_seconds": round(render_s, 2),
@@ -105,9 +109,8 @@ def measure(hosts: int = HOSTS, repeats: int = 3, timeout_s: float = 180.0) -> d
         "chromium": str(CHROMIUM),
         "seconds": medians,
         "samples": {name: [round(x, 3) for x in v] for name, v in samples.items()},
-        "goal_seconds": GOAL_SECONDS,
-        "met": medians["open"] < GOAL_SECONDS
-        and max(medians["search"], medians["outcome"]) < GOAL_SECONDS,
+        "goal_seconds": goal,
+        "met": medians["open"] < goal and max(medians["search"], medians["outcome"]) < goal,
     }
 
 

@@ -39,6 +39,9 @@ class Measurement:
     """Sampled peak of the summed PSS of every process in the tree (shared pages split)."""
     tree_procs: int
     """Most processes seen in the tree at once."""
+    tree_rss_mb: float = 0.0
+    """Sampled peak of the summed RSS of every process in the tree (the whole tree's
+    resident memory, shared pages counted in each process: the conservative figure)."""
     returncode: int
     stdout: str = field(default="", repr=False)
     stderr: str = field(default="", repr=False)
@@ -56,7 +59,7 @@ class Measurement:
         data.pop("stdout")
         data.pop("stderr")
         data["cpu"] = round(self.cpu, 3)
-        for key in ("wall", "user", "system", "maxrss_mb", "tree_pss_mb"):
+        for key in ("wall", "user", "system", "maxrss_mb", "tree_pss_mb", "tree_rss_mb"):
             data[key] = round(data[key], 3)
         if hosts:
             data["cpu_ms_per_host"] = round(self.per_host_ms(hosts), 2)
@@ -135,6 +138,34 @@ def descendants(root: int) -> list[int]:
     return found
 
 
+PAGE_KB = (os.sysconf("SC_PAGE_SIZE") // 1024) if hasattr(os, "sysconf") else 4
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of one process (from /proc/PID/statm), in kB."""
+    text = _read(f"/proc/{pid}/statm")
+    if not text:
+        return 0
+    try:
+        return int(text.split()[1]) * PAGE_KB
+    except (IndexError, ValueError):
+        return 0
+
+
+def ends_with_end_record(path: Path) -> bool:
+    """Whether a results file's last line is its end record (the audit phase is over)."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 65536))
+            tail = fh.read()
+    except OSError:
+        return False
+    lines = tail.rstrip(b"\n").rsplit(b"\n", 1)
+    return bool(lines) and lines[-1].startswith(b'{"type":"end"')
+
+
 def pss_kb(pid: int) -> int:
     text = _read(f"/proc/{pid}/smaps_rollup")
     if not text:
@@ -146,16 +177,24 @@ def pss_kb(pid: int) -> int:
 
 
 class TreeSampler(threading.Thread):
-    """Samples the summed PSS of a process tree until stopped; keeps the peak."""
+    """Samples the summed PSS and RSS of a process tree until stopped; keeps the peaks, and
+    (given a results file to watch) when the file got its end record, so the memory of the
+    audit phase and of the report phase can be told apart."""
 
-    def __init__(self, pid: int, interval: float = 0.5) -> None:
+    def __init__(self, pid: int, interval: float = 0.5, watch: Path | None = None) -> None:
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
+        self.watch = watch
         self.peak_kb = 0
+        self.peak_rss_kb = 0
         self.peak_procs = 0
         self.timeline: list[tuple[float, int]] = []
         """(seconds since start, summed PSS in kB) at every sample."""
+        self.rss_timeline: list[tuple[float, int]] = []
+        """(seconds since start, summed RSS in kB) at every sample."""
+        self.audit_ended: float | None = None
+        """Seconds since start at the first sample that saw the end record."""
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -163,10 +202,33 @@ class TreeSampler(threading.Thread):
         while not self._halt.is_set():
             pids = descendants(self.pid)
             total = sum(pss_kb(p) for p in pids)
-            self.timeline.append((round(time.perf_counter() - start, 2), total))
+            rss = sum(rss_kb(p) for p in pids)
+            now = round(time.perf_counter() - start, 2)
+            self.timeline.append((now, total))
+            self.rss_timeline.append((now, rss))
             self.peak_kb = max(self.peak_kb, total)
+            self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.peak_procs = max(self.peak_procs, len(pids))
+            if (
+                self.watch is not None
+                and self.audit_ended is None
+                and ends_with_end_record(self.watch)
+            ):
+                self.audit_ended = now
             self._halt.wait(self.interval)
+
+    def phase_peaks_mb(self) -> dict[str, float | None]:
+        """Peak tree RSS before the end record (audit) and from it on (reports)."""
+        if self.audit_ended is None:
+            return {"audit": None, "report": None, "audit_ended_s": None}
+        cut = self.audit_ended
+        audit = [kb for t, kb in self.rss_timeline if t < cut]
+        report = [kb for t, kb in self.rss_timeline if t >= cut]
+        return {
+            "audit": round(max(audit) / 1024, 1) if audit else None,
+            "report": round(max(report) / 1024, 1) if report else None,
+            "audit_ended_s": cut,
+        }
 
     def stop(self) -> None:
         self._halt.set()
@@ -223,6 +285,8 @@ def run_measured(
     server: ProcCpu | None = None,
     cdn: ProcCpu | None = None,
     sample: bool = True,
+    watch: Path | None = None,
+    interval: float = 0.5,
 ) -> Measurement:
     """Run `argv` to completion and measure it (see the module docstring)."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
@@ -239,7 +303,7 @@ def run_measured(
             cwd=cwd,
             start_new_session=True,  # its own process group: a timeout kills the whole tree
         )
-        sampler = TreeSampler(proc.pid) if sample else None
+        sampler = TreeSampler(proc.pid, interval, watch) if sample else None
         if sampler:
             sampler.start()
         timed_out = threading.Event()
@@ -283,11 +347,14 @@ def run_measured(
         maxrss_mb=usage.ru_maxrss / 1024.0,
         tree_pss_mb=(sampler.peak_kb / 1024.0) if sampler else 0.0,
         tree_procs=sampler.peak_procs if sampler else 0,
+        tree_rss_mb=(sampler.peak_rss_kb / 1024.0) if sampler else 0.0,
         returncode=proc.returncode,
         stdout=stdout,
         stderr=stderr,
         extra={
             "pss_timeline_mb": _thin(sampler.timeline if sampler else [], 40),
+            "rss_timeline_mb": _thin(sampler.rss_timeline if sampler else [], 40),
+            "phase_rss_mb": sampler.phase_peaks_mb() if sampler else {},
             "server_cpu": round(server_cpu, 3),
             "cdn_cpu": round(cdn_cpu, 3),
             "machine_busy_pct": round(100.0 * (busy1 - busy0) / max(total1 - total0, 1), 1),

@@ -4,9 +4,15 @@
     BENCH_QUICK=1 python -m bench.run   # a smaller run (50 hosts, 2,000-host scale, 1 repeat)
     BENCH_PROFILE=1 ...            # also profile the auditor and the floor (bench/profile.txt)
     BENCH_KEEP=1 ...               # keep the work folder (reports of every run)
-    BENCH_PARTS=compare ...        # only some parts (compare, scale, browser); BENCH_HOSTS,
-                                   # BENCH_FORKS, BENCH_REPEATS and BENCH_SCALE_TOTAL override
+    BENCH_PARTS=compare ...        # only some parts (compare, scale, fleet, browser);
+                                   # BENCH_HOSTS, BENCH_FORKS, BENCH_REPEATS, BENCH_SCALE_TOTAL
+                                   # and BENCH_FLEET_SIZES (e.g. 10000,50000,100000) override
                                    # the sizes. python -m bench.browser: the browser part alone
+
+The fleet part (issue 16): 95 % refusing and 5 % black-holed SSH hosts, 3 URLs, forks 2000,
+--timeout 5, at each of BENCH_FLEET_SIZES hosts: the peak RSS of the whole process tree
+(audit phase and report phase apart), against a plain asyncio TCP-connect floor on the same
+addresses, with the same concurrency and timeout, in the same run.
 
 Writes bench/results.json (bench/results-quick.json for a quick run) and prints a table.
 Needs root (the lab). Holds the machine-wide lab lock while a lab is up, and always takes
@@ -80,7 +86,8 @@ class Config:
     help_runs: int
     profile: bool
     keep: bool
-    parts: tuple[str, ...] = ("compare", "scale", "browser")
+    parts: tuple[str, ...] = ("compare", "scale", "fleet", "browser")
+    fleet_sizes: tuple[int, ...] = (10_000, 50_000, 100_000)
 
     @property
     def results_path(self) -> Path:
@@ -102,10 +109,29 @@ def config_from_env(env: dict[str, str] | os._Environ[str]) -> Config:
         keep=env.get("BENCH_KEEP", "") not in ("", "0"),
         parts=tuple(
             p.strip()
-            for p in env.get("BENCH_PARTS", "compare,scale,browser").split(",")
+            for p in env.get("BENCH_PARTS", "compare,scale,fleet,browser").split(",")
             if p.strip()
         ),
+        fleet_sizes=tuple(
+            int(n)
+            for n in env.get(
+                "BENCH_FLEET_SIZES", "1000,5000,10000" if quick else "10000,50000,100000"
+            ).split(",")
+            if n.strip()
+        ),
     )
+
+
+FLEET_FORKS = 2000
+FLEET_TIMEOUT = 5.0
+FLEET_REFUSE_SHARE = 0.95
+FLEET_WALL_RATIO = 1.3
+FLEET_RSS_MB = 300.0
+SCALE_RSS_MB = 150.0
+HTML_MB = 40.0
+BROWSER_BIG_SECONDS = 3.0
+SLOPE_MB_PER_10K = 2.0
+"""What "near zero" means for the audit phase's memory between 50,000 and 100,000 hosts."""
 
 
 def say(text: str) -> None:
@@ -674,14 +700,16 @@ class Bench:
                 audit_argv(inv, lab.known_hosts, URLS_3, out, cfg.scale_forks, None, extra),
                 env=env,
                 timeout=1200,
+                watch=out / "results.jsonl",
+                interval=0.25,
             )
             nft_after = scale.read_counters()
             neigh = scale.neighbours()
         finally:
             scale.remove_rules()
         say(
-            f"  wall {m.wall:.2f} s, cpu {m.cpu:.2f} s, peak RSS {m.maxrss_mb:.1f} MB, "
-            f"exit {m.returncode}"
+            f"  wall {m.wall:.2f} s, cpu {m.cpu:.2f} s, peak RSS {m.maxrss_mb:.1f} MB "
+            f"(whole tree {m.tree_rss_mb:.1f} MB), exit {m.returncode}"
         )
 
         # every host exactly once in every report
@@ -795,6 +823,165 @@ class Bench:
             },
         }
 
+    # 4. the fleet scenario (issue 16): memory independent of fleet size, against a TCP floor
+    def fleet(self, lab: Any) -> dict[str, Any]:
+        from auditor_lab.spec import BRIDGE
+
+        cfg = self.cfg
+        env = base_env(self.home)
+        sizes = sorted(set(cfg.fleet_sizes))
+        biggest = sizes[-1]
+        runs: dict[str, Any] = {}
+        found: dict[str, Any] = {
+            "forks": FLEET_FORKS,
+            "timeout": FLEET_TIMEOUT,
+            "urls": list(URLS_3),
+            "refuse_share": FLEET_REFUSE_SHARE,
+            "sizes": sizes,
+            "runs": runs,
+        }
+        scale.apply_rules(BRIDGE)
+        try:
+            for n in sizes:
+                refuse = round(n * FLEET_REFUSE_SHARE)
+                planned = scale.plan_mix(refuse, n - refuse)
+                inv = self.work / f"fleet-{n}.ini"
+                inv.write_text(scale.inventory_text(planned, str(lab.key)))
+                if n == biggest:
+                    hosts_file = self.work / f"fleet-{n}-addresses.txt"
+                    hosts_file.write_text("".join(f"{h.address}\n" for h in planned))
+                    say(f"fleet: TCP floor, {n:,} connects, forks {FLEET_FORKS}")
+                    floor = run_measured(
+                        "tcp floor",
+                        [
+                            sys.executable,
+                            str(BENCH_DIR / "tcpfloor.py"),
+                            "--hosts",
+                            str(hosts_file),
+                            "--forks",
+                            str(FLEET_FORKS),
+                            "--timeout",
+                            f"{FLEET_TIMEOUT:g}",
+                        ],
+                        env=env,
+                        timeout=1800,
+                    )
+                    found["floor"] = {
+                        **floor.as_dict(n),
+                        "summary": _last_json(floor.stdout),
+                    }
+                    say(f"  floor wall {floor.wall:.2f} s, {found['floor']['summary']}")
+                out = self.run_dir(f"fleet-{n}")
+                say(
+                    f"fleet: {n:,} hosts ({refuse:,} refuse, {n - refuse:,} black-holed), "
+                    f"{len(URLS_3)} URLs, forks {FLEET_FORKS}, --timeout {FLEET_TIMEOUT:g}"
+                )
+                m = run_measured(
+                    f"fleet {n}",
+                    audit_argv(
+                        inv,
+                        lab.known_hosts,
+                        URLS_3,
+                        out,
+                        FLEET_FORKS,
+                        None,
+                        ["--timeout", f"{FLEET_TIMEOUT:g}"],
+                    ),
+                    env=env,
+                    timeout=1800,
+                    watch=out / "results.jsonl",
+                    interval=0.25,
+                )
+                phase = m.extra.get("phase_rss_mb", {})
+                entry: dict[str, Any] = {
+                    "hosts": n,
+                    "run": m.as_dict(n),
+                    "exit_status": m.returncode,
+                    "peak_tree_rss_mb": round(m.tree_rss_mb, 1),
+                    "audit_phase_rss_mb": phase.get("audit"),
+                    "report_phase_rss_mb": phase.get("report"),
+                    "audit_ended_s": phase.get("audit_ended_s"),
+                }
+                say(
+                    f"  wall {m.wall:.2f} s, cpu {m.cpu:.2f} s, peak tree RSS "
+                    f"{m.tree_rss_mb:.1f} MB (audit phase {phase.get('audit')} MB, reports "
+                    f"{phase.get('report')} MB; end record at {phase.get('audit_ended_s')} s), "
+                    f"exit {m.returncode}"
+                )
+                if n == biggest:
+                    entry["report_checks"] = fleet_report_checks(out, [h.name for h in planned])
+                    entry["report_sizes"] = {
+                        p.name: p.stat().st_size for p in sorted(out.iterdir()) if p.is_file()
+                    }
+                    say(f"  every host once: {entry['report_checks']['every_host_once']}")
+                runs[str(n)] = entry
+        finally:
+            scale.remove_rules()
+        big = runs[str(biggest)]
+        found["wall_over_floor"] = _ratio(big["run"]["wall"], found["floor"]["wall"])
+        found["curve"] = fleet_curve(runs)
+        return found
+
+
+def _last_json(stdout: str) -> dict[str, Any]:
+    try:
+        data = json.loads(stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": stdout[-200:]}
+    return data if isinstance(data, dict) else {"error": stdout[-200:]}
+
+
+def fleet_report_checks(out: Path, names: Sequence[str]) -> dict[str, Any]:
+    """Every host exactly once in report.json, report.csv, report.html and in each URL's
+    testsuite of junit.xml."""
+    checks: dict[str, Any] = {}
+    checks["json"] = scale.count_names(scale.json_report_names(out / "report.json"), names)
+    csv_names, csv_bad = scale.csv_report_names(out / "report.csv", len(URLS_3))
+    checks["csv"] = {**scale.count_names(csv_names, names), "rows_not_once": csv_bad}
+    html_names = scale.html_report_names(out / "report.html")
+    checks["html"] = (
+        scale.count_names(html_names, names)
+        if html_names is not None
+        else {"error": "no embedded data"}
+    )
+    for url, listed in scale.junit_report_names(out / "junit.xml", URLS_3).items():
+        checks[f"junit {url}"] = scale.count_names(listed, names)
+    checks["every_host_once"] = all(
+        c.get("listed") == len(names)
+        and c.get("distinct") == len(names)
+        and not c.get("duplicates")
+        and not c.get("missing")
+        and not c.get("unexpected")
+        and not c.get("rows_not_once")
+        for c in checks.values()
+    )
+    return checks
+
+
+def fleet_curve(runs: dict[str, Any]) -> dict[str, Any]:
+    """Peak tree RSS per fleet size, and the slope between the two largest sizes (MB per
+    10,000 more hosts), for the whole run and for its audit phase."""
+    sizes = sorted(int(k) for k in runs)
+    points = {
+        n: {
+            "peak_tree_rss_mb": runs[str(n)]["peak_tree_rss_mb"],
+            "audit_phase_rss_mb": runs[str(n)]["audit_phase_rss_mb"],
+            "report_phase_rss_mb": runs[str(n)]["report_phase_rss_mb"],
+        }
+        for n in sizes
+    }
+    curve: dict[str, Any] = {"points": points}
+    if len(sizes) >= 2:
+        a, b = sizes[-2], sizes[-1]
+        per = (b - a) / 10_000
+        for key in ("peak_tree_rss_mb", "audit_phase_rss_mb", "report_phase_rss_mb"):
+            low, high = points[a][key], points[b][key]
+            curve[f"slope_{key.removesuffix('_mb')}_mb_per_10k"] = (
+                round((high - low) / per, 2) if low is not None and high is not None else None
+            )
+        curve["slope_between"] = [a, b]
+    return curve
+
 
 def fixed_and_marginal(small_cpu: float, small: int, big_cpu: float, big: int) -> dict[str, float]:
     """Split CPU seconds into a fixed cost (startup, reports) and a marginal cost per host,
@@ -840,8 +1027,13 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         add(
             "scale wall", f"<= {sc['target_wall']:.1f} s", round(wall, 2), wall <= sc["target_wall"]
         )
-        rss = sc["run"]["maxrss_mb"]
-        add("scale peak RSS", "<= 250 MB", round(rss, 1), rss <= 250)
+        rss = sc["run"].get("tree_rss_mb") or sc["run"]["maxrss_mb"]
+        add(
+            f"scale ({sc['hosts']:,}) peak RSS, whole tree",
+            f"<= {SCALE_RSS_MB:g} MB",
+            round(rss, 1),
+            rss <= SCALE_RSS_MB,
+        )
         add(
             "scale: every host once in json/csv/html",
             "yes",
@@ -858,6 +1050,59 @@ def evaluate_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             "yes",
             sc["nft"]["nothing_left_the_machine"],
             bool(sc["nft"]["nothing_left_the_machine"]),
+        )
+    fl = results.get("fleet")
+    if fl:
+        big = str(max(fl["sizes"]))
+        run = fl["runs"][big]
+        ratio = fl.get("wall_over_floor")
+        add(
+            f"fleet {int(big):,} wall vs TCP floor",
+            f"<= {FLEET_WALL_RATIO:g}x floor ({fl['floor']['wall']:.1f} s)",
+            ratio,
+            ratio is not None and ratio <= FLEET_WALL_RATIO,
+        )
+        rss = run["peak_tree_rss_mb"]
+        add(
+            f"fleet {int(big):,} peak RSS, whole tree",
+            f"<= {FLEET_RSS_MB:g} MB",
+            rss,
+            rss <= FLEET_RSS_MB,
+        )
+        checks = run.get("report_checks", {})
+        add(
+            f"fleet {int(big):,}: every host once (json/csv/html/junit)",
+            "yes",
+            checks.get("every_host_once"),
+            bool(checks.get("every_host_once")),
+        )
+        html_mb = round(run.get("report_sizes", {}).get("report.html", 0) / 1e6, 2)
+        add(
+            f"fleet {int(big):,}: report.html size", f"< {HTML_MB:g} MB", html_mb, html_mb < HTML_MB
+        )
+        slope = fl["curve"].get("slope_audit_phase_rss_mb_per_10k")
+        add(
+            "fleet: audit-phase RSS slope, MB per 10k hosts",
+            f"<= {SLOPE_MB_PER_10K:g} (near zero)",
+            slope,
+            slope is not None and slope <= SLOPE_MB_PER_10K,
+        )
+    bb = results.get("browser_big")
+    if bb:
+        goal = f"< {bb['goal_seconds']:g} s"
+        opened = bb["seconds"]["open"]
+        filtered = max(bb["seconds"]["search"], bb["seconds"]["outcome"])
+        add(
+            f"{bb['hosts']:,}-host report opens in Chromium",
+            goal,
+            opened,
+            opened < bb["goal_seconds"],
+        )
+        add(
+            f"{bb['hosts']:,}-host report filters in Chromium",
+            goal,
+            filtered,
+            filtered < bb["goal_seconds"],
         )
     hp = results.get("help")
     if hp:
@@ -994,10 +1239,46 @@ def render_table(results: dict[str, Any]) -> str:
             f"neighbour entries {nft['neighbour_entries']}; "
             f"nothing left the machine: {nft['nothing_left_the_machine']}"
         )
+    fl = results.get("fleet")
+    if fl:
+        lines.append("")
+        lines.append(
+            f"Fleet: {FLEET_REFUSE_SHARE:.0%} refusing, the rest black-holed SSH hosts, "
+            f"{len(fl['urls'])} URLs, forks {fl['forks']}, --timeout {fl['timeout']:g}"
+        )
+        floor = fl["floor"]
+        lines.append(
+            f"  TCP floor ({max(fl['sizes']):,} connects, same forks and timeout): "
+            f"{floor['wall']:.2f} s {floor.get('summary', {}).get('outcomes', '')}"
+        )
+        lines.append(
+            f"  {'hosts':>8} {'wall s':>8} {'CPU s':>8} {'tree RSS MB':>12} "
+            f"{'audit MB':>9} {'reports MB':>11} {'end rec s':>10}"
+        )
+        for n in sorted(int(k) for k in fl["runs"]):
+            r = fl["runs"][str(n)]
+            lines.append(
+                f"  {n:>8,} {r['run']['wall']:8.2f} {r['run']['cpu']:8.2f} "
+                f"{r['peak_tree_rss_mb']:12.1f} {r['audit_phase_rss_mb'] or 0:9.1f} "
+                f"{r['report_phase_rss_mb'] or 0:11.1f} {r['audit_ended_s'] or 0:10.1f}"
+            )
+        curve = fl["curve"]
+        if "slope_between" in curve:
+            a, b = curve["slope_between"]
+            lines.append(
+                f"  slope {a:,} -> {b:,} hosts, MB per 10,000 hosts: whole run "
+                f"{curve['slope_peak_tree_rss_mb_per_10k']}, audit phase "
+                f"{curve['slope_audit_phase_rss_mb_per_10k']}, report phase "
+                f"{curve['slope_report_phase_rss_mb_per_10k']}"
+            )
+        lines.append(f"  wall / floor: {fl['wall_over_floor']}")
     br = results.get("browser")
     if br:
         lines.append("")
         lines.append(browser.describe(br))
+    bb = results.get("browser_big")
+    if bb:
+        lines.append(browser.describe(bb))
     hp = results.get("help")
     if hp:
         lines.append("")
@@ -1008,7 +1289,7 @@ def render_table(results: dict[str, Any]) -> str:
     targets = results.get("targets", [])
     if targets:
         lines.append("")
-        lines.append("Targets (issue 5):")
+        lines.append("Targets (issues 5 and 16):")
         for t in targets:
             mark = "PASS" if t["met"] else "MISS"
             lines.append(
@@ -1067,6 +1348,12 @@ def main() -> int:
                 say("\nreport.html in headless Chromium")
                 results["browser"] = browser.measure(repeats=cfg.repeats)
                 say(browser.describe(results["browser"]))
+                big = max(cfg.fleet_sizes)
+                say(f"\n{big:,}-host report.html in headless Chromium")
+                results["browser_big"] = browser.measure(
+                    hosts=big, repeats=1, timeout_s=600.0, goal=BROWSER_BIG_SECONDS
+                )
+                say(browser.describe(results["browser_big"]))
             lab_dir = work / "lab"
             say(f"lab up: {cfg.lab_hosts} extra hosts in {lab_dir}")
             t0 = time.monotonic()
@@ -1085,6 +1372,9 @@ def main() -> int:
                 if "scale" in cfg.parts:
                     say("")
                     results["scale"] = bench.scale_scenario(lab)
+                if "fleet" in cfg.parts:
+                    say("")
+                    results["fleet"] = bench.fleet(lab)
             finally:
                 scale.remove_rules()
                 say("lab down")

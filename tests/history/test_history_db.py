@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from auditor.aggregate import count
 from auditor.diff import ChangeKind
 from auditor.history import (
     SCHEMA_VERSION,
@@ -28,11 +29,12 @@ from tests.reporters.fleet import TARGETS, observe, sample_run
 def record(history: History, run: AuditRun, inventory: str | None = None) -> None:
     if inventory is not None:
         run = replace(run, info=replace(run.info, inventory=inventory))
-    recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+    recorder = HistoryRecorder(history, len(run.results))
     recorder.start(run.info)
-    for result in reversed(run.results):  # finishing order is not inventory order
-        recorder.host(result)
-    recorder.end(run)
+    # finishing order is not inventory order
+    for position, result in reversed(list(enumerate(run.results))):
+        recorder.host(result, position)
+    recorder.end(run.info, count(run.info.targets, run.results))
     assert recorder.error is None
 
 
@@ -45,7 +47,9 @@ def test_a_run_reads_back_exactly_as_recorded(tmp_path: Path) -> None:
     run = _finite_only(sample_run())
     with History.open(tmp_path / "h.sqlite") as history:
         record(history, run)
-        back = history.load(run.info.run_id)
+        loaded = history.load(run.info.run_id)
+        # Read while the history is open: a loaded run reads its records when iterated.
+        back = replace(loaded, results=tuple(loaded.results))
     assert back == run
     assert [r.host.name for r in back.results] == [r.host.name for r in run.results]
 
@@ -56,7 +60,9 @@ def test_non_finite_timings_are_stored_as_unknown_and_the_run_still_reads_back(
     run = sample_run()
     with History.open(tmp_path / "h.sqlite") as history:
         record(history, run)
-        back = history.load(run.info.run_id)
+        loaded = history.load(run.info.run_id)
+        # Read while the history is open: a loaded run reads its records when iterated.
+        back = replace(loaded, results=tuple(loaded.results))
     (odd,) = [r for r in back.results if r.host.name.startswith("<img")]
     assert odd.duration == 0.0
     assert isinstance(odd, AuditedHost) and odd.observations[1].time_total is None
@@ -168,14 +174,14 @@ def test_a_write_failing_mid_run_is_kept_not_raised(tmp_path: Path) -> None:
     path = tmp_path / "h.sqlite"
     run = sample_run()
     history = History.open(path, busy_timeout=0.2)
-    recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+    recorder = HistoryRecorder(history, len(run.results))
     recorder.start(run.info)
-    recorder.host(run.results[0])
+    recorder.host(run.results[0], 0)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        recorder.host(run.results[1])  # must not raise
-        recorder.end(run)
+        recorder.host(run.results[1], 1)  # must not raise
+        recorder.end(run.info, count(run.info.targets, run.results))
     finally:
         holder.execute("ROLLBACK")
         holder.close()
@@ -188,22 +194,22 @@ def test_results_are_written_in_batches_and_a_quiet_spell_flushes_at_once(
 ) -> None:
     run = sample_run()
     with History.open(tmp_path / "h.sqlite") as history:
-        recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+        recorder = HistoryRecorder(history, len(run.results))
         recorder.BATCH_SECONDS = 3600.0
         recorder.BATCH = 4
         recorder.start(run.info)
-        for result in run.results[:3]:
-            recorder.host(result)
+        for position, result in enumerate(run.results[:3]):
+            recorder.host(result, position)
         recorder.drain()
         assert history.runs()[0].recorded == 0
-        recorder.host(run.results[3])
+        recorder.host(run.results[3], 3)
         recorder.drain()
         assert history.runs()[0].recorded == 4
         recorder.BATCH_SECONDS = 0.0  # as if the next host came after a quiet spell
-        recorder.host(run.results[4])
+        recorder.host(run.results[4], 4)
         recorder.drain()
         assert history.runs()[0].recorded == 5
-        recorder.end(run)
+        recorder.end(run.info, count(run.info.targets, run.results))
         assert recorder.error is None and history.runs()[0].recorded == len(run.results)
 
 
@@ -213,20 +219,22 @@ def test_a_write_waiting_for_another_writer_never_holds_up_the_caller(tmp_path: 
     run = sample_run()
     path = tmp_path / "h.sqlite"
     with History.open(path, busy_timeout=60.0) as history:
-        recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+        recorder = HistoryRecorder(history, len(run.results))
         recorder.BATCH = 1
         recorder.start(run.info)
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another audit's write, in progress
         try:
             t0 = time.monotonic()
-            for result in run.results:
-                recorder.host(result)  # each one a batch for the writer, which must wait
+            for position, result in enumerate(run.results):
+                recorder.host(result, position)  # each one a batch for the writer, which must wait
             assert time.monotonic() - t0 < 5.0  # not the 60 s the writer may wait
         finally:
             holder.execute("COMMIT")
             holder.close()
-        recorder.end(run)  # the writer waited the other write out
+        recorder.end(
+            run.info, count(run.info.targets, run.results)
+        )  # the writer waited the other write out
         assert recorder.error is None
         assert history.runs()[0].recorded == len(run.results)
 
@@ -234,14 +242,16 @@ def test_a_write_waiting_for_another_writer_never_holds_up_the_caller(tmp_path: 
 def test_a_run_whose_process_died_reads_back_as_interrupted(tmp_path: Path) -> None:
     run = sample_run()
     with History.open(tmp_path / "h.sqlite") as history:
-        recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+        recorder = HistoryRecorder(history, len(run.results))
         recorder.start(run.info)
-        for result in run.results[:3]:
-            recorder.host(result)
+        for position, result in enumerate(run.results[:3]):
+            recorder.host(result, position)
         recorder.flush()  # what had been written when the process died
         recorder.drain()
         (listed,) = history.runs()
-        back = history.load(run.info.run_id)
+        loaded = history.load(run.info.run_id)
+        # Read while the history is open: a loaded run reads its records when iterated.
+        back = replace(loaded, results=tuple(loaded.results))
     assert listed.state == RunState.RUNNING and listed.recorded == 3
     assert back.info.interrupted is True and len(back.results) == 3
 
@@ -251,9 +261,9 @@ def test_a_run_stopped_by_an_error_is_marked_interrupted_and_pruned_like_any(
 ) -> None:
     run = sample_run()
     with History.open(tmp_path / "h.sqlite") as history:
-        recorder = HistoryRecorder(history, [r.host.name for r in run.results])
+        recorder = HistoryRecorder(history, len(run.results))
         recorder.start(run.info)
-        recorder.host(run.results[0])
+        recorder.host(run.results[0], 0)
         recorder.abandon()
         (listed,) = history.runs()
         assert (listed.state, listed.recorded) == (RunState.INTERRUPTED, 1)
@@ -265,7 +275,7 @@ def test_keep_never_counts_out_a_run_still_being_recorded(tmp_path: Path) -> Non
     with History.open(tmp_path / "h.sqlite") as history:
         record(history, _at(base, "old", "2026-01-01T00:00:00+00:00", Outcome.REACHABLE))
         live = _at(base, "live", "2026-01-02T00:00:00+00:00", Outcome.REACHABLE)
-        HistoryRecorder(history, []).start(live.info)
+        HistoryRecorder(history, 0).start(live.info)
         record(history, _at(base, "new", "2026-01-03T00:00:00+00:00", Outcome.REACHABLE))
         key = history.runs()[0].inventory_key
         assert history.prune(key, keep=1, keep_days=None) == 1
