@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
@@ -99,7 +99,45 @@ def connection_plugin(hostvars: Mapping[str, Any]) -> str:
     return str(hostvars.get("ansible_connection", "ssh")).strip().lower()
 
 
-@dataclass(frozen=True)
+class HostVars(Mapping[str, Any]):
+    """A host's resolved variables, read-only and compact: the variable names (and where
+    each is) are shared by every host with the same names, so a host holds one tuple of
+    values. A fleet's hosts mostly have the same names (their groups' variables and a few
+    of their own): at 100,000 hosts this is a fraction of a dict per host."""
+
+    __slots__ = ("_index", "_values")
+
+    _shared: dict[tuple[str, ...], dict[str, int]] = {}
+    # Bounded: an inventory whose every host has its own names gains nothing from sharing.
+    _SHARED_MAX = 4096
+
+    def __init__(self, items: Mapping[str, Any]) -> None:
+        names = tuple(items)
+        index = HostVars._shared.get(names)
+        if index is None:
+            index = {name: i for i, name in enumerate(names)}
+            if len(HostVars._shared) < HostVars._SHARED_MAX:
+                HostVars._shared[names] = index
+        self._index = index
+        self._values: Sequence[Any] = tuple(items.values())
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[self._index[key]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._index
+
+    def __repr__(self) -> str:
+        return f"HostVars({dict(self)!r})"
+
+
+@dataclass(frozen=True, slots=True)
 class Host:
     """One inventory host with its resolved connection settings.
 
@@ -151,7 +189,7 @@ class Host:
             port=port_num,
             user=None if user is None else str(user),
             groups=groups,
-            vars=MappingProxyType(dict(hostvars)),
+            vars=HostVars(hostvars),
             skip=skip,
         )
 

@@ -39,13 +39,13 @@ class Measurement:
     """Sampled peak of the summed PSS of every process in the tree (shared pages split)."""
     tree_procs: int
     """Most processes seen in the tree at once."""
-    tree_rss_mb: float = 0.0
-    """Sampled peak of the summed RSS of every process in the tree (the whole tree's
-    resident memory, shared pages counted in each process: the conservative figure)."""
     returncode: int
     stdout: str = field(default="", repr=False)
     stderr: str = field(default="", repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
+    tree_rss_mb: float = 0.0
+    """Sampled peak of the summed RSS of every process in the tree (the whole tree's
+    resident memory, shared pages counted in each process: the conservative figure)."""
 
     @property
     def cpu(self) -> float:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from auditor.gate import Gate, evaluate, format_percent, gate_line
 from auditor.models import (
     AuditedHost,
@@ -34,7 +36,7 @@ def fleet(
     results += [UnauditedHost(host(f"n{i}"), HostOutcome.UNREACHABLE) for i in range(not_audited)]
     for i in range(skipped):
         h = host(f"s{i}")
-        skip = h.__class__(**{**h.__dict__, "connection": Connection.NONE, "skip": "network_cli"})
+        skip = dataclasses.replace(h, connection=Connection.NONE, skip="network_cli")
         results.append(UnauditedHost(skip, HostOutcome.SKIPPED))
     return AuditRun(RunInfo(run_id="r", started="", targets=(CDN,)), tuple(results))
 

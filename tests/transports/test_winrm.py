@@ -8,6 +8,7 @@ probes are loopback servers. Nothing here resolves a name through real DNS.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -306,7 +307,7 @@ def test_unresolvable_endpoint_is_unreachable(monkeypatch: pytest.MonkeyPatch) -
 
     monkeypatch.setattr(socket, "getaddrinfo", fake)
     host = windows_host(5985)
-    host = Host(**{**host.__dict__, "address": "winrm.nohost.invalid"})
+    host = dataclasses.replace(host, address="winrm.nohost.invalid")
     error = _host_error(_transport(), host)
     assert error.outcome == HostOutcome.UNREACHABLE
     assert error.detail == (
