@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import urlsplit
 
 from auditor.outcomes import HostOutcome, Outcome
@@ -107,9 +107,9 @@ class HostVars(Mapping[str, Any]):
 
     __slots__ = ("_index", "_values")
 
-    _shared: dict[tuple[str, ...], dict[str, int]] = {}
+    _shared: ClassVar[dict[tuple[str, ...], dict[str, int]]] = {}
     # Bounded: an inventory whose every host has its own names gains nothing from sharing.
-    _SHARED_MAX = 4096
+    _SHARED_MAX: ClassVar[int] = 4096
 
     def __init__(self, items: Mapping[str, Any]) -> None:
         names = tuple(items)

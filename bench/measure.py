@@ -195,6 +195,9 @@ class TreeSampler(threading.Thread):
         """(seconds since start, summed RSS in kB) at every sample."""
         self.audit_ended: float | None = None
         """Seconds since start at the first sample that saw the end record."""
+        self.audit_started: float | None = None
+        """Seconds since start at the first sample that saw the results file: the inventory
+        is loaded and the transports are prepared, hosts are being audited."""
         self._halt = threading.Event()
 
     def run(self) -> None:
@@ -209,6 +212,8 @@ class TreeSampler(threading.Thread):
             self.peak_kb = max(self.peak_kb, total)
             self.peak_rss_kb = max(self.peak_rss_kb, rss)
             self.peak_procs = max(self.peak_procs, len(pids))
+            if self.watch is not None and self.audit_started is None and self.watch.exists():
+                self.audit_started = now
             if (
                 self.watch is not None
                 and self.audit_ended is None
@@ -224,10 +229,17 @@ class TreeSampler(threading.Thread):
         cut = self.audit_ended
         audit = [kb for t, kb in self.rss_timeline if t < cut]
         report = [kb for t, kb in self.rss_timeline if t >= cut]
+        begun = self.audit_started
+        at_start = next((kb for t, kb in self.rss_timeline if begun is not None and t >= begun), 0)
         return {
             "audit": round(max(audit) / 1024, 1) if audit else None,
             "report": round(max(report) / 1024, 1) if report else None,
             "audit_ended_s": cut,
+            "audit_started_s": begun,
+            "at_audit_start": round(at_start / 1024, 1),
+            # What the audit phase adds to what loading the inventory and preparing the
+            # transports left resident: the memory that streaming results keeps flat.
+            "audit_growth": round((max(audit) - at_start) / 1024, 1) if audit else None,
         }
 
     def stop(self) -> None:

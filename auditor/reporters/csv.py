@@ -177,6 +177,61 @@ def rows(run: AuditRun) -> Iterator[list[str]]:
             yield [*_row(result, target, obs), *agent]
 
 
+def _joined(fields: list[str]) -> str:
+    return ",".join(map(_field, fields))
+
+
+def _lines(run: AuditRun) -> Iterator[str]:
+    """The records of `rows`, as text: what belongs to the host (its cells, runner, warnings,
+    agent) and to the URL is sanitised and quoted once, not once per row."""
+    targets = run.info.targets
+    urls = [_field(cell(t.url)) for t in targets]
+    names = [_field(cell(t.name)) for t in targets]
+    for result in run.results:
+        host = result.host
+        common = [
+            cell(host.name),
+            cell(host.address),
+            cell(";".join(host.groups)),
+            host.connection.value,
+            host.platform.value,
+        ]
+        rest = _joined([_warnings(result), *_agent_cells(result, targets)]) + "\r\n"
+        runner = _field(cell(result.runner))
+        if isinstance(result, UnauditedHost):
+            head = _joined([*common, "false", result.outcome.value]) + ","
+            middle = (
+                ","
+                + _joined(["", "", cell(result.detail), host_hint(result.outcome), *([""] * 8)])
+                + f",{runner},"
+            )
+            for url, name in zip(urls, names, strict=True):
+                # An empty exit_code between the target's name and the warnings.
+                yield head + url + middle + name + ",," + rest
+            continue
+        head = _joined([*common, "true", ""]) + ","
+        for index, target in enumerate(targets):
+            o = observation_for(result, index, target)
+            evidence = _joined(
+                [
+                    o.outcome.value,
+                    _int(o.http_status),
+                    cell(o.detail),
+                    cell(target_hint(o.outcome, target.hostname, target.port, o.proxy, o.at_proxy)),
+                    cell(o.tls_issuer),
+                    cell(o.proxy),
+                    cell(o.remote_ip),
+                    cell(o.tool),
+                    _number(o.time_dns),
+                    _number(o.time_connect),
+                    _number(o.time_tls),
+                    _number(o.time_total),
+                ]
+            )
+            exit_code = _field(_int(o.exit_code))
+            yield f"{head}{urls[index]},{evidence},{runner},{names[index]},{exit_code},{rest}"
+
+
 def _agent_cells(result: HostResult, targets: tuple[Target, ...]) -> list[str]:
     """agent_version, agent_uses_cdn, agent_proxy (masked), agent_verdict: per host."""
     facts = agent_report(result, targets)
@@ -196,5 +251,5 @@ class CsvReporter(Reporter):
 
     def write(self, run: AuditRun, out: TextIO) -> None:
         out.write(_record(COLUMNS))
-        for row in rows(run):
-            out.write(_record(row))
+        for line in _lines(run):
+            out.write(line)
