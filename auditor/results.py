@@ -24,9 +24,11 @@ from auditor.models import (
     AgentFacts,
     AuditedHost,
     AuditRun,
+    Connection,
     Host,
     HostResult,
     Observation,
+    Platform,
     Results,
     RunInfo,
     Target,
@@ -324,7 +326,46 @@ _D = TypeVar("_D")
 
 def _host_from(f: _Fields) -> Host:
     # `vars` never reaches a results file (it may hold secrets); never read one back either.
-    return _build(Host, f, skip=frozenset({"vars"}))
+    return _quick_host(f.data) or _build(Host, f, skip=frozenset({"vars"}))
+
+
+_CONNECTION_OF = {c.value: c for c in Connection}
+_PLATFORM_OF = {p.value: p for p in Platform}
+_HOST_OUTCOME_OF = {o.value: o for o in HostOutcome}
+
+
+def _lookup(table: Mapping[str, _E], value: object) -> _E | None:
+    """`table[value]` for a text value it holds, else None (any JSON value may come)."""
+    return table.get(value) if type(value) is str else None
+
+
+def _quick_host(data: dict[str, Any]) -> Host | None:
+    """The host of a well-formed record, checked field by field without the general
+    machinery (reports read every host of a fleet several times); None for anything
+    unusual, which `_build` then checks and names."""
+    name, address, user, port = (
+        data.get("name"),
+        data.get("address"),
+        data.get("user"),
+        data.get("port"),
+    )
+    groups = data.get("groups", [])
+    connection = _lookup(_CONNECTION_OF, data.get("connection"))
+    platform = _lookup(_PLATFORM_OF, data.get("platform"))
+    skip = data.get("skip", "")
+    if (
+        type(name) is not str
+        or type(address) is not str
+        or connection is None
+        or platform is None
+        or (user is not None and type(user) is not str)
+        or (port is not None and not _is_int(port))
+        or type(groups) is not list
+        or not all(type(g) is str for g in groups)
+        or type(skip) is not str
+    ):
+        return None
+    return Host(name, address, connection, platform, port, user, tuple(groups), skip=skip)
 
 
 def _observation_from(data: object, where: str) -> Observation:
@@ -361,9 +402,10 @@ def result_from_dict(data: Mapping[str, Any], target_count: int | None = None) -
             # Results files written before agent facts existed have none.
             agent=None if f.data.get("agent") is None else _build(AgentFacts, f.child("agent")),
         )
+    outcome = _lookup(_HOST_OUTCOME_OF, data.get("host_outcome"))
     return UnauditedHost(
         host=host,
-        outcome=f.enum("host_outcome", HostOutcome),
+        outcome=outcome if outcome is not None else f.enum("host_outcome", HostOutcome),
         detail=f.text("detail", ""),
         duration=duration,
         runner=runner,
