@@ -8,6 +8,8 @@
                                    # BENCH_HOSTS, BENCH_FORKS, BENCH_REPEATS, BENCH_SCALE_TOTAL
                                    # and BENCH_FLEET_SIZES (e.g. 10000,50000,100000) override
                                    # the sizes. python -m bench.browser: the browser part alone
+    BENCH_BASELINE_SRC=DIR ...     # the audits import the auditor from DIR (an older
+                                   # checkout), for before/after figures on the same machine
 
 The fleet part (issue 16): 95 % refusing and 5 % black-holed SSH hosts, 3 URLs, forks 2000,
 --timeout 5, at each of BENCH_FLEET_SIZES hosts: the peak RSS of the whole process tree
@@ -215,7 +217,13 @@ def base_env(home: Path) -> dict[str, str]:
             "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
         ]
     )
-    return {"HOME": str(home), "PATH": path, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    env = {"HOME": str(home), "PATH": path, "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    baseline = os.environ.get("BENCH_BASELINE_SRC", "")
+    if baseline:
+        # Before/after on the same machine: the contenders import the auditor from another
+        # checkout (e.g. `git archive COMMIT | tar -x -C DIR`), the bench stays this one.
+        env["PYTHONPATH"] = baseline
+    return env
 
 
 def audit_argv(
