@@ -191,11 +191,17 @@ def fleet_sentence(counts: AgentCounts) -> str:
 
 
 def agent_report(result: HostResult, targets: Sequence[Target]) -> dict[str, Any]:
-    """The `"agent"` object of one host in report.json (every proxy already masked)."""
+    """The `"agent"` object of one host in report.json (every proxy already masked).
+
+    Its shape is the same for every host, audited or not. `installed` is always a bool: true
+    only where the agent was found. Where that could not be told (a host not audited, no
+    package database or registry answer) it is false, `verdict` is `unknown` with the
+    `reason`, and `version`, `uses_cdn` and `running` are null: an unknown is never a bool.
+    """
     verdict, reason = host_verdict(result, targets)
     facts = result.agent if isinstance(result, AuditedHost) else None
     return {
-        "installed": None if facts is None else facts.installed,
+        "installed": facts is not None and facts.installed is True,
         "version": facts.version or None if facts is not None else None,
         "uses_cdn": uses_cdn(facts, result.host.platform),
         "proxy": facts.proxy if facts is not None else "",

@@ -132,7 +132,7 @@ def test_report_json_has_each_hosts_agent_and_the_fleet_answer() -> None:
     assert hosts["blocked1"]["verdict"] == "cdn_blocked"
     assert (hosts["old1"]["verdict"], hosts["old1"]["uses_cdn"]) == ("too_old", False)
     assert (hosts["none1"]["verdict"], hosts["none1"]["installed"]) == ("no_agent", False)
-    assert hosts["down1"]["verdict"] == "unknown" and hosts["down1"]["installed"] is None
+    assert hosts["down1"]["verdict"] == "unknown" and hosts["down1"]["installed"] is False
     agents = report["summary"]["agents"]
     assert {k: agents[k] for k in ("hosts", "cdn_ready", "cdn_blocked", "too_old")} == {
         "hosts": 7,
@@ -145,6 +145,57 @@ def test_report_json_has_each_hosts_agent_and_the_fleet_answer() -> None:
         ("dc1", 3, 1),
         ("dc2", 4, 0),
     ]
+
+
+# The contract of each host's "agent" object in report.json: these keys, these types.
+AGENT_CONTRACT: dict[str, tuple[type, ...]] = {
+    "installed": (bool,),
+    "version": (str, type(None)),
+    "uses_cdn": (bool, type(None)),
+    "proxy": (str,),
+    "proxies": (list,),
+    "ca_bundle": (bool,),
+    "running": (bool, type(None)),
+    "verdict": (str,),
+}
+
+
+def test_every_hosts_agent_object_keeps_the_contract_even_when_nothing_could_be_read() -> None:
+    """`installed` is a bool for every host: an unknown is said by `verdict: "unknown"`
+    (with its reason) and by the nullable fields, never by a null `installed`."""
+    unreadable = _audited(
+        "unreadable", "dc1", AgentFacts(installed=None, notes=("dpkg-query: exit 2",))
+    )
+    report = json.loads(JsonReporter().render(_run((*RESULTS, unreadable))))
+    hosts = {h["host"]["name"]: h["agent"] for h in report["hosts"]}
+    for name, agent in hosts.items():
+        for key, types in AGENT_CONTRACT.items():
+            assert type(agent[key]) in types, (name, key, agent[key])
+        assert agent["verdict"] in {"cdn_ready", "cdn_blocked", "too_old", "no_agent", "unknown"}
+        assert all(isinstance(p, str) for p in agent["proxies"])
+        assert set(agent) == set(hosts["ready1"]), name  # one shape for every host
+    # A host that could not be audited, one whose probe did not report the agent, and one
+    # whose package database did not answer: not installed as far as is known, and unknown.
+    unknown_facts = {
+        "installed": False,
+        "version": None,
+        "uses_cdn": None,
+        "proxy": "",
+        "proxies": [],
+        "ca_bundle": False,
+        "running": None,
+        "verdict": "unknown",
+    }
+    for name in ("down1", "win1", "unreadable"):
+        assert {k: hosts[name][k] for k in AGENT_CONTRACT} == unknown_facts, name
+    assert hosts["down1"]["reason"] == "host not audited (unreachable)"
+    assert hosts["down1"]["path"] == "" and hosts["down1"]["notes"] == []
+    assert hosts["win1"]["reason"] == "the probe did not report the agent"
+    assert hosts["unreadable"]["reason"] == (
+        "could not tell whether the agent is installed: dpkg-query: exit 2"
+    )
+    # Not installed (known) differs from unknown only by the verdict, which says which.
+    assert hosts["none1"]["installed"] is False and hosts["none1"]["verdict"] == "no_agent"
 
 
 def test_csv_appends_the_agent_columns() -> None:
