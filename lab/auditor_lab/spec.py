@@ -26,6 +26,9 @@ HTTPS_PORT = 443
 HTTP_PORT = 80
 PROXY_PORT = 3128
 DENY_PROXY_PORT = 3129
+INSPECT_PROXY_PORT = 3131
+"""A TLS-inspecting proxy: its CONNECT tunnels end at the intercepting endpoint, so every
+name it is asked for presents a certificate from the inspection CA."""
 SSH_PORT = 22
 INTERNAL_SSH_PORT = 2222
 """The bastion's sshd also listens on its own loopback here: an address only a ProxyJump
@@ -38,6 +41,7 @@ LAB_WINRM_USER = "labadmin"
 
 PROXY_URL = f"http://{CDN_ADDRESS}:{PROXY_PORT}"
 DENY_PROXY_URL = f"http://{CDN_ADDRESS}:{DENY_PROXY_PORT}"
+INSPECT_PROXY_URL = f"http://{CDN_ADDRESS}:{INSPECT_PROXY_PORT}"
 
 PROBE_URL = "https://cask.qg3.apps.qualys.com/status"
 """The URL every expected outcome in the design table refers to (the vendor's own check)."""
@@ -142,6 +146,9 @@ class HostSpec:
     """The host's /etc/default/qualys-cloud-agent ("" for none)."""
     agent_verdict: str = ""
     """The agent verdict an audit of `PROBE_URL` must report ("" where not designed)."""
+    agent_ca: bool = False
+    """The host's agent proxy CA bundle (/etc/qualys/cloud-agent/cert/ca-bundle.crt) holds
+    the inspection CA; nothing else on the host trusts it."""
 
     @property
     def namespace(self) -> str:
@@ -381,6 +388,21 @@ def agent_hosts() -> list[HostSpec]:
             agent_version="6.4.0.1-1",
             agent_conf=f"https_proxy={enc_proxy}\n",
             agent_verdict="unknown",
+        ),
+        HostSpec(
+            "agentinspect",
+            "",
+            "site_agent",
+            Outcome.REACHABLE,
+            condition="agent 6.4 whose proxy inspects TLS with a CA that only the agent's CA "
+            "bundle holds; the login session uses that proxy too; direct egress refused",
+            proxy=INSPECT_PROXY_URL,
+            nft_rules=(_NO_DIRECT,),
+            session_env=(("https_proxy", INSPECT_PROXY_URL), ("HTTPS_PROXY", INSPECT_PROXY_URL)),
+            agent_version="6.4.2.7-1",
+            agent_conf=f"https_proxy={INSPECT_PROXY_URL}\n",
+            agent_verdict="cdn_ready",
+            agent_ca=True,
         ),
     ]
     return [
