@@ -21,6 +21,7 @@ of the CDN URLs into one `AgentVerdict`. Facts and their sources:
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -126,8 +127,32 @@ def agent_verdict(
     )
 
 
+# Every reporter asks for each host's verdict, several times (fleet counts, per group, per
+# row): about 14 times per host over the five reports. Each result's verdict is kept while
+# the result lives, keyed by its identity (results hold mappings, so they cannot be hashed)
+# and checked against the very targets tuple it was judged with.
+_Verdict = tuple[AgentVerdict, str]
+_VERDICTS: dict[int, tuple[weakref.ref[Any], Sequence[Target], _Verdict]] = {}
+
+
 def host_verdict(result: HostResult, targets: Sequence[Target]) -> tuple[AgentVerdict, str]:
-    """The agent verdict of one host's result (a host not audited is `unknown`)."""
+    """The agent verdict of one host's result (a host not audited is `unknown`); judged
+    once per result and targets, then remembered while the result lives."""
+    key = id(result)
+    hit = _VERDICTS.get(key)
+    if hit is not None and hit[0]() is result and hit[1] is targets:
+        return hit[2]
+    verdict = _judge(result, targets)
+
+    def forget(_gone: weakref.ref[Any]) -> None:
+        # The entry goes with its result (an id is reused only after that).
+        _VERDICTS.pop(key, None)
+
+    _VERDICTS[key] = (weakref.ref(result, forget), targets, verdict)
+    return verdict
+
+
+def _judge(result: HostResult, targets: Sequence[Target]) -> tuple[AgentVerdict, str]:
     if isinstance(result, AuditedHost):
         if result.agent is None:
             return AgentVerdict.UNKNOWN, "the probe did not report the agent"

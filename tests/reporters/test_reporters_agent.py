@@ -5,14 +5,20 @@ agent suite, and the `--require-agent` exit status."""
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 
+from pytest import MonkeyPatch
+
+import auditor.agent as agent_module
 from auditor.agent import count_verdicts, fleet_sentence
 from auditor.aggregate import EXIT_BLOCKED, EXIT_OK, exit_status
 from auditor.models import (
     AgentFacts,
+    AgentVerdict,
     AuditedHost,
     AuditRun,
     Connection,
@@ -250,3 +256,35 @@ def test_report_html_gives_the_fleet_answer_under_the_headline_and_per_group() -
     # A run in which no host reported on an agent has no agent answer at all.
     plain = HtmlReporter().render(_run((RESULTS[-1], RESULTS[-2])))
     assert 'id="agents"' not in plain
+
+
+def test_each_hosts_verdict_is_judged_once_for_every_report(monkeypatch: MonkeyPatch) -> None:
+    """The five reports ask for each host's verdict many times; it is judged once per result
+    and targets, judged again for other targets, and forgotten with its result."""
+    from auditor.reporters.html import HtmlReporter
+
+    judged: list[HostResult] = []
+    judge = agent_module._judge
+
+    def counting(result: HostResult, targets: Sequence[Target]) -> tuple[AgentVerdict, str]:
+        judged.append(result)
+        return judge(result, targets)
+
+    monkeypatch.setattr(agent_module, "_judge", counting)
+    fresh = (_audited("fresh1", "dc1", PROXIED), _audited("fresh2", "dc2", _agent("6.3.0.9")))
+    run = _run(fresh)
+    for reporter in (CsvReporter(), HtmlReporter(), JsonReporter(), JunitReporter()):
+        reporter.render(run)
+    render_summary(run, color=False)
+    assert sorted(r.host.name for r in judged) == ["fresh1", "fresh2"]
+    assert agent_module.host_verdict(fresh[0], TARGETS)[0] is AgentVerdict.CDN_READY
+    assert len(judged) == 2
+    # Other targets (no CDN among them): judged anew, and right for them.
+    assert agent_module.host_verdict(fresh[0], (PLATFORM,))[0] is AgentVerdict.UNKNOWN
+    assert len(judged) == 3
+    keys = [id(r) for r in fresh]
+    assert all(k in agent_module._VERDICTS for k in keys)
+    del run, fresh
+    judged.clear()
+    gc.collect()
+    assert not any(k in agent_module._VERDICTS for k in keys)
