@@ -149,6 +149,9 @@ class HostSpec:
     agent_ca: bool = False
     """The host's agent proxy CA bundle (/etc/qualys/cloud-agent/cert/ca-bundle.crt) holds
     the inspection CA; nothing else on the host trusts it."""
+    agent_winhttp: str = ""
+    """A Windows host's WinHTTP proxy list, as `netsh winhttp set proxy` stores it ("" for
+    direct): the agent's proxy when the Qualys registry names none."""
 
     @property
     def namespace(self) -> str:
@@ -415,10 +418,11 @@ WINDOWS_AGENT_FIRST_ADDRESS = 90
 
 
 def windows_agent_hosts() -> list[HostSpec]:
-    """Windows hosts with the Qualys agent (`auditor_lab.winagent`), one per PowerShell: the
-    agent's registry proxy working where direct egress is refused (5.1), and an agent older
-    than the first Windows CDN version, 5.7 (7). `agent_conf` is the agent's registry proxy
-    value (the value name the lab writes is a stand-in: the real one is not public)."""
+    """Windows hosts with the Qualys agent (`auditor_lab.winagent`): the agent's registry
+    proxy working where direct egress is refused (5.1), an agent older than the first Windows
+    CDN version, 5.7 (7), and an agent that follows a per-scheme WinHTTP proxy list (5.1).
+    `agent_conf` is the agent's registry proxy value (the value name the lab writes is a
+    stand-in: the real one is not public)."""
     rows = [
         HostSpec(
             "winagent",
@@ -445,6 +449,22 @@ def windows_agent_hosts() -> list[HostSpec]:
             powershell="7",
             agent_version="5.6.1.8",
             agent_verdict="too_old",
+        ),
+        HostSpec(
+            "winagentwh",
+            "",
+            "win_agent",
+            Outcome.REACHABLE,
+            condition="agent 5.8 without a registry proxy; the WinHTTP proxy list names one "
+            "proxy per scheme (http= a dead one, https= the lab's CONNECT proxy); direct "
+            "egress refused",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            nft_rules=(_NO_DIRECT,),
+            agent_version="5.8.0.4",
+            agent_winhttp=f"http={DEAD_PROXY_URL.removeprefix('http://')};"
+            f"https={CDN_ADDRESS}:{PROXY_PORT}",
+            agent_verdict="cdn_ready",
         ),
     ]
     return [

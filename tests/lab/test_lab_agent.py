@@ -258,7 +258,7 @@ def windows_run(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = environ(AUDITOR_WINRM_PASSWORD=lab.winrm_password.read_text().strip())
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert "Qualys Cloud Agent: Of 2 hosts: 1 agent will use the CDN" in proc.stderr
+    assert "Qualys Cloud Agent: Of 3 hosts: 2 agents will use the CDN" in proc.stderr
     return out
 
 
@@ -281,6 +281,14 @@ def test_each_windows_agent_host_is_judged_from_the_registry_and_service(
         assert agent["proxies"] == [spec.agent_conf]
         assert agent["path"] == "agent_proxy"
         assert obs["proxy"] == f"http://{spec.agent_conf}/"
+    elif spec.agent_winhttp:
+        # Only the list's https= entry applies to the CDN URL; the dead http= one is not tried.
+        assert (agent["config"], agent["proxies"]) == (
+            "WinHTTP",
+            [PROXY_URL.removeprefix("http://")],
+        )
+        assert agent["path"] == "agent_proxy"
+        assert obs["proxy"] == f"{PROXY_URL}/"
     else:
         assert agent["path"] == "session" and obs["proxy"] == ""
 
@@ -308,4 +316,4 @@ def test_the_demo_audit_leads_with_the_fleet_answer(lab: LabInfo, tmp_path: Path
     shown = [h for h in lab.hosts if h.site not in ("win_egress", "win_winrm")]
     assert lines[2].startswith(f"Qualys Cloud Agent: Of {len(shown)} hosts: "), lines[:4]
     assert any(line.startswith("  site_agent: Of 7 hosts") for line in lines)
-    assert any(line.startswith("  win_agent: Of 2 hosts") for line in lines)
+    assert any(line.startswith("  win_agent: Of 3 hosts") for line in lines)
