@@ -42,6 +42,7 @@ import jinja2
 from markupsafe import Markup
 
 import auditor
+from auditor.agent import host_verdict
 from auditor.aggregate import (
     SliceSummary,
     Tally,
@@ -594,6 +595,17 @@ def _observations(
     return out
 
 
+_VERDICT_INDEX = {v: i for i, v in enumerate(AgentVerdict)}
+
+
+def _agent_cells(result: AuditedHost, targets: tuple[Target, ...], ref: _Strings) -> list[int]:
+    """``[agent_version, agent_verdict, verdict_reason]`` of one audited host: the verdict
+    indexes ``av``, the two texts the string table."""
+    verdict, reason = host_verdict(result, targets)
+    version = result.agent.version if result.agent is not None else ""
+    return [ref(version), _VERDICT_INDEX[verdict], ref(reason)]
+
+
 def _dump(value: Any) -> str:
     """JSON that can sit inside a <script> element: `<`, `>`, `&` and `'` as \\u escapes
     (as Jinja2's tojson writes them), so no data can close the element."""
@@ -620,12 +632,15 @@ def write_table_data(run: AuditRun, out: TextIO) -> None:
     not-audited hosts ``[name, address, [group…], platform, transport, runner,
     host_outcome, detail]``, where outcomes index ``o``/``ho``, groups index ``g`` and
     every other string (detail, issuer…) indexes the string table ``s``, which comes last
-    (it is complete only when every row is written). Not-audited rows wait in a spool file
-    until the audited ones are out.
+    (it is complete only when every row is written). When any host reported on the Qualys
+    agent (``ag`` true), each audited row ends with its agent's ``[version, verdict,
+    reason]`` (`_agent_cells`), the verdict indexing ``av``. Not-audited rows wait in a
+    spool file until the audited ones are out.
     """
     tally = tally_of(run)
     targets = run.info.targets
     ref = _Strings()
+    agents = tally.any_agent
     groups = _group_ids(tally)
     head = {
         "o": [o.value for o in Outcome],
@@ -640,6 +655,8 @@ def write_table_data(run: AuditRun, out: TextIO) -> None:
             for t in targets
         ],
         "g": [clean(g) for g in groups],
+        "ag": agents,
+        "av": [v.value for v in AgentVerdict],
     }
     out.write(_dump(head)[:-1] + ',"a":[')
     with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace", newline="") as spool:
@@ -655,7 +672,10 @@ def write_table_data(run: AuditRun, out: TextIO) -> None:
                 ref(result.runner),
             ]
             if isinstance(result, AuditedHost):
-                row = _dump([*common, _observations(result, targets, ref)])
+                cells = [*common, _observations(result, targets, ref)]
+                if agents:
+                    cells += _agent_cells(result, targets, ref)
+                row = _dump(cells)
                 out.write(row if first_a else "," + row)
                 first_a = False
             else:
