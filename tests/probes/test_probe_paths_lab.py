@@ -9,7 +9,6 @@ import asyncio
 import re
 from typing import Any
 
-import pytest
 from auditor_lab import PROBE_URL, LabInfo
 from auditor_lab.spec import CDN_ADDRESS, INTERCEPT_ADDRESS
 
