@@ -495,14 +495,17 @@ auditor_proxies() {
     done
 }
 
-# The curl version in _ver ("curl 7.88.1") from $1, the first line of `curl --version` or
-# libcurl's own "libcurl/7.88.1 ..."; AUDITOR_CERTS=1 for 7.88 and later, which name a
+# The curl version in _ver ("curl 7.88.1") from $1, the first line of `curl --version`;
+# AUDITOR_CERTS=1 for 7.88 and later, which name a
 # certificate's issuer in a structured field.
 auditor_curl_version() {
+    # "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/..." -> "curl 7.88.1"
     _ver=${1%%"$AUDITOR_NL"*}
-    _ver=${_ver#libcurl/}
-    _ver=${_ver#curl }
-    _ver="curl ${_ver%%[ /]*}"
+    case "$_ver" in *" "*)
+        _rest=${_ver#* }
+        _ver="${_ver%%" $_rest"} ${_rest%% *}"
+        ;;
+    esac
     _v=${_ver#curl }
     _maj=${_v%%.*}
     _min=${_v#*.}
@@ -543,8 +546,6 @@ auditor_facts() {
 auditor_emit_facts() {
     case "$AUDITOR_TOOL" in
         curl)
-            # The one-process path learnt the version from its first transfer; otherwise (and
-            # for the per-URL path) curl says it.
             if [ -z "$AUDITOR_CURL_VER" ]; then
                 auditor_curl_version "$(curl --version 2>/dev/null)"
             fi
@@ -560,8 +561,9 @@ auditor_emit_facts() {
 # --- Every URL in one curl process ----------------------------------------------------------
 # One line per transfer: which URL of the command line (urlnum), then what the per-URL path
 # reads (exit code, status, CONNECT status, address, timings, curl's error message: the same
-# text it prints as "curl: (N) text"). libcurl's version comes with each transfer's JSON.
-AUDITOR_WPAR='\nAUDV %{json}\nAUDW %{urlnum}|%{exitcode}|%{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}|%{errormsg}\n'
+# text it prints as "curl: (N) text"). Not %{json}: it makes curl collect and print every
+# certificate of the chain, a cost on every host for a version string.
+AUDITOR_WPAR='\nAUDW %{urlnum}|%{exitcode}|%{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}|%{errormsg}\n'
 
 # Fetches the targets in $2 ("idx url" lines, at most AUDITOR_TRANSFERS) in one curl process,
 # with the options after them, and sets ${1}idx to "exit|http|connect|ip|dns|conn|tls|total|
@@ -606,15 +608,6 @@ auditor_batch() {
                 # The first line for a transfer counts.
                 eval "[ -z \"\${$_prefix$_bi+x}\" ]" || continue
                 eval "$_prefix$_bi=\${_bl#*|}"
-                ;;
-            "AUDV "*)
-                if [ -z "$AUDITOR_CURL_VER" ]; then
-                    # JSON escapes every quote inside a value: only the key itself matches.
-                    case "$_bl" in *'"curl_version":"libcurl/'*)
-                        auditor_curl_version "${_bl#*\"curl_version\":\"}"
-                        ;;
-                    esac
-                fi
                 ;;
         esac
     done
@@ -672,6 +665,8 @@ auditor_curl_all() {
     done
     while [ -n "$_todo" ]; do
         auditor_batches _R_ "$_todo"
+        # The version, for the report and for the issuer look-up below.
+        [ -n "$AUDITOR_CURL_VER" ] || auditor_curl_version "$(curl --version 2>/dev/null)"
         _next=""
         _slow=""
         _ar=$_todo
@@ -718,8 +713,7 @@ auditor_curl_all() {
         done
         if [ -n "$_slow" ]; then
             # This curl could not take them in one process (older than 7.75): one process
-            # per URL, as before, with the version that path reads.
-            [ -n "$AUDITOR_CURL_VER" ] || auditor_curl_version "$(curl --version 2>/dev/null)"
+            # per URL, as before.
             auditor_per_url "$_slow"
         fi
         # The agent tries its proxies in order, the next when one cannot be used (up to five
