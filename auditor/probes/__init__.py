@@ -31,6 +31,9 @@ class ProbeSettings:
     # By default a host with the Qualys agent is probed the way its agent goes (the agent's
     # first proxy, its CA bundle); direct probes as the login session would (`--direct`).
     direct: bool = False
+    per_url: bool = False
+    """One HTTP client process per URL even where one process could fetch them all (the
+    POSIX probe's path for curl older than 7.75; set to compare the two paths)."""
     # A per-run random marker: a record must carry it to count, so text printed by a hostile
     # tool on the host cannot forge a record.
     nonce: str = field(default_factory=lambda: secrets.token_hex(8))

@@ -56,6 +56,8 @@ def build_posix_job(targets: Sequence[Target], settings: ProbeSettings) -> Probe
         f"max_time {_seconds(settings.max_time)}",
         f"agent_proxy {0 if settings.direct else 1}",
     ]
+    if settings.per_url:
+        lines.append("per_url 1")
     for index, target in enumerate(targets):
         if any(c.isspace() or ord(c) < 32 for c in target.url):
             raise ValueError(f"unvalidated URL reached the probe: {target.url!r}")
@@ -135,6 +137,8 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
     scrub = Scrubber.for_settings([*proxies.values(), *shown_proxies, *agent_proxies])
     agent = posix_agent_facts(agent_records, scrub)[0] if agent_records else None
     records: dict[int, list[str]] = {}
+    # A target the host reported twice: no record of it can be believed.
+    doubled: set[int] = set()
     facts: dict[str, str] = {}
     done = False
     for fields in lines:
@@ -151,7 +155,11 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
             }
         elif kind == "T" and len(fields) == 14:
             index = _int(fields[1])
-            if index is not None and index < len(targets) and index not in records:
+            if index is None or index >= len(targets):
+                continue
+            if index in records:
+                doubled.add(index)
+            else:
                 records[index] = fields[2:]
         elif kind == "D":
             done = True
@@ -172,7 +180,15 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
     observations = []
     for index, target in enumerate(targets):
         record = records.get(index)
-        if record is None:
+        if index in doubled:
+            observations.append(
+                Observation(
+                    url=target.url,
+                    outcome=Outcome.ERROR,
+                    detail="the probe output held more than one record for this target",
+                )
+            )
+        elif record is None:
             why = "output was cut off" if not done or raw.truncated else "no record"
             observations.append(
                 Observation(

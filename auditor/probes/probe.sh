@@ -7,7 +7,10 @@
 # "AUD1 <nonce>" and is one line of tab-separated fields, written in one write.
 #
 # Each process the probe starts costs the host a fork and an exec, and the probe runs on every
-# host of a fleet: text is handled with the shell's own expansions wherever POSIX allows.
+# host of a fleet: text is handled with the shell's own expansions wherever POSIX allows, and
+# a curl that can (7.75 and later) fetches every URL in one process (--parallel), each URL
+# still its own transfer on its own connection, reported on its own line. Older curls, and a
+# URL that line is missing for, take one curl process per URL.
 #
 # Records:  H hostname os tool tool_version   (host facts)
 #           P name value                      (a proxy setting of the host: env variable or agent)
@@ -31,7 +34,10 @@ unset AUDITOR_NONCE AUDITOR_CT AUDITOR_MT AUDITOR_AGENT_PROXY AUDITOR_TAB AUDITO
     _old_ifs _t0 _status _elapsed _shown_proxy _host _os _l _ver _v _maj _min _count \
     _targets _watchdog _running _n _oldest _entry _name _value _installed _q _h \
     _first_out _first_rc _left AUDITOR_AGENT_REST AUDITOR_TRUST_AGENT AUDITOR_AGENT_FILES \
-    AUDITOR_AGENT_CA AUDITOR_CONF_MAX _m1 _r1 _o1 _m2 _r2 _o2 _svc_how _svc_state _confs _ca _path
+    AUDITOR_AGENT_CA AUDITOR_CONF_MAX _m1 _r1 _o1 _m2 _r2 _o2 _svc_how _svc_state _confs _ca _path \
+    AUDITOR_ONE_PROCESS AUDITOR_TRANSFERS AUDITOR_WPAR AUDITOR_CURL_VER AUDITOR_Q4000 _c _x _k _u \
+    _list _todo _next _chunk _slow _fields _prefix _entries _er _eh _br _be _bo _bl _bi _bn _ar \
+    _ae _ai _pr _pe _nrun _tries _running
 
 AUDITOR_NONCE=""
 AUDITOR_CT=5
@@ -40,43 +46,62 @@ AUDITOR_AGENT_PROXY=0
 # At most this many transfers at once on one host: a long target list must not start a
 # process per URL at the same moment (the PowerShell probe caps its runspaces at 10).
 AUDITOR_PARALLEL=8
+# 1: every URL in one curl process where curl can (the "per_url 1" data line turns it off).
+AUDITOR_ONE_PROCESS=1
+# At most this many transfers in one curl process, all started at once: none of them can
+# then reuse another's connection, so each URL is measured on a connection of its own.
+AUDITOR_TRANSFERS=16
 AUDITOR_CERTS=0
+AUDITOR_CURL_VER=""
 # 1: the agent's proxy CA bundle is trusted besides the system's (probing the agent's path).
 AUDITOR_TRUST_AGENT=0
 AUDITOR_AGENT_REST=""
-AUDITOR_TAB=$(printf '\t')
-AUDITOR_SEP=$(printf '\001')
+# A literal tab and line feed: no process is started to make them.
+AUDITOR_TAB='	'
 AUDITOR_NL='
 '
 # 400 '?': a pattern that matches a field's first 400 characters.
 AUDITOR_Q400='????????????????????????????????????????'
 AUDITOR_Q400=$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400
 AUDITOR_Q400=$AUDITOR_Q400$AUDITOR_Q400
+AUDITOR_Q4000=$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400$AUDITOR_Q400
+AUDITOR_Q4000=$AUDITOR_Q4000$AUDITOR_Q4000
 
 auditor_emit() {
-    # $1 = kind, rest = fields. Each field is cut to 400 characters; then one pass over the
-    # whole record drops control characters, makes tabs and line breaks inside a field
-    # spaces, and turns the separators into tabs. cut ends the line, and the record leaves
-    # in one write that the parallel targets' records cannot interleave with.
-    _line="AUD1 $AUDITOR_NONCE$AUDITOR_SEP$1"
+    # $1 = kind, rest = fields. Each field is cut to 400 characters, its tabs and line breaks
+    # become spaces and its other control characters are dropped; the record is cut to 4000
+    # characters and leaves in one write (printf is a builtin: no process is started), which
+    # the records of the per-URL fallback's parallel curls cannot interleave with.
+    _line="AUD1 $AUDITOR_NONCE$AUDITOR_TAB$1"
     shift
     for _f in "$@"; do
-        # The separator inside a field would split it in two: it becomes a space.
-        while :; do
-            case "$_f" in
-                *"$AUDITOR_SEP"*) _f="${_f%%"$AUDITOR_SEP"*} ${_f#*"$AUDITOR_SEP"}" ;;
-                *) break ;;
-            esac
-        done
         if [ ${#_f} -gt 400 ]; then
             # shellcheck disable=SC2295 # the 400 '?' are meant as a pattern
-            _rest=${_f#$AUDITOR_Q400}
-            _f=${_f%"$_rest"}
+            _er=${_f#$AUDITOR_Q400}
+            _f=${_f%"$_er"}
         fi
-        _line="$_line$AUDITOR_SEP$_f"
+        while :; do
+            case "$_f" in
+                *[[:cntrl:]]*) ;;
+                *) break ;;
+            esac
+            _eh=${_f%%[[:cntrl:]]*}
+            _er=${_f#*[[:cntrl:]]}
+            _c=${_f#"$_eh"}
+            _c=${_c%"$_er"}
+            case "$_c" in
+                "$AUDITOR_TAB" | "$AUDITOR_NL") _f="$_eh $_er" ;;
+                *) _f=$_eh$_er ;;
+            esac
+        done
+        _line="$_line$AUDITOR_TAB$_f"
     done
-    printf '%s' "$_line" | tr -d '\000\002-\010\013-\037\177' | tr '\t\n\001' '  \t' \
-        | cut -c1-4000
+    if [ ${#_line} -gt 4000 ]; then
+        # shellcheck disable=SC2295 # the 4000 '?' are meant as a pattern
+        _er=${_line#$AUDITOR_Q4000}
+        _line=${_line%"$_er"}
+    fi
+    printf '%s\n' "$_line"
 }
 
 # Sets _last to the rest of the last line of $1 that starts with $2 (empty if none).
@@ -113,10 +138,19 @@ auditor_agent_package() {
     _o2=""
     if command -v dpkg-query >/dev/null 2>&1; then
         _m1=dpkg
-        # shellcheck disable=SC2016 # ${Status} is dpkg-query's format, not the shell's
-        _o1=$(LC_ALL=C dpkg-query -W -f '${Status}|${Version}' qualys-cloud-agent 2>/dev/null)
-        _r1=$?
-        case "$_r1:$_o1" in 0:*" installed|"*) _installed=1 ;; esac
+        # dpkg keeps a file list for every package it has unpacked (plain, or with its
+        # architecture for a multi-arch one): without one, dpkg-query (which reads the whole
+        # status database, the costliest step of the probe) could only answer "no packages
+        # found" (exit 1), so that is the answer, without starting it.
+        set -- /var/lib/dpkg/info/qualys-cloud-agent.list /var/lib/dpkg/info/qualys-cloud-agent:*.list
+        if [ -d /var/lib/dpkg/info ] && [ ! -e "$1" ] && [ ! -e "$2" ] && [ -z "${DPKG_ADMINDIR:-}" ]; then
+            _r1=1
+        else
+            # shellcheck disable=SC2016 # ${Status} is dpkg-query's format, not the shell's
+            _o1=$(LC_ALL=C dpkg-query -W -f '${Status}|${Version}' qualys-cloud-agent 2>/dev/null)
+            _r1=$?
+            case "$_r1:$_o1" in 0:*" installed|"*) _installed=1 ;; esac
+        fi
     fi
     if [ "$_installed" = 0 ] && command -v rpm >/dev/null 2>&1; then
         _m2=rpm
@@ -200,7 +234,11 @@ auditor_agent_first_proxy() {
 #   A mgr1 status1 answer1 mgr2 status2 answer2 svc_how svc_state ca path conf_files
 auditor_agent() {
     auditor_agent_package
-    auditor_agent_service
+    # Whether the daemon runs matters only where the package is installed (the auditor reads
+    # it for no other host): elsewhere neither systemctl nor a walk over /proc is paid for.
+    _svc_how=""
+    _svc_state=""
+    [ "$_installed" = 0 ] || auditor_agent_service
     _p=""
     _confs=""
     for _file in $AUDITOR_AGENT_FILES; do
@@ -457,8 +495,39 @@ auditor_proxies() {
     done
 }
 
+# The curl version in _ver ("curl 7.88.1") from $1, the first line of `curl --version`;
+# AUDITOR_CERTS=1 for 7.88 and later, which name a
+# certificate's issuer in a structured field.
+auditor_curl_version() {
+    # "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/..." -> "curl 7.88.1"
+    _ver=${1%%"$AUDITOR_NL"*}
+    case "$_ver" in *" "*)
+        _rest=${_ver#* }
+        _ver="${_ver%%" $_rest"} ${_rest%% *}"
+        ;;
+    esac
+    _v=${_ver#curl }
+    _maj=${_v%%.*}
+    _min=${_v#*.}
+    _min=${_min%%.*}
+    case "$_maj.$_min" in
+        *[!0-9.]* | .* | *.) ;;
+        *)
+            if [ "$_maj" -gt 7 ] || { [ "$_maj" -eq 7 ] && [ "$_min" -ge 88 ]; }; then
+                AUDITOR_CERTS=1
+            fi
+            ;;
+    esac
+    AUDITOR_CURL_VER=$_ver
+}
+
 auditor_facts() {
-    _host=$(hostname 2>/dev/null || uname -n 2>/dev/null || cat /proc/sys/kernel/hostname)
+    # The kernel's node name, as hostname(1) prints it, read without starting hostname.
+    _host=""
+    if [ -r /proc/sys/kernel/hostname ]; then
+        IFS= read -r _host </proc/sys/kernel/hostname || :
+    fi
+    [ -n "$_host" ] || _host=$(hostname 2>/dev/null || uname -n 2>/dev/null)
     _os=""
     if [ -r /etc/os-release ]; then
         while IFS= read -r _l || [ -n "$_l" ]; do
@@ -472,35 +541,254 @@ auditor_facts() {
         _os=${_os%[\"\']}
     fi
     [ -n "$_os" ] || _os=$(uname -sr 2>/dev/null)
+}
+
+auditor_emit_facts() {
     case "$AUDITOR_TOOL" in
         curl)
-            # "curl 7.88.1 (x86_64-pc-linux-gnu) libcurl/..." -> "curl 7.88.1"
-            _ver=$(curl --version 2>/dev/null)
-            _ver=${_ver%%"$AUDITOR_NL"*}
-            case "$_ver" in *" "*)
-                _rest=${_ver#* }
-                _ver="${_ver%%" $_rest"} ${_rest%% *}"
-                ;;
-            esac
-            # curl 7.88 and later name a certificate's issuer in a structured field.
-            _v=${_ver#curl }
-            _maj=${_v%%.*}
-            _min=${_v#*.}
-            _min=${_min%%.*}
-            case "$_maj.$_min" in
-                *[!0-9.]* | .* | *.) ;;
-                *)
-                    if [ "$_maj" -gt 7 ] || { [ "$_maj" -eq 7 ] && [ "$_min" -ge 88 ]; }; then
-                        AUDITOR_CERTS=1
-                    fi
-                    ;;
-            esac
+            if [ -z "$AUDITOR_CURL_VER" ]; then
+                auditor_curl_version "$(curl --version 2>/dev/null)"
+            fi
+            _ver=$AUDITOR_CURL_VER
             ;;
         wget) _ver=$(wget --version 2>/dev/null | head -n 1) ;;
         python) _ver=$(python3 --version 2>&1) ;;
         *) _ver="" ;;
     esac
     auditor_emit H "$_host" "$_os" "$AUDITOR_TOOL" "$_ver"
+}
+
+# --- Every URL in one curl process ----------------------------------------------------------
+# One line per transfer: which URL of the command line (urlnum), then what the per-URL path
+# reads (exit code, status, CONNECT status, address, timings, curl's error message: the same
+# text it prints as "curl: (N) text"). Not %{json}: it makes curl collect and print every
+# certificate of the chain, a cost on every host for a version string.
+AUDITOR_WPAR='\nAUDW %{urlnum}|%{exitcode}|%{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}|%{errormsg}\n'
+
+# Fetches the targets in $2 ("idx url" lines, at most AUDITOR_TRANSFERS) in one curl process,
+# with the options after them, and sets ${1}idx to "exit|http|connect|ip|dns|conn|tls|total|
+# error" for every target curl reported. --create-file-mode is new in curl 7.75, as are the
+# urlnum, exitcode and errormsg fields: an older curl refuses the command line before any
+# request is made, and reports nothing. (It applies to files a transfer creates remotely,
+# which an HTTP GET never does.)
+auditor_batch() {
+    _prefix=$1
+    _br=$2
+    shift 2
+    _k=0
+    while [ -n "$_br" ]; do
+        _be=${_br%%"$AUDITOR_NL"*}
+        _br=${_br#*"$AUDITOR_NL"}
+        eval "_B_$_k=\${_be%% *}"
+        set -- "$@" -o /dev/null --url "${_be#* }"
+        _k=$((_k + 1))
+    done
+    # -q first: the login user's ~/.curlrc must not decide the verdict. All transfers start
+    # at once (--parallel-immediate, as many as there are URLs), so none waits for, or reuses,
+    # another's connection.
+    _bo=$(curl -q -s --parallel --parallel-immediate --parallel-max "$_k" \
+        --create-file-mode 0600 --globoff --connect-timeout "$AUDITOR_CT" \
+        --max-time "$AUDITOR_MT" -w "$AUDITOR_WPAR" "$@" 2>/dev/null)
+    while [ -n "$_bo" ]; do
+        _bl=${_bo%%"$AUDITOR_NL"*}
+        case "$_bo" in
+            *"$AUDITOR_NL"*) _bo=${_bo#*"$AUDITOR_NL"} ;;
+            *) _bo="" ;;
+        esac
+        case "$_bl" in
+            "AUDW "*)
+                _bl=${_bl#AUDW }
+                _u=${_bl%%|*}
+                case "$_u" in '' | *[!0-9]*) continue ;; esac
+                if [ "${#_u}" -gt 3 ] || [ "$_u" -ge "$_k" ]; then
+                    continue
+                fi
+                _bi=""
+                eval "_bi=\$_B_$_u"
+                # The first line for a transfer counts.
+                eval "[ -z \"\${$_prefix$_bi+x}\" ]" || continue
+                eval "$_prefix$_bi=\${_bl#*|}"
+                ;;
+        esac
+    done
+}
+
+# auditor_batch $1 over every target in $2, AUDITOR_TRANSFERS at a time.
+auditor_batches() {
+    _entries=$2
+    while [ -n "$_entries" ]; do
+        _chunk=""
+        _bn=0
+        while [ -n "$_entries" ] && [ "$_bn" -lt "$AUDITOR_TRANSFERS" ]; do
+            _chunk="$_chunk${_entries%%"$AUDITOR_NL"*}$AUDITOR_NL"
+            _entries=${_entries#*"$AUDITOR_NL"}
+            _bn=$((_bn + 1))
+        done
+        auditor_batch "$1" "$_chunk"
+    done
+}
+
+# Did the request whose fields are $1 fail at the proxy itself: its name (5), its port (7),
+# or a connect to it that never completed (28 with a zero time_connect)? As
+# auditor_curl_at_proxy.
+auditor_fields_at_proxy() {
+    case "${1%%|*}" in
+        5 | 7) return 0 ;;
+        28)
+            _w=${1#*|*|*|*|*|}
+            _w=${_w%%|*}
+            case "${_w#0.}" in
+                *[!0]*) return 1 ;;
+                *) return 0 ;;
+            esac
+            ;;
+    esac
+    return 1
+}
+
+# Every target in _targets with one curl process per AUDITOR_TRANSFERS URLs; then, for each
+# URL, what the per-URL path does after its request: the agent's next proxy where the proxy
+# failed (all targets at one proxy go together), its CA bundle where the chain failed, the
+# issuer where TLS failed. A target curl reported nothing for goes the per-URL way (in the
+# background; the caller waits for it).
+auditor_curl_all() {
+    _todo=$_targets
+    _left=$AUDITOR_AGENT_REST
+    _tries=1
+    _ar=$_todo
+    while [ -n "$_ar" ]; do
+        _ae=${_ar%%"$AUDITOR_NL"*}
+        _ar=${_ar#*"$AUDITOR_NL"}
+        # The proxy the tool will use, as set: the parser masks its credentials.
+        auditor_env_proxy "${_ae#* }"
+        eval "_P_${_ae%% *}=\$_env_proxy"
+    done
+    while [ -n "$_todo" ]; do
+        auditor_batches _R_ "$_todo"
+        # The version, for the report and for the issuer look-up below.
+        [ -n "$AUDITOR_CURL_VER" ] || auditor_curl_version "$(curl --version 2>/dev/null)"
+        _next=""
+        _slow=""
+        _ar=$_todo
+        while [ -n "$_ar" ]; do
+            _ae=${_ar%%"$AUDITOR_NL"*}
+            _ar=${_ar#*"$AUDITOR_NL"}
+            _ai=${_ae%% *}
+            eval "_fields=\${_R_$_ai-}"
+            if [ -z "$_fields" ]; then
+                # Never reported: per URL (a later round keeps the earlier answer).
+                [ "$_todo" != "$_targets" ] || _slow="$_slow$_ae$AUDITOR_NL"
+                continue
+            fi
+            if [ -n "$_left" ] && [ "$_tries" -lt 5 ] && auditor_fields_at_proxy "$_fields"; then
+                _next="$_next$_ae$AUDITOR_NL"
+                unset "_R_$_ai"
+                eval "_O_$_ai=\$_fields"
+                continue
+            fi
+            case "$AUDITOR_TRUST_AGENT:${_fields%%|*}" in
+                1:35 | 1:60 | 1:77 | 1:83 | 1:90 | 1:91)
+                    # The agent trusts its proxy CA bundle as well as the system's CAs: a
+                    # chain the system refused gets a second look with the bundle (for the
+                    # origin, and for an HTTPS proxy). Only a success replaces the first answer.
+                    auditor_batch _S_ "$_ae$AUDITOR_NL" --cacert "$AUDITOR_AGENT_CA" \
+                        --proxy-cacert "$AUDITOR_AGENT_CA"
+                    _x=""
+                    eval "_x=\${_S_$_ai-}"
+                    unset "_S_$_ai"
+                    case "$_x" in "0|"*)
+                        _fields=$_x
+                        eval "_R_$_ai=\$_x"
+                        ;;
+                    esac
+                    ;;
+            esac
+            # The TLS failure codes: the same list as the auditor's classifier.
+            case "${_fields%%|*}" in
+                35 | 51 | 53 | 54 | 58 | 59 | 60 | 64 | 66 | 77 | 80 | 82 | 83 | 90 | 91)
+                    auditor_curl_issuer "${_ae#* }"
+                    eval "_I_$_ai=\$_issuer"
+                    ;;
+            esac
+        done
+        if [ -n "$_slow" ]; then
+            # This curl could not take them in one process (older than 7.75): one process
+            # per URL, as before.
+            auditor_per_url "$_slow"
+        fi
+        # The agent tries its proxies in order, the next when one cannot be used (up to five
+        # in all): so does the probe, for the targets that failed at the proxy, and the
+        # record names the proxy that answered.
+        _todo=""
+        while [ -n "$_next" ] && [ -n "$_left" ]; do
+            _p=${_left%%;*}
+            case "$_left" in
+                *";"*) _left=${_left#*;} ;;
+                *) _left="" ;;
+            esac
+            _p=${_p#"${_p%%[![:space:]]*}"}
+            _p=${_p%"${_p##*[![:space:]]}"}
+            [ -n "$_p" ] || continue
+            _tries=$((_tries + 1))
+            https_proxy=$_p
+            http_proxy=$_p
+            _ar=$_next
+            while [ -n "$_ar" ]; do
+                _ae=${_ar%%"$AUDITOR_NL"*}
+                _ar=${_ar#*"$AUDITOR_NL"}
+                eval "_P_${_ae%% *}=\$_p"
+            done
+            _todo=$_next
+        done
+        if [ -z "$_todo" ] && [ -n "$_next" ]; then
+            # No proxy left to try: the last answers stand.
+            _ar=$_next
+            while [ -n "$_ar" ]; do
+                _ae=${_ar%%"$AUDITOR_NL"*}
+                _ar=${_ar#*"$AUDITOR_NL"}
+                eval "_R_${_ae%% *}=\$_O_${_ae%% *}"
+            done
+        fi
+    done
+    _ar=$_targets
+    while [ -n "$_ar" ]; do
+        _ae=${_ar%%"$AUDITOR_NL"*}
+        _ar=${_ar#*"$AUDITOR_NL"}
+        _ai=${_ae%% *}
+        eval "_fields=\${_R_$_ai-}"
+        [ -n "$_fields" ] || continue
+        eval "_shown_proxy=\${_P_$_ai-} _issuer=\${_I_$_ai-}"
+        # curl's message may hold '|': it is everything after the eighth.
+        _err=${_fields#*|*|*|*|*|*|*|*|}
+        _old_ifs=$IFS
+        IFS='|'
+        # shellcheck disable=SC2086 # splitting the fields on '|' is intended
+        set -- ${_fields%"|$_err"}
+        IFS=$_old_ifs
+        auditor_emit T "$_ai" curl "${1:-}" "${2:-000}" "${3:-000}" "${4:-}" "${5:-}" "${6:-}" \
+            "${7:-}" "${8:-}" "$_shown_proxy" "$_issuer" "$_err"
+    done
+}
+
+# One process per URL (curl older than 7.75, wget, python3): up to AUDITOR_PARALLEL at once,
+# each in the background. POSIX sh cannot wait for "any" child, so a full set waits for its
+# oldest member, which started first and so is the likeliest to end first. The caller waits
+# for the rest ($_running).
+auditor_per_url() {
+    _pr=$1
+    while [ -n "$_pr" ]; do
+        _pe=${_pr%%"$AUDITOR_NL"*}
+        _pr=${_pr#*"$AUDITOR_NL"}
+        if [ "$_nrun" -ge "$AUDITOR_PARALLEL" ]; then
+            _oldest=${_running%% *}
+            _running=${_running#* }
+            wait "$_oldest"
+            _nrun=$((_nrun - 1))
+        fi
+        auditor_one "${_pe%% *}" "${_pe#* }" &
+        _running="$_running$! "
+        _nrun=$((_nrun + 1))
+    done
 }
 
 # When the auditor gives up on this host (deadline, Ctrl-C) it signals the session: end every
@@ -522,10 +810,13 @@ auditor_main() {
             "connect_timeout "*) AUDITOR_CT=${_line#connect_timeout } ;;
             "max_time "*) AUDITOR_MT=${_line#max_time } ;;
             "agent_proxy "*) AUDITOR_AGENT_PROXY=${_line#agent_proxy } ;;
+            "per_url 1") AUDITOR_ONE_PROCESS=0 ;;
             "target "*)
+                _entry=${_line#target }
+                # The index names shell variables: digits only.
+                case "${_entry%% *}" in '' | *[!0-9]*) continue ;; esac
                 _count=$((_count + 1))
-                _targets="$_targets${_line#target }
-"
+                _targets="$_targets$_entry$AUDITOR_NL"
                 ;;
         esac
     done
@@ -555,29 +846,18 @@ auditor_main() {
         done
     ) &
     _watchdog=$!
-    # Up to AUDITOR_PARALLEL URLs at once: the host's wall time is about the slowest URL of
-    # each wave, not the sum. POSIX sh cannot wait for "any" child, so a full set waits for
-    # its oldest member, which started first and so is the likeliest to end first.
     _running=""
-    _n=0
-    _rest=$_targets
-    while [ -n "$_rest" ]; do
-        _entry=${_rest%%
-*}
-        _rest=${_rest#*
-}
-        if [ "$_n" -ge "$AUDITOR_PARALLEL" ]; then
-            _oldest=${_running%% *}
-            _running=${_running#* }
-            wait "$_oldest"
-            _n=$((_n - 1))
-        fi
-        auditor_one "${_entry%% *}" "${_entry#* }" &
-        _running="$_running$! "
-        _n=$((_n + 1))
-    done
+    _nrun=0
+    if [ "$AUDITOR_TOOL" = curl ] && [ "$AUDITOR_ONE_PROCESS" = 1 ]; then
+        auditor_curl_all
+    else
+        [ "$AUDITOR_TOOL" != curl ] || auditor_curl_version "$(curl --version 2>/dev/null)"
+        auditor_per_url "$_targets"
+    fi
+    auditor_emit_facts
+    # Never a bare `wait`: it would wait for the watchdog too.
     # shellcheck disable=SC2086 # one PID per word
-    wait $_running
+    [ -z "$_running" ] || wait $_running
     kill "$_watchdog" 2>/dev/null
     auditor_emit D "$_count"
 }

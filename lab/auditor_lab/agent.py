@@ -8,6 +8,9 @@ and no other host or process of the machine sees either.
 - /var/lib/dpkg/status: `ip netns exec` gives sshd a mount namespace of its own; a bind mount
   made there, before sshd starts, replaces the status file with the host's copy (the
   machine's entries plus a `qualys-cloud-agent` one) for that sshd and its sessions only.
+- /var/lib/dpkg/info: dpkg keeps a file list there for every package it unpacked, and the
+  probe asks dpkg-query only where one exists; a read-only overlay adds the agent's list to
+  the machine's folder, again in sshd's own mount namespace.
 
 - /etc/qualys/cloud-agent/cert/ca-bundle.crt (the agent's proxy CA bundle, for a host with
   `agent_ca`): /etc/netns/NAME/qualys, mounted over /etc/qualys the same way. `ip netns exec`
@@ -27,6 +30,7 @@ from auditor_lab import netns
 from auditor_lab.spec import HostSpec
 
 DPKG_STATUS = Path("/var/lib/dpkg/status")
+DPKG_INFO = Path("/var/lib/dpkg/info")
 ETC_DEFAULT = Path("/etc/default")
 ETC_QUALYS = Path("/etc/qualys")
 AGENT_FILE = "qualys-cloud-agent"
@@ -97,6 +101,10 @@ def write_agent_files(host: HostSpec, host_dir: Path, ca_pem: Path) -> None:
     )
     entry = dpkg_entry(host.agent_version) if host.agent_version else ""
     (host_dir / "dpkg-status").write_text(base.rstrip("\n") + "\n\n" + entry)
+    if host.agent_version:
+        info = host_dir / "dpkg-info"
+        info.mkdir(exist_ok=True)
+        (info / f"{AGENT_FILE}.list").write_text("/usr/local/qualys/cloud-agent\n")
 
 
 def sshd_argv(host: HostSpec, host_dir: Path, sshd_argv: list[str]) -> list[str]:
@@ -104,5 +112,18 @@ def sshd_argv(host: HostSpec, host_dir: Path, sshd_argv: list[str]) -> list[str]
     mount namespace) when the host has the agent."""
     if not has_agent(host) or not DPKG_STATUS.is_file():
         return sshd_argv
-    script = 'mount --bind "$0" /var/lib/dpkg/status && exec "$@"'
-    return ["sh", "-c", script, str(host_dir / "dpkg-status"), *sshd_argv]
+    if not host.agent_version or not DPKG_INFO.is_dir():
+        script = 'mount --bind "$0" /var/lib/dpkg/status && exec "$@"'
+        return ["sh", "-c", script, str(host_dir / "dpkg-status"), *sshd_argv]
+    script = (
+        'mount --bind "$0" /var/lib/dpkg/status && mount -t overlay overlay '
+        '-o "lowerdir=$1:/var/lib/dpkg/info" /var/lib/dpkg/info && shift && exec "$@"'
+    )
+    return [
+        "sh",
+        "-c",
+        script,
+        str(host_dir / "dpkg-status"),
+        str(host_dir / "dpkg-info"),
+        *sshd_argv,
+    ]

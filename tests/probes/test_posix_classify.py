@@ -177,3 +177,44 @@ def test_an_expected_non_200_status_is_reachable() -> None:
 def test_wget_messages_map_onto_the_taxonomy(err: str, http: int | None, outcome: Outcome) -> None:
     exit_code = 8 if http else (5 if "certificate" in err else 4)
     assert verdict("wget", exit_code, http, None, err, "", "", TARGET)[0] is outcome
+
+
+def _t(index: object, exit_code: str = "0", http: str = "200") -> str:
+    return f"AUD1 {NONCE}\tT\t{index}\tcurl\t{exit_code}\t{http}\t000\t10.0.0.1\t0.1\t0.2\t0.3\t0.4\t\t\t"
+
+
+def test_a_host_reporting_a_target_twice_gets_an_error_for_it_not_either_record() -> None:
+    """A host may print records it was not asked for, twice for one target, or none: the
+    doubled target is an error (which record would be true?), the others stand, and records
+    for targets that were not asked for are ignored."""
+    targets = [TARGET, Target(url="https://example.invalid/x", name="second"), TARGET]
+    out = "\n".join(
+        [
+            _t(0),
+            _t(1, "7", "000"),
+            _t(1),  # the same target again, now "reachable"
+            _t(3),  # not asked for
+            _t(99999999),  # an index no target has, and too long to be one
+            _t("-1"),
+            _t("x"),
+            f"AUD1 {NONCE}\tD\t3",
+        ]
+    ).encode()
+    first, second, third = parse_posix(RawOutput(out, b"", 0), targets, NONCE).observations
+    assert first.outcome is Outcome.REACHABLE
+    assert second.outcome is Outcome.ERROR and "more than one record" in second.detail
+    assert third.outcome is Outcome.ERROR and "no record" in third.detail
+
+
+def test_short_long_and_garbled_records_never_crash_the_parser() -> None:
+    targets = [TARGET]
+    for record in [
+        f"AUD1 {NONCE}\tT",
+        f"AUD1 {NONCE}\tT\t0",
+        _t(0) + "\textra",
+        f"AUD1 {NONCE}\tT\t0\tcurl\t{'9' * 5000}\t\x00\t\t\t\t\t\t\t\t\t",
+        f"AUD1 {NONCE}\tT\t0\tcurl\tNaN\tinf\t-1\t;rm\t1e999\t-0\tnan\t\t\t\t",
+    ]:
+        out = f"AUD1 {NONCE}\tH\th\tos\tcurl\t7\n{record}\n".encode() + b"\xff\xfe"
+        (obs,) = parse_posix(RawOutput(out, b"", 0), targets, NONCE).observations
+        assert len(obs.detail) <= 1000 and "\x00" not in obs.detail

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -215,3 +216,121 @@ def test_curl_tls_codes_54_and_64_get_the_issuer_look_up(
     ((outcome, detail, tool),) = _audit([target], ProbeSettings(connect_timeout=2, max_time=2))
     assert (outcome, tool) == (Outcome.TLS_FAILURE, "curl")
     assert detail.startswith("TLS setup failed (issuer: ") and "Contoso SSL Inspection CA" in detail
+
+
+# --- one curl process for every URL, and the per-URL path it falls back to ----------------
+
+
+def _observations(targets: list[Target], settings: ProbeSettings) -> list[tuple[object, ...]]:
+    """What the classifier saw for each target, with the milliseconds curl's messages
+    quote (different on every run) left out."""
+    raw = asyncio.run(LocalTransport().run_job(HOST, build_posix_job(targets, settings), 30))
+    result = parse_posix(raw, targets, settings.nonce)
+    assert result.facts["tool_version"].startswith("curl 7.") or result.facts[
+        "tool_version"
+    ].startswith("curl 8.")
+    return [
+        (
+            o.outcome,
+            re.sub(r"\d+ (ms|milliseconds)", r"N \1", o.detail),
+            o.http_status,
+            o.exit_code,
+            o.tool,
+            o.tls_issuer,
+            o.proxy,
+            o.at_proxy,
+            o.remote_ip,
+            o.time_total is not None,
+        )
+        for o in result.observations
+    ]
+
+
+def _curl_wrapper(tmp: Path, log: Path, refuse: str = "") -> str:
+    """A PATH whose curl logs each run to `log` and then runs the real curl; with `refuse`,
+    it answers as a curl that does not know that option (exit 2, no request made)."""
+    real = shutil.which("curl")
+    assert real is not None
+    bin_dir = tmp / "wrapped"
+    bin_dir.mkdir(exist_ok=True)
+    wrapper = bin_dir / "curl"
+    refusal = (
+        f'for a in "$@"; do [ "$a" = "{refuse}" ] && '
+        f'{{ echo "curl: option {refuse}: is unknown" >&2; exit 2; }}; done\n'
+        if refuse
+        else ""
+    )
+    wrapper.write_text(f'#!/bin/sh\necho run >> "{log}"\n{refusal}exec {real} "$@"\n')
+    wrapper.chmod(0o755)
+    return f"{bin_dir}:{os.environ['PATH']}"
+
+
+def test_one_curl_process_fetches_every_url(
+    servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Four URLs (no TLS failure, so no issuer look-up): one curl process for them all, and
+    one for the version."""
+    log = tmp_path / "runs"
+    monkeypatch.setenv("PATH", _curl_wrapper(tmp_path, log))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(servers.ca_bundle))
+    targets = [t for t in _targets(servers) if t.name != "tls"]
+    got = _observations(targets, ProbeSettings(connect_timeout=2, max_time=2))
+    assert [g[0] for g in got] == [
+        Outcome.REACHABLE,
+        Outcome.HTTP_ERROR,
+        Outcome.TIMEOUT,
+        Outcome.REFUSED,
+    ]
+    assert log.read_text().count("run") == 2
+
+
+def test_the_one_process_and_per_url_paths_see_the_same_facts(
+    servers: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(servers.ca_bundle))
+    targets = _targets(servers)
+    one = _observations(targets, ProbeSettings(connect_timeout=2, max_time=2))
+    per_url = _observations(targets, ProbeSettings(connect_timeout=2, max_time=2, per_url=True))
+    assert one == per_url
+    assert "Contoso SSL Inspection CA" in str(one[2][5])
+
+
+@pytest.mark.parametrize(
+    "refused",
+    # curl before 7.66 has no --parallel; 7.66 to 7.74 lack what the one-process path reads.
+    ["--parallel", "--create-file-mode"],
+)
+def test_an_older_curl_takes_the_per_url_path_with_the_same_facts(
+    refused: str, servers: Loopback, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(servers.ca_bundle))
+    targets = _targets(servers)
+    expected = _observations(targets, ProbeSettings(connect_timeout=2, max_time=2, per_url=True))
+    log = tmp_path / "runs"
+    monkeypatch.setenv("PATH", _curl_wrapper(tmp_path, log, refuse=refused))
+    assert _observations(targets, ProbeSettings(connect_timeout=2, max_time=2)) == expected
+    # The refused command line, the version, one process per URL and the TLS issuer look-up.
+    assert log.read_text().count("run") == 1 + 1 + len(targets) + 1
+
+
+def test_a_shared_proxy_for_http_and_https_is_shown_per_url_on_both_paths(
+    servers: Loopback, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The proxy each URL's record names follows its scheme, on the one-process path too."""
+    monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{servers.proxy_port}")
+    monkeypatch.delenv("http_proxy", raising=False)
+    monkeypatch.delenv("all_proxy", raising=False)
+    monkeypatch.delenv("ALL_PROXY", raising=False)
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(servers.ca_bundle))
+    targets = [
+        Target(url=f"https://localhost:{servers.https_port}/status", name="ok"),
+        Target(url=f"http://127.0.0.1:{servers.http_port}/fail", name="503"),
+    ]
+    one = _observations(targets, ProbeSettings(connect_timeout=2, max_time=2))
+    per_url = _observations(targets, ProbeSettings(connect_timeout=2, max_time=2, per_url=True))
+    assert one == per_url
+    assert (one[0][0], one[0][6]) == (
+        Outcome.PROXY_DENIED,
+        f"http://127.0.0.1:{servers.proxy_port}",
+    )
+    assert (one[1][0], one[1][6]) == (Outcome.HTTP_ERROR, "")

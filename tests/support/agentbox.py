@@ -2,7 +2,8 @@
 
 The probe's shell runs in its own mount namespace where /etc is an overlay (the agent's
 configuration files, CA bundle) and the package database's status file is replaced by one
-holding a `qualys-cloud-agent` entry: the real dpkg-query, the real files, nothing changed
+holding a `qualys-cloud-agent` entry, with the file list dpkg keeps for every package it
+unpacked added to its info folder: the real dpkg-query, the real files, nothing changed
 outside that namespace. Needs root and unshare.
 """
 
@@ -14,6 +15,7 @@ import shutil
 from pathlib import Path
 
 DPKG_STATUS = Path("/var/lib/dpkg/status")
+DPKG_INFO = Path("/var/lib/dpkg/info")
 
 
 def available() -> bool:
@@ -57,8 +59,14 @@ def agent_box(
     status = tmp / "dpkg-status"
     text = DPKG_STATUS.read_text(encoding="utf-8", errors="replace")
     status.write_text(text.rstrip("\n") + "\n\n" + (dpkg_entry(version) if version else ""))
-    inner = (
-        f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc"
-        f" && mount --bind {status} {DPKG_STATUS} && exec /bin/sh -s"
-    )
+    mounts = [
+        f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc",
+        f"mount --bind {status} {DPKG_STATUS}",
+    ]
+    if version:
+        info = tmp / "dpkg-info"
+        info.mkdir()
+        (info / "qualys-cloud-agent.list").write_text("/usr/local/qualys/cloud-agent\n")
+        mounts.append(f"mount -t overlay overlay -o lowerdir={info}:{DPKG_INFO} {DPKG_INFO}")
+    inner = " && ".join([*mounts, "exec /bin/sh -s"])
     return f"unshare -m --propagation private /bin/sh -c {shlex.quote(inner)}"
