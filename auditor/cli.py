@@ -477,6 +477,20 @@ def broker_options(func: Any) -> Any:
     help="With --broker: a host no runner of its site took within S seconds is not audited "
     "[default: 60].",
 )
+@click.option(
+    "--broker-timeout",
+    type=click.FloatRange(1, 86400),
+    default=60.0,
+    metavar="S",
+    help="With --broker: end the run when the broker has been unreachable for S seconds "
+    "(exit 2; the reports hold what finished, the rest is not audited) [default: 60].",
+)
+@click.option(
+    "--progress-by-site",
+    is_flag=True,
+    help="With --broker: show progress per site (hosts done of each site's total, its "
+    "runners) instead of one line for the fleet.",
+)
 @click.version_option(__version__, prog_name="audit")
 @click.pass_context
 def audit_main(ctx: click.Context, /, **kw: Any) -> None:
@@ -495,17 +509,26 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
 
     _route_warnings()
     broker = {name: kw.pop(name) for name in BROKER_PARAMS}
-    queue_timeout = kw.pop("queue_timeout")
+    site_flags = ("queue_timeout", "broker_timeout", "progress_by_site")
+    queue_timeout, broker_timeout, by_site = (kw.pop(name) for name in site_flags)
     try:
         settings = _settings(ctx, kw)
         if broker["broker"] is not None:
             from auditor.coordinator import SiteRun, run_through_broker
 
-            site_run = SiteRun(_broker(broker), settings, queue_timeout)
+            site_run = SiteRun(
+                _broker(broker),
+                settings,
+                queue_timeout,
+                broker_outage=broker_timeout,
+                progress_by_site=by_site,
+            )
             status = run_through_broker(settings, site_run, warn)
         else:
-            if ctx.get_parameter_source("queue_timeout") is ParameterSource.COMMANDLINE:
-                raise InputError("--queue-timeout needs --broker")
+            for name in site_flags:
+                if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                    flag = "--" + name.replace("_", "-")
+                    raise InputError(f"{flag} needs --broker")
             status = audit_from_settings(settings, warn)
     except AuditorError as exc:
         _fail(str(exc))

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from auditor import __version__
 from auditor.audit import AuditConfig, RunSink, _run_secrets, _scrubber, without_secrets
 from auditor.broker import (
+    SOCKET_TIMEOUT,
     TASK_NAME,
     BrokerError,
     BrokerSettings,
@@ -67,6 +68,15 @@ class SiteRun:
     settings: Settings
     queue_timeout: float = QUEUE_TIMEOUT
     broker_outage: float = BROKER_OUTAGE
+    """Seconds the broker may stay unreachable before the run ends (`--broker-timeout`)."""
+    progress_by_site: bool = False
+
+    @property
+    def call_timeout(self) -> float:
+        """How long one call to the broker may take: never much more than the outage the run
+        tolerates (a stopped broker hangs a call rather than refusing it), and longer than
+        the wait for the next event."""
+        return max(TICK + 2.0, min(SOCKET_TIMEOUT, self.broker_outage))
 
 
 class _Coordinator:
@@ -82,9 +92,13 @@ class _Coordinator:
         self.record_result = record
         self.stop = stop
         self.run_id = secrets.token_hex(8)
-        self.client: redis.Redis = redis_client(site_run.broker)
+        # One try per call: the run loop tries again, and counts how long the broker has
+        # been away (the client's own retries would hide it for minutes).
+        self.client: redis.Redis = redis_client(
+            site_run.broker, retry=False, timeout=site_run.call_timeout
+        )
         self.ledger = Ledger(self.client, self.run_id)
-        self.app: Celery = celery_app(site_run.broker)
+        self.app: Celery = celery_app(site_run.broker, timeout=site_run.call_timeout)
         self.hosts = {h.name: h for h in config.hosts if not h.skip}
         self.site = {name: site_of(h) for name, h in self.hosts.items()}
         self.done: dict[str, HostResult] = {}
@@ -93,6 +107,8 @@ class _Coordinator:
         self.site_seen: dict[str, float] = {}
         self.runners_seen: dict[str, None] = {}
         self.error: BrokerError | None = None
+        self.cause = ""
+        """What the broker's client last said, for the run's error line (not the hosts')."""
 
     # -- sending -----------------------------------------------------------------------
 
@@ -194,7 +210,12 @@ class _Coordinator:
         from kombu.exceptions import OperationalError
 
         check_broker(self.site_run.broker)
-        self.ledger.create(self.site)
+        try:
+            self.ledger.create(self.site)
+        except (redis_lib.RedisError, OSError) as exc:
+            raise BrokerError(
+                f"broker {self.site_run.broker.url}: cannot start the run: {self._said(exc)}"
+            ) from None
         self.outbox.update(dict.fromkeys(self.hosts, 1))
         last_look = 0.0
         outage_since: float | None = None
@@ -225,8 +246,9 @@ class _Coordinator:
                 if now - outage_since >= self.site_run.broker_outage:
                     self.error = BrokerError(
                         f"broker {self.site_run.broker.url} unreachable for "
-                        f"{self.site_run.broker_outage:g} s: {exc}"
+                        f"{self.site_run.broker_outage:g} s"
                     )
+                    self.cause = self._said(exc)
                     break
                 # Back off without spinning while the broker is away.
                 self.stop.wait(0.5)
@@ -234,6 +256,14 @@ class _Coordinator:
                 self.error = exc
                 break
         self._finish()
+
+    def _said(self, exc: BaseException) -> str:
+        """An error of the broker's client as one short line, the broker password masked."""
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        password = self.site_run.broker.password
+        if password is not None and password.reveal():
+            text = text.replace(password.reveal(), "********")
+        return text
 
     def _finish(self) -> None:
         """Close the ledger, keep every result it holds, and account for the rest."""
@@ -331,7 +361,7 @@ def execute_sites(
     for sink in sinks:
         sink.end(run)
     if coordinator.error is not None:
-        raise SiteRunError(coordinator.error, run)
+        raise SiteRunError(coordinator.error, run, coordinator.cause)
     return run, (caught[0] if caught else None)
 
 
@@ -339,9 +369,10 @@ class SiteRunError(BrokerError):
     """The broker failed mid-run; `run` holds every host (what finished, the rest not
     audited), already in results.jsonl."""
 
-    def __init__(self, error: BrokerError, run: AuditRun) -> None:
+    def __init__(self, error: BrokerError, run: AuditRun, cause: str = "") -> None:
         super().__init__(str(error))
         self.run = run
+        self.cause = cause
 
 
 __all__ = ["QUEUE_TIMEOUT", "SiteRun", "SiteRunError", "execute_sites"]
@@ -374,5 +405,9 @@ def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[st
 
     status = run_and_report(settings, config, through_broker, warn)
     if failures:
-        raise BrokerError(f"{failures[0]} (the reports hold what finished)")
+        failure = failures[0]
+        cause = f" ({failure.cause})" if failure.cause else ""
+        raise BrokerError(
+            f"{failure}{cause}; the run could not finish, the reports hold what finished"
+        )
     return status

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from auditor.audit import AuditConfig, prepare_transports, without_secrets
 from auditor.broker import (
     HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL,
     TASK_NAME,
     BrokerSettings,
     Holder,
@@ -99,6 +100,11 @@ class Runner:
         # name (two machines with the default host name) never vouch for each other.
         self.instance = f"{config.name}#{secrets.token_hex(4)}"
         self.client: redis.Redis = redis_client(config.broker)
+        # The heartbeat's own client tries once, briefly: a beat that cannot be sent is
+        # reported within seconds (the ledger's client retries patiently instead).
+        self.beat_client: redis.Redis = redis_client(
+            config.broker, retry=False, timeout=HEARTBEAT_TTL
+        )
         self._loop = asyncio.new_event_loop()
         self._stopped = threading.Event()
 
@@ -113,7 +119,7 @@ class Runner:
 
         while not self._stopped.is_set():
             try:
-                beat(self.client, self.config.site, self.instance)
+                beat(self.beat_client, self.config.site, self.instance)
             except (redis_lib.RedisError, OSError) as exc:
                 log.warning("heartbeat: broker unreachable: %s", exc)
             self._stopped.wait(HEARTBEAT_INTERVAL)

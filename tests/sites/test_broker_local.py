@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -540,3 +541,81 @@ def test_a_runner_without_host_key_checking_flags_every_ssh_host_it_audits(
         runner._loop.call_soon_threadsafe(runner._loop.stop)
     assert result.runner == "trusting-1"
     assert any("HOST KEY CHECKING WAS DISABLED on runner trusting-1" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_a_broker_that_stays_away_ends_the_run_with_one_clear_line_and_keeps_what_finished(
+    tmp_path: Path, workers: list[Worker], how: str
+) -> None:
+    # A broker of its own: this one is not coming back.
+    with redis_server(tmp_path / "redis") as gone:
+        workers.append(Worker(gone, tmp_path, "alpha", "alpha-1"))
+        out = tmp_path / "out"
+        coordinator = subprocess.Popen(
+            [
+                str(BIN / "audit"),
+                "-i",
+                str(_inventory(tmp_path)),
+                "--broker",
+                gone.url,
+                # Sites beta and default have no runner: their hosts are still waiting
+                # when the broker goes.
+                "--queue-timeout",
+                "600",
+                "--broker-timeout",
+                "3",
+                "--url",
+                f"http://127.0.0.1:{free_port()}/",
+                "-o",
+                str(out),
+            ],
+            env=environ(AUDITOR_BROKER_PASSWORD=gone.password),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def alpha_done() -> bool:
+            assert coordinator.poll() is None, coordinator.communicate()
+            return (out / "results.jsonl").exists() and {"a1", "a2"} <= set(_hosts(out))
+
+        _wait("alpha's hosts to finish", alpha_done)
+        os.kill(gone.pid, signal.SIGSTOP if how == "stopped" else signal.SIGKILL)
+        started = time.monotonic()
+        try:
+            _, stderr = coordinator.communicate(timeout=WAIT)
+        finally:
+            if coordinator.poll() is None:
+                coordinator.kill()
+        ended_after = time.monotonic() - started
+        for worker in workers:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+    assert coordinator.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert re.fullmatch(
+        rf"error: broker {re.escape(gone.url)} unreachable for 3 s \(.+\); the run could "
+        "not finish, the reports hold what finished",
+        errors[0],
+    ), errors
+    assert gone.password not in stderr
+    # Within the tolerance and a few network timeouts, not Redis's own minutes.
+    assert ended_after < 60, ended_after
+    hosts = _hosts(out)
+    assert sorted(hosts) == ["a1", "a2", "b1", "g1", "sw1"]
+    for name in ("a1", "a2"):
+        assert hosts[name]["runner"] == "alpha-1"
+        assert hosts[name]["observations"][0]["outcome"] == "refused"
+    # What had not finished is not audited (never counted as blocked), with the reason.
+    for name in ("b1", "g1"):
+        assert hosts[name]["host_outcome"] == "not_audited"
+        assert hosts[name]["detail"] == (
+            f"the run ended without this host's result: broker {gone.url} unreachable for 3 s"
+        )
+    report = json.loads((out / "report.json").read_text())
+    by_name = {h["host"]["name"]: h for h in report["hosts"]}
+    assert sorted(by_name) == sorted(hosts)
+    assert by_name["b1"]["host_outcome"] == "not_audited"
+    for path in out.iterdir():
+        assert gone.password.encode() not in path.read_bytes()
