@@ -19,13 +19,14 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from auditor import __version__
 from auditor.audit import AuditConfig, RunSink, _run_secrets, _scrubber, without_secrets
@@ -45,6 +46,7 @@ from auditor.outcomes import HostOutcome
 from auditor.results import ResultsWriter, result_from_dict, result_to_dict
 from auditor.settings import Settings
 from auditor.sites import HostTask, queue_name, site_of
+from auditor.textsafe import for_terminal
 
 if TYPE_CHECKING:
     import redis
@@ -86,7 +88,9 @@ class _Coordinator:
         site_run: SiteRun,
         record: Callable[[HostResult], None],
         stop: threading.Event,
+        watch: Callable[[Mapping[str, Sequence[str]]], None] | None = None,
     ) -> None:
+        self.watch = watch
         self.config = config
         self.site_run = site_run
         self.record_result = record
@@ -176,6 +180,8 @@ class _Coordinator:
         for site, names in live.items():
             if names:
                 self.site_seen[site] = now
+        if self.watch is not None:
+            self.watch(live)
         holders = self.ledger.holders()
         requeue: dict[str, int] = {}
         # A host held far past its own deadline is lost even if its runner still beats
@@ -298,6 +304,7 @@ def execute_sites(
     site_run: SiteRun,
     on_result: Callable[[HostResult], None] | None = None,
     sinks: Sequence[RunSink] = (),
+    watch: Callable[[Mapping[str, Sequence[str]]], None] | None = None,
 ) -> tuple[AuditRun, int | None]:
     """Run the audit through the broker; returns the run and the signal that interrupted it.
 
@@ -332,7 +339,7 @@ def execute_sites(
         if on_result is not None:
             on_result(result)
 
-    coordinator = _Coordinator(config, site_run, record, stop)
+    coordinator = _Coordinator(config, site_run, record, stop, watch)
     info = replace(info, run_id=coordinator.run_id)
     writer = ResultsWriter(config.out_dir / "results.jsonl", config.report_mode, config.out_dir_id)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -375,7 +382,7 @@ class SiteRunError(BrokerError):
         self.cause = cause
 
 
-__all__ = ["QUEUE_TIMEOUT", "SiteRun", "SiteRunError", "execute_sites"]
+__all__ = ["QUEUE_TIMEOUT", "SiteProgress", "SiteRun", "SiteRunError", "execute_sites"]
 
 
 def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[str], None]) -> int:
@@ -395,13 +402,28 @@ def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[st
     def through_broker(
         chosen: AuditConfig, on_result: Callable[[HostResult], None], sinks: Sequence[RunSink]
     ) -> tuple[AuditRun, int | None]:
+        by_site = None
+        if site_run.progress_by_site and not settings.report.quiet:
+            # A line per site, drawn above the fleet's line (which `on_result` draws).
+            by_site = SiteProgress({h.name: site_of(h) for h in chosen.hosts})
+            fleet = on_result
+
+            def on_result(result: HostResult) -> None:
+                by_site.update(result)
+                fleet(result)
+
         try:
-            return execute_sites(chosen, site_run, on_result, sinks)
+            return execute_sites(
+                chosen, site_run, on_result, sinks, None if by_site is None else by_site.live
+            )
         except SiteRunError as exc:
             # Every host is in the run (the missing ones not audited, with the reason): its
             # reports are written, then the failure is the run's error.
             failures.append(exc)
             return exc.run, None
+        finally:
+            if by_site is not None:
+                by_site.close()
 
     status = run_and_report(settings, config, through_broker, warn)
     if failures:
@@ -411,3 +433,141 @@ def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[st
             f"{failure}{cause}; the run could not finish, the reports hold what finished"
         )
     return status
+
+
+@dataclass
+class _SiteCount:
+    total: int
+    done: int = 0
+    ok: int = 0
+    blocked: int = 0
+    not_audited: int = 0
+    skipped: int = 0
+
+
+class SiteProgress:
+    """`audit --broker --progress-by-site`: one line per site, with the site's hosts done of
+    its total, how they came out, the runners that sent its results and how many of its
+    runners are alive.
+
+    On a terminal the lines are redrawn in place (at most every `interval` seconds); into a
+    pipe or a log, a site's line is written when its count changes, at most every
+    `log_interval` seconds per site, and always when the site is complete, so a log shows
+    each site's last state without a line per host."""
+
+    def __init__(
+        self,
+        site_of_host: Mapping[str, str],
+        stream: TextIO | None = None,
+        *,
+        interval: float = 0.2,
+        log_interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.site_of_host = dict(site_of_host)
+        self.stream: TextIO = sys.stderr if stream is None else stream
+        self.interval = interval
+        self.log_interval = log_interval
+        self.clock = clock
+        self.counts: dict[str, _SiteCount] = {}
+        for site in sorted(set(self.site_of_host.values())):
+            total = sum(1 for s in self.site_of_host.values() if s == site)
+            self.counts[site] = _SiteCount(total)
+        self.runners: dict[str, dict[str, None]] = {site: {} for site in self.counts}
+        self.alive: dict[str, int] = {}
+        self._lock = threading.RLock()  # results come from the run loop, draws too
+        self._drawn = 0
+        self._last_draw: float | None = None
+        self._logged: dict[str, tuple[float, int]] = {}
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            self.tty = False
+
+    def update(self, result: HostResult) -> None:
+        """Count one host's result under its site."""
+        from auditor.aggregate import fully_ready
+
+        with self._lock:
+            site = self.site_of_host.get(result.host.name, site_of(result.host))
+            count = self.counts.setdefault(site, _SiteCount(0))
+            count.done += 1
+            if isinstance(result, UnauditedHost) and result.skipped:
+                count.skipped += 1
+            elif isinstance(result, UnauditedHost):
+                count.not_audited += 1
+            elif fully_ready(result):
+                count.ok += 1
+            else:
+                count.blocked += 1
+            if result.runner:
+                self.runners.setdefault(site, {})[result.runner] = None
+            self._show(site)
+
+    def live(self, runners: Mapping[str, Sequence[str]]) -> None:
+        """The runners whose heartbeat is current, per site (as the coordinator saw them)."""
+        with self._lock:
+            for site, names in runners.items():
+                self.alive[site] = len(names)
+            self._show(None)
+
+    def line(self, site: str) -> str:
+        count = self.counts[site]
+        seen = ", ".join(self.runners.get(site, {})) or "none yet"
+        alive = self.alive.get(site)
+        live = "" if alive is None or count.done >= count.total else f" ({alive} alive)"
+        text = (
+            f"site {site}: {count.done}/{count.total} hosts  ok {count.ok}  blocked "
+            f"{count.blocked}  not audited {count.not_audited}  "
+            + (f"skipped {count.skipped}  " if count.skipped else "")
+            + f"runners {seen}{live}"
+        )
+        return for_terminal(text)
+
+    def _show(self, site: str | None, force: bool = False) -> None:
+        if self.tty:
+            self._redraw(force)
+        elif site is not None:
+            self._log(site, force)
+
+    def _redraw(self, force: bool) -> None:
+        now = self.clock()
+        done = all(c.done >= c.total for c in self.counts.values())
+        if not force and not done and self._last_draw is not None:
+            if now - self._last_draw < self.interval:
+                return
+        self._last_draw = now
+        # Back to the first line of the block, then each line rewritten in place; the fleet's
+        # own progress line (drawn with a carriage return) stays on the line below it.
+        out = f"\x1b[{self._drawn}F" if self._drawn else "\r\x1b[2K"
+        out += "".join(f"\x1b[2K{self.line(site)}\n" for site in self.counts)
+        self._drawn = len(self.counts)
+        self._write(out)
+
+    def _log(self, site: str, force: bool) -> None:
+        count = self.counts[site]
+        now = self.clock()
+        last = self._logged.get(site)
+        if last is not None and last[1] == count.done:
+            return
+        complete = count.done >= count.total
+        if not (force or complete or last is None or now - last[0] >= self.log_interval):
+            return
+        self._logged[site] = (now, count.done)
+        self._write(self.line(site) + "\n")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed terminal must not end the run
+
+    def close(self) -> None:
+        """Show every site's final state once more (a log gets each site's last line)."""
+        with self._lock:
+            if self.tty:
+                self._redraw(force=True)
+            else:
+                for site in self.counts:
+                    self._log(site, force=True)

@@ -118,11 +118,20 @@ def test_hosts_go_to_their_sites_runners_and_an_unserved_site_is_named(
         closed,
         "-o",
         str(out),
+        "--progress-by-site",
         env=environ(AUDITOR_BROKER_PASSWORD=broker.password),
         timeout=WAIT,
     )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+    # Into a pipe, each site's progress is a plain line, and its last state always shows.
+    lines = proc.stderr.splitlines()
+    for final in (
+        "site alpha: 2/2 hosts  ok 0  blocked 2  not audited 0  runners alpha-1",
+        "site beta: 1/1 hosts  ok 0  blocked 0  not audited 1  runners none yet",
+        "site default: 2/2 hosts  ok 0  blocked 1  not audited 0  skipped 1  runners default-1",
+    ):
+        assert final in lines, proc.stderr
     hosts = _hosts(out)
     assert sorted(hosts) == ["a1", "a2", "b1", "g1", "sw1"]
     # A host the auditor does not audit is never queued: skipped where it is decided.
@@ -190,6 +199,8 @@ def test_restarting_a_sites_runner_after_the_run_changes_nothing(
         (["--broker", "http://127.0.0.1:1/0"], {}, "must start with redis:// or rediss://"),
         (["--broker", "redis://127.0.0.1:1/zero"], {}, "database 'zero' is not a number"),
         (["--queue-timeout", "5"], {}, "--queue-timeout needs --broker"),
+        (["--broker-timeout", "5"], {}, "--broker-timeout needs --broker"),
+        (["--progress-by-site"], {}, "--progress-by-site needs --broker"),
     ],
 )
 def test_bad_broker_settings_are_one_line_errors(
@@ -619,3 +630,33 @@ def test_a_broker_that_stays_away_ends_the_run_with_one_clear_line_and_keeps_wha
     assert by_name["b1"]["host_outcome"] == "not_audited"
     for path in out.iterdir():
         assert gone.password.encode() not in path.read_bytes()
+
+
+def test_the_test_pause_point_is_refused_unless_it_names_an_owner_only_fifo(
+    tmp_path: Path,
+) -> None:
+    from auditor.worker import PAUSE_AFTER_RECORD_ENV
+
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    shared = tmp_path / "shared"
+    os.mkfifo(shared, 0o600)
+    shared.chmod(0o666)
+    for value in (str(plain), str(shared), str(tmp_path / "missing")):
+        runner = subprocess.run(
+            [
+                str(BIN / "auditor"),
+                "worker",
+                "--broker",
+                f"redis://127.0.0.1:{free_port()}/0",
+                "--site",
+                "alpha",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            env=environ(**{PAUSE_AFTER_RECORD_ENV: value}),
+        )
+        assert runner.returncode == 2, runner.stderr
+        assert PAUSE_AFTER_RECORD_ENV in runner.stderr
+        assert len(runner.stderr.strip().splitlines()) == 1, runner.stderr
