@@ -135,7 +135,7 @@ def broker_settings(
     )
 
 
-def celery_app(broker: BrokerSettings) -> Celery:
+def celery_app(broker: BrokerSettings, timeout: float = SOCKET_TIMEOUT) -> Celery:
     """A Celery app that speaks JSON only and acknowledges a task after it ran.
 
     `task_acks_late` + `task_reject_on_worker_lost`: a task whose runner dies goes back to
@@ -146,8 +146,8 @@ def celery_app(broker: BrokerSettings) -> Celery:
     app = Celery("auditor", broker=broker.celery_url(), set_as_current=False)
     transport: dict[str, Any] = {
         "visibility_timeout": VISIBILITY_TIMEOUT,
-        "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
     }
     app.conf.update(
         task_serializer="json",
@@ -173,9 +173,13 @@ def celery_app(broker: BrokerSettings) -> Celery:
     return app
 
 
-def redis_client(broker: BrokerSettings, retry: bool = True) -> redis.Redis:
+def redis_client(
+    broker: BrokerSettings, retry: bool = True, timeout: float = SOCKET_TIMEOUT
+) -> redis.Redis:
     """A client for the ledger and heartbeats. `retry=False`: one try only (for the login
-    check, which must fail fast: a refused password is not a network blip)."""
+    check, which must fail fast: a refused password is not a network blip; and for the
+    coordinator, whose own loop tries again and counts how long the broker has been away).
+    `timeout` bounds each network call."""
     import redis as redis_lib
     from redis.backoff import NoBackoff
     from redis.retry import Retry
@@ -185,8 +189,8 @@ def redis_client(broker: BrokerSettings, retry: bool = True) -> redis.Redis:
         "port": broker.port,
         "db": broker.db,
         "password": broker.password.reveal() if broker.password else None,
-        "socket_timeout": SOCKET_TIMEOUT,
-        "socket_connect_timeout": SOCKET_TIMEOUT,
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
         "decode_responses": True,
     }
     if not retry:

@@ -140,6 +140,110 @@ GATE_OPTIONS = [
     ),
 ]
 
+CONNECT_TIMEOUT_OPTION = click.option(
+    "--connect-timeout",
+    type=_range("connect_timeout"),
+    help=f"SSH/WinRM connect timeout in seconds [default: {SSHSettings.connect_timeout:g}].",
+)
+
+# How hosts are logged in to and trusted: defined once, taken by `audit` and by a site
+# runner (`auditor worker`, which holds the credentials of a site run), so the two cannot
+# drift apart.
+CREDENTIAL_OPTIONS = [
+    click.option("-u", "--user", metavar="USER", help="Default remote user (inventory wins)."),
+    click.option(
+        "--ssh-key",
+        "ssh_keys",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="SSH private key file (repeatable).",
+    ),
+    click.option(
+        "--known-hosts",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="known_hosts file [default: ~/.ssh/known_hosts].",
+    ),
+    click.option(
+        "--accept-new-host-keys",
+        is_flag=True,
+        help="Trust unknown host keys on first use and record them.",
+    ),
+    click.option(
+        "--password-on-new-keys",
+        is_flag=True,
+        help="With --accept-new-host-keys: also send the password to a host whose key is "
+        "seen for the first time (by default it gets key authentication only, and the "
+        "password once its key is recorded).",
+    ),
+    click.option(
+        "--no-host-key-check",
+        is_flag=True,
+        help="DANGEROUS: accept any host key (flagged in the report).",
+    ),
+    click.option(
+        "--jump-host",
+        metavar="[USER@]HOST[:PORT]",
+        help="SSH bastion for every SSH host (like ProxyJump).",
+    ),
+    click.option(
+        "--ssh-config",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="OpenSSH client config [default: ~/.ssh/config if present].",
+    ),
+    click.option(
+        "--ask-pass",
+        is_flag=True,
+        help="Prompt for the SSH/WinRM password (else AUDITOR_SSH_PASSWORD / "
+        "AUDITOR_WINRM_PASSWORD).",
+    ),
+    click.option(
+        "--password-file",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="Read the SSH/WinRM password from FILE (owner-only, like a key file).",
+    ),
+    click.option("--winrm-user", metavar="USER", help="WinRM user when the inventory has none."),
+    click.option(
+        "--winrm-transport",
+        type=click.Choice(WINRM_TRANSPORTS),
+        help="WinRM auth when the inventory has none [default: ntlm].",
+    ),
+    click.option(
+        "--winrm-powershell",
+        type=click.Choice(sorted(POWERSHELLS)),
+        help="PowerShell that runs the probe when the inventory's auditor_powershell says "
+        "none: powershell (Windows PowerShell 5.1) or pwsh (PowerShell 7) [default: powershell].",
+    ),
+    click.option(
+        "--winrm-allow-basic-http",
+        is_flag=True,
+        help="Allow Basic auth over plain HTTP (sends the password in clear).",
+    ),
+    click.option(
+        "--winrm-allow-insecure",
+        is_flag=True,
+        help="DANGEROUS: allow Basic or NTLM to hosts whose inventory turns TLS certificate "
+        "validation off (ansible_winrm_server_cert_validation=ignore); flagged per host in "
+        "the report.",
+    ),
+    click.option(
+        "--winrm-ca-bundle",
+        type=click.Path(path_type=Path),
+        metavar="FILE",
+        help="CA bundle for WinRM over HTTPS.",
+    ),
+]
+
+
+def credential_options(func: Any) -> Any:
+    for option in reversed(CREDENTIAL_OPTIONS):
+        func = option(func)
+    return func
+
+
 HISTORY_AUDIT_OPTIONS = [
     HISTORY_OPTION,
     click.option("--no-history", is_flag=True, help="Do not record this run in the history."),
@@ -237,11 +341,7 @@ AUDIT_OPTIONS = [
         help="Deadline per host in seconds: connect, probe and all URLs "
         f"[default: {_SCHEDULE.timeout:g}].",
     ),
-    click.option(
-        "--connect-timeout",
-        type=_range("connect_timeout"),
-        help=f"SSH/WinRM connect timeout in seconds [default: {SSHSettings.connect_timeout:g}].",
-    ),
+    CONNECT_TIMEOUT_OPTION,
     click.option(
         "--retries",
         type=_range("retries"),
@@ -272,91 +372,7 @@ AUDIT_OPTIONS = [
         help="Probe as the login session would, not through the Qualys agent's own proxy "
         "and CA bundle (the default on hosts with the agent).",
     ),
-    click.option("-u", "--user", metavar="USER", help="Default remote user (inventory wins)."),
-    click.option(
-        "--ssh-key",
-        "ssh_keys",
-        multiple=True,
-        type=click.Path(path_type=Path),
-        metavar="FILE",
-        help="SSH private key file (repeatable).",
-    ),
-    click.option(
-        "--known-hosts",
-        type=click.Path(path_type=Path),
-        metavar="FILE",
-        help="known_hosts file [default: ~/.ssh/known_hosts].",
-    ),
-    click.option(
-        "--accept-new-host-keys",
-        is_flag=True,
-        help="Trust unknown host keys on first use and record them.",
-    ),
-    click.option(
-        "--password-on-new-keys",
-        is_flag=True,
-        help="With --accept-new-host-keys: also send the password to a host whose key is "
-        "seen for the first time (by default it gets key authentication only, and the "
-        "password once its key is recorded).",
-    ),
-    click.option(
-        "--no-host-key-check",
-        is_flag=True,
-        help="DANGEROUS: accept any host key (flagged in the report).",
-    ),
-    click.option(
-        "--jump-host",
-        metavar="[USER@]HOST[:PORT]",
-        help="SSH bastion for every SSH host (like ProxyJump).",
-    ),
-    click.option(
-        "--ssh-config",
-        type=click.Path(path_type=Path),
-        metavar="FILE",
-        help="OpenSSH client config [default: ~/.ssh/config if present].",
-    ),
-    click.option(
-        "--ask-pass",
-        is_flag=True,
-        help="Prompt for the SSH/WinRM password (else AUDITOR_SSH_PASSWORD / "
-        "AUDITOR_WINRM_PASSWORD).",
-    ),
-    click.option(
-        "--password-file",
-        type=click.Path(path_type=Path),
-        metavar="FILE",
-        help="Read the SSH/WinRM password from FILE (owner-only, like a key file).",
-    ),
-    click.option("--winrm-user", metavar="USER", help="WinRM user when the inventory has none."),
-    click.option(
-        "--winrm-transport",
-        type=click.Choice(WINRM_TRANSPORTS),
-        help="WinRM auth when the inventory has none [default: ntlm].",
-    ),
-    click.option(
-        "--winrm-powershell",
-        type=click.Choice(sorted(POWERSHELLS)),
-        help="PowerShell that runs the probe when the inventory's auditor_powershell says "
-        "none: powershell (Windows PowerShell 5.1) or pwsh (PowerShell 7) [default: powershell].",
-    ),
-    click.option(
-        "--winrm-allow-basic-http",
-        is_flag=True,
-        help="Allow Basic auth over plain HTTP (sends the password in clear).",
-    ),
-    click.option(
-        "--winrm-allow-insecure",
-        is_flag=True,
-        help="DANGEROUS: allow Basic or NTLM to hosts whose inventory turns TLS certificate "
-        "validation off (ansible_winrm_server_cert_validation=ignore); flagged per host in "
-        "the report.",
-    ),
-    click.option(
-        "--winrm-ca-bundle",
-        type=click.Path(path_type=Path),
-        metavar="FILE",
-        help="CA bundle for WinRM over HTTPS.",
-    ),
+    *CREDENTIAL_OPTIONS,
     click.option(
         "--shard",
         metavar="K/N",
@@ -417,13 +433,8 @@ def _settings(ctx: click.Context, values: dict[str, Any], secrets: bool = True) 
     return settings
 
 
-BROKER_OPTIONS = [
-    click.option(
-        "--broker",
-        metavar="URL",
-        help="Audit through the site runners listening on this broker "
-        "(redis://HOST:PORT/DB or rediss://; no password in the URL).",
-    ),
+# How to log in to the broker: the same for the coordinator and a runner.
+BROKER_LOGIN_OPTIONS = [
     click.option(
         "--broker-password-file",
         type=click.Path(path_type=Path),
@@ -436,6 +447,15 @@ BROKER_OPTIONS = [
         metavar="FILE",
         help="CA bundle that signed a rediss:// broker's certificate [default: the system's].",
     ),
+]
+BROKER_OPTIONS = [
+    click.option(
+        "--broker",
+        metavar="URL",
+        help="Audit through the site runners listening on this broker "
+        "(redis://HOST:PORT/DB or rediss://; no password in the URL).",
+    ),
+    *BROKER_LOGIN_OPTIONS,
 ]
 BROKER_PARAMS = ("broker", "broker_password_file", "broker_ca")
 
@@ -457,6 +477,20 @@ def broker_options(func: Any) -> Any:
     help="With --broker: a host no runner of its site took within S seconds is not audited "
     "[default: 60].",
 )
+@click.option(
+    "--broker-timeout",
+    type=click.FloatRange(1, 86400),
+    default=60.0,
+    metavar="S",
+    help="With --broker: end the run when the broker has been unreachable for S seconds "
+    "(exit 2; the reports hold what finished, the rest is not audited) [default: 60].",
+)
+@click.option(
+    "--progress-by-site",
+    is_flag=True,
+    help="With --broker: show progress per site (hosts done of each site's total, its "
+    "runners) instead of one line for the fleet.",
+)
 @click.version_option(__version__, prog_name="audit")
 @click.pass_context
 def audit_main(ctx: click.Context, /, **kw: Any) -> None:
@@ -475,17 +509,26 @@ def audit_main(ctx: click.Context, /, **kw: Any) -> None:
 
     _route_warnings()
     broker = {name: kw.pop(name) for name in BROKER_PARAMS}
-    queue_timeout = kw.pop("queue_timeout")
+    site_flags = ("queue_timeout", "broker_timeout", "progress_by_site")
+    queue_timeout, broker_timeout, by_site = (kw.pop(name) for name in site_flags)
     try:
         settings = _settings(ctx, kw)
         if broker["broker"] is not None:
             from auditor.coordinator import SiteRun, run_through_broker
 
-            site_run = SiteRun(_broker(broker), settings, queue_timeout)
+            site_run = SiteRun(
+                _broker(broker),
+                settings,
+                queue_timeout,
+                broker_outage=broker_timeout,
+                progress_by_site=by_site,
+            )
             status = run_through_broker(settings, site_run, warn)
         else:
-            if ctx.get_parameter_source("queue_timeout") is ParameterSource.COMMANDLINE:
-                raise InputError("--queue-timeout needs --broker")
+            for name in site_flags:
+                if ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+                    flag = "--" + name.replace("_", "-")
+                    raise InputError(f"{flag} needs --broker")
             status = audit_from_settings(settings, warn)
     except AuditorError as exc:
         _fail(str(exc))
@@ -844,27 +887,9 @@ def merge_cmd(
     sys.exit(status)
 
 
-if __name__ == "__main__":
-    main()
-
-
-WORKER_OPTIONS = CONNECTION_OPTIONS | {
-    "config",
-    "known_hosts",
-    "accept_new_host_keys",
-    "no_host_key_check",
-    "password_on_new_keys",
-    "connect_timeout",
-    "winrm_allow_insecure",
-}
-"""The options of `audit` a site runner takes: its credentials and how it trusts hosts."""
-
-
-def worker_credential_options(func: Any) -> Any:
-    for option in reversed(AUDIT_OPTIONS):
-        params: list[click.Parameter] = getattr(option(lambda: None), "__click_params__", [])
-        if params and params[0].name in WORKER_OPTIONS:
-            func = option(func)
+def broker_login_options(func: Any) -> Any:
+    for option in reversed(BROKER_LOGIN_OPTIONS):
+        func = option(func)
     return func
 
 
@@ -879,19 +904,10 @@ def worker_credential_options(func: Any) -> Any:
     metavar="N",
     help="Hosts audited at once [default: 8].",
 )
-@click.option(
-    "--broker-password-file",
-    type=click.Path(path_type=Path),
-    metavar="FILE",
-    help="The broker password, in a file only you can read [default: AUDITOR_BROKER_PASSWORD].",
-)
-@click.option(
-    "--broker-ca",
-    type=click.Path(path_type=Path),
-    metavar="FILE",
-    help="CA bundle that signed a rediss:// broker's certificate.",
-)
-@worker_credential_options
+@broker_login_options
+@credential_options
+@CONNECT_TIMEOUT_OPTION
+@CONFIG_OPTION
 @click.pass_context
 def worker_cmd(
     ctx: click.Context,
@@ -933,3 +949,7 @@ def worker_cmd(
     except AuditorError as exc:
         _fail(str(exc))
     sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -19,17 +19,19 @@ from __future__ import annotations
 import json
 import secrets
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from auditor import __version__
 from auditor.audit import AuditConfig, ResultStream, RunSink
 from auditor.broker import (
+    SOCKET_TIMEOUT,
     TASK_NAME,
     BrokerError,
     BrokerSettings,
@@ -44,6 +46,7 @@ from auditor.outcomes import HostOutcome
 from auditor.results import result_from_dict, result_to_dict
 from auditor.settings import Settings
 from auditor.sites import HostTask, queue_name, site_of
+from auditor.textsafe import for_terminal
 
 if TYPE_CHECKING:
     import redis
@@ -67,6 +70,15 @@ class SiteRun:
     settings: Settings
     queue_timeout: float = QUEUE_TIMEOUT
     broker_outage: float = BROKER_OUTAGE
+    """Seconds the broker may stay unreachable before the run ends (`--broker-timeout`)."""
+    progress_by_site: bool = False
+
+    @property
+    def call_timeout(self) -> float:
+        """How long one call to the broker may take: never much more than the outage the run
+        tolerates (a stopped broker hangs a call rather than refusing it), and longer than
+        the wait for the next event."""
+        return max(TICK + 2.0, min(SOCKET_TIMEOUT, self.broker_outage))
 
 
 class _Coordinator:
@@ -76,15 +88,21 @@ class _Coordinator:
         site_run: SiteRun,
         record: Callable[[HostResult], None],
         stop: threading.Event,
+        watch: Callable[[Mapping[str, Sequence[str]]], None] | None = None,
     ) -> None:
+        self.watch = watch
         self.config = config
         self.site_run = site_run
         self.record_result = record
         self.stop = stop
         self.run_id = secrets.token_hex(8)
-        self.client: redis.Redis = redis_client(site_run.broker)
+        # One try per call: the run loop tries again, and counts how long the broker has
+        # been away (the client's own retries would hide it for minutes).
+        self.client: redis.Redis = redis_client(
+            site_run.broker, retry=False, timeout=site_run.call_timeout
+        )
         self.ledger = Ledger(self.client, self.run_id)
-        self.app: Celery = celery_app(site_run.broker)
+        self.app: Celery = celery_app(site_run.broker, timeout=site_run.call_timeout)
         self.hosts = {h.name: h for h in config.hosts if not h.skip}
         self.site = {name: site_of(h) for name, h in self.hosts.items()}
         self.done: set[str] = set()
@@ -93,6 +111,8 @@ class _Coordinator:
         self.site_seen: dict[str, float] = {}
         self.runners_seen: dict[str, None] = {}
         self.error: BrokerError | None = None
+        self.cause = ""
+        """What the broker's client last said, for the run's error line (not the hosts')."""
 
     # -- sending -----------------------------------------------------------------------
 
@@ -160,6 +180,8 @@ class _Coordinator:
         for site, names in live.items():
             if names:
                 self.site_seen[site] = now
+        if self.watch is not None:
+            self.watch(live)
         holders = self.ledger.holders()
         requeue: dict[str, int] = {}
         # A host held far past its own deadline is lost even if its runner still beats
@@ -194,7 +216,12 @@ class _Coordinator:
         from kombu.exceptions import OperationalError
 
         check_broker(self.site_run.broker)
-        self.ledger.create(self.site)
+        try:
+            self.ledger.create(self.site)
+        except (redis_lib.RedisError, OSError) as exc:
+            raise BrokerError(
+                f"broker {self.site_run.broker.url}: cannot start the run: {self._said(exc)}"
+            ) from None
         self.outbox.update(dict.fromkeys(self.hosts, 1))
         last_look = 0.0
         outage_since: float | None = None
@@ -225,8 +252,9 @@ class _Coordinator:
                 if now - outage_since >= self.site_run.broker_outage:
                     self.error = BrokerError(
                         f"broker {self.site_run.broker.url} unreachable for "
-                        f"{self.site_run.broker_outage:g} s: {exc}"
+                        f"{self.site_run.broker_outage:g} s"
                     )
+                    self.cause = self._said(exc)
                     break
                 # Back off without spinning while the broker is away.
                 self.stop.wait(0.5)
@@ -234,6 +262,14 @@ class _Coordinator:
                 self.error = exc
                 break
         self._finish()
+
+    def _said(self, exc: BaseException) -> str:
+        """An error of the broker's client as one short line, the broker password masked."""
+        text = " ".join(str(exc).split())[:300] or type(exc).__name__
+        password = self.site_run.broker.password
+        if password is not None and password.reveal():
+            text = text.replace(password.reveal(), "********")
+        return text
 
     def _finish(self) -> None:
         """Close the ledger, keep every result it holds, and account for the rest."""
@@ -268,6 +304,7 @@ def execute_sites(
     site_run: SiteRun,
     on_result: Callable[[HostResult], None] | None = None,
     sinks: Sequence[RunSink] = (),
+    watch: Callable[[Mapping[str, Sequence[str]]], None] | None = None,
 ) -> tuple[AuditRun, int | None]:
     """Run the audit through the broker; returns the run and the signal that interrupted it.
 
@@ -293,7 +330,7 @@ def execute_sites(
 
     # The same stream as a local run: scrubbed, written, counted and handed on, once a host.
     stream = ResultStream(config, on_result, sinks)
-    coordinator = _Coordinator(config, site_run, stream.record, stop)
+    coordinator = _Coordinator(config, site_run, stream.record, stop, watch)
     info = replace(info, run_id=coordinator.run_id)
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
@@ -317,7 +354,7 @@ def execute_sites(
         stream.close()
     run = stream.run(final)
     if coordinator.error is not None:
-        raise SiteRunError(coordinator.error, run)
+        raise SiteRunError(coordinator.error, run, coordinator.cause)
     return run, (caught[0] if caught else None)
 
 
@@ -325,12 +362,13 @@ class SiteRunError(BrokerError):
     """The broker failed mid-run; `run` holds every host (what finished, the rest not
     audited), already in results.jsonl."""
 
-    def __init__(self, error: BrokerError, run: AuditRun) -> None:
+    def __init__(self, error: BrokerError, run: AuditRun, cause: str = "") -> None:
         super().__init__(str(error))
         self.run = run
+        self.cause = cause
 
 
-__all__ = ["QUEUE_TIMEOUT", "SiteRun", "SiteRunError", "execute_sites"]
+__all__ = ["QUEUE_TIMEOUT", "SiteProgress", "SiteRun", "SiteRunError", "execute_sites"]
 
 
 def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[str], None]) -> int:
@@ -350,15 +388,172 @@ def run_through_broker(settings: Settings, site_run: SiteRun, warn: Callable[[st
     def through_broker(
         chosen: AuditConfig, on_result: Callable[[HostResult], None], sinks: Sequence[RunSink]
     ) -> tuple[AuditRun, int | None]:
+        by_site = None
+        if site_run.progress_by_site and not settings.report.quiet:
+            # A line per site, drawn above the fleet's line (which `on_result` draws).
+            by_site = SiteProgress({h.name: site_of(h) for h in chosen.hosts})
+            fleet = on_result
+
+            def on_result(result: HostResult) -> None:
+                by_site.update(result)
+                fleet(result)
+
         try:
-            return execute_sites(chosen, site_run, on_result, sinks)
+            return execute_sites(
+                chosen, site_run, on_result, sinks, None if by_site is None else by_site.live
+            )
         except SiteRunError as exc:
             # Every host is in the run (the missing ones not audited, with the reason): its
             # reports are written, then the failure is the run's error.
             failures.append(exc)
             return exc.run, None
+        finally:
+            if by_site is not None:
+                by_site.close()
 
     status = run_and_report(settings, config, through_broker, warn)
     if failures:
-        raise BrokerError(f"{failures[0]} (the reports hold what finished)")
+        failure = failures[0]
+        cause = f" ({failure.cause})" if failure.cause else ""
+        raise BrokerError(
+            f"{failure}{cause}; the run could not finish, the reports hold what finished"
+        )
     return status
+
+
+@dataclass
+class _SiteCount:
+    total: int
+    done: int = 0
+    ok: int = 0
+    blocked: int = 0
+    not_audited: int = 0
+    skipped: int = 0
+
+
+class SiteProgress:
+    """`audit --broker --progress-by-site`: one line per site, with the site's hosts done of
+    its total, how they came out, the runners that sent its results and how many of its
+    runners are alive.
+
+    On a terminal the lines are redrawn in place (at most every `interval` seconds); into a
+    pipe or a log, a site's line is written when its count changes, at most every
+    `log_interval` seconds per site, and always when the site is complete, so a log shows
+    each site's last state without a line per host."""
+
+    def __init__(
+        self,
+        site_of_host: Mapping[str, str],
+        stream: TextIO | None = None,
+        *,
+        interval: float = 0.2,
+        log_interval: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.site_of_host = dict(site_of_host)
+        self.stream: TextIO = sys.stderr if stream is None else stream
+        self.interval = interval
+        self.log_interval = log_interval
+        self.clock = clock
+        self.counts: dict[str, _SiteCount] = {}
+        for site in sorted(set(self.site_of_host.values())):
+            total = sum(1 for s in self.site_of_host.values() if s == site)
+            self.counts[site] = _SiteCount(total)
+        self.runners: dict[str, dict[str, None]] = {site: {} for site in self.counts}
+        self.alive: dict[str, int] = {}
+        self._lock = threading.RLock()  # results come from the run loop, draws too
+        self._drawn = 0
+        self._last_draw: float | None = None
+        self._logged: dict[str, tuple[float, int]] = {}
+        try:
+            self.tty = bool(self.stream.isatty())
+        except (AttributeError, ValueError, OSError):
+            self.tty = False
+
+    def update(self, result: HostResult) -> None:
+        """Count one host's result under its site."""
+        from auditor.aggregate import fully_ready
+
+        with self._lock:
+            site = self.site_of_host.get(result.host.name, site_of(result.host))
+            count = self.counts.setdefault(site, _SiteCount(0))
+            count.done += 1
+            if isinstance(result, UnauditedHost) and result.skipped:
+                count.skipped += 1
+            elif isinstance(result, UnauditedHost):
+                count.not_audited += 1
+            elif fully_ready(result):
+                count.ok += 1
+            else:
+                count.blocked += 1
+            if result.runner:
+                self.runners.setdefault(site, {})[result.runner] = None
+            self._show(site)
+
+    def live(self, runners: Mapping[str, Sequence[str]]) -> None:
+        """The runners whose heartbeat is current, per site (as the coordinator saw them)."""
+        with self._lock:
+            for site, names in runners.items():
+                self.alive[site] = len(names)
+            self._show(None)
+
+    def line(self, site: str) -> str:
+        count = self.counts[site]
+        seen = ", ".join(self.runners.get(site, {})) or "none yet"
+        alive = self.alive.get(site)
+        live = "" if alive is None or count.done >= count.total else f" ({alive} alive)"
+        text = (
+            f"site {site}: {count.done}/{count.total} hosts  ok {count.ok}  blocked "
+            f"{count.blocked}  not audited {count.not_audited}  "
+            + (f"skipped {count.skipped}  " if count.skipped else "")
+            + f"runners {seen}{live}"
+        )
+        return for_terminal(text)
+
+    def _show(self, site: str | None, force: bool = False) -> None:
+        if self.tty:
+            self._redraw(force)
+        elif site is not None:
+            self._log(site, force)
+
+    def _redraw(self, force: bool) -> None:
+        now = self.clock()
+        done = all(c.done >= c.total for c in self.counts.values())
+        if not force and not done and self._last_draw is not None:
+            if now - self._last_draw < self.interval:
+                return
+        self._last_draw = now
+        # Back to the first line of the block, then each line rewritten in place; the fleet's
+        # own progress line (drawn with a carriage return) stays on the line below it.
+        out = f"\x1b[{self._drawn}F" if self._drawn else "\r\x1b[2K"
+        out += "".join(f"\x1b[2K{self.line(site)}\n" for site in self.counts)
+        self._drawn = len(self.counts)
+        self._write(out)
+
+    def _log(self, site: str, force: bool) -> None:
+        count = self.counts[site]
+        now = self.clock()
+        last = self._logged.get(site)
+        if last is not None and last[1] == count.done:
+            return
+        complete = count.done >= count.total
+        if not (force or complete or last is None or now - last[0] >= self.log_interval):
+            return
+        self._logged[site] = (now, count.done)
+        self._write(self.line(site) + "\n")
+
+    def _write(self, text: str) -> None:
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):
+            pass  # a closed terminal must not end the run
+
+    def close(self) -> None:
+        """Show every site's final state once more (a log gets each site's last line)."""
+        with self._lock:
+            if self.tty:
+                self._redraw(force=True)
+            else:
+                for site in self.counts:
+                    self._log(site, force=True)

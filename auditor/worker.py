@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
+import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from auditor.audit import AuditConfig, prepare_transports, without_secrets
 from auditor.broker import (
     HEARTBEAT_INTERVAL,
+    HEARTBEAT_TTL,
     TASK_NAME,
     BrokerSettings,
     Holder,
@@ -99,8 +102,14 @@ class Runner:
         # name (two machines with the default host name) never vouch for each other.
         self.instance = f"{config.name}#{secrets.token_hex(4)}"
         self.client: redis.Redis = redis_client(config.broker)
+        # The heartbeat's own client tries once, briefly: a beat that cannot be sent is
+        # reported within seconds (the ledger's client retries patiently instead).
+        self.beat_client: redis.Redis = redis_client(
+            config.broker, retry=False, timeout=HEARTBEAT_TTL
+        )
         self._loop = asyncio.new_event_loop()
         self._stopped = threading.Event()
+        self._pause = pause_point(os.environ)
 
     # -- the parts that run in the background -------------------------------------------
 
@@ -113,7 +122,7 @@ class Runner:
 
         while not self._stopped.is_set():
             try:
-                beat(self.client, self.config.site, self.instance)
+                beat(self.beat_client, self.config.site, self.instance)
             except (redis_lib.RedisError, OSError) as exc:
                 log.warning("heartbeat: broker unreachable: %s", exc)
             self._stopped.wait(HEARTBEAT_INTERVAL)
@@ -142,6 +151,8 @@ class Runner:
         text = _json(result_to_dict(result))
         outcome = self._patiently(lambda: ledger.record(task.host_name, text))
         log.info("host %s: %s (%s)", task.host_name, _summary(result), outcome)
+        if self._pause is not None and outcome == "ok":
+            _hold_forever(self._pause, task.host_name)
         return outcome
 
     def _audit(self, task: HostTask) -> HostResult:
@@ -248,6 +259,44 @@ class Runner:
 
 
 RECORD_PATIENCE = 120.0
+
+PAUSE_AFTER_RECORD_ENV = "AUDITOR_TEST_PAUSE_AFTER_RECORD"
+"""For crash tests only. A runner whose own environment names, here, a FIFO that a test
+made (owned by this user, no access for others) stops each task for good right after its
+result is in the ledger and before Celery acknowledges it, and writes the host's name into
+the FIFO; the test then kills the runner at exactly that point. Read once, at start, from
+the runner's environment (a task cannot set it); any other value stops the runner."""
+
+
+def pause_point(env: Mapping[str, str]) -> str | None:
+    """The FIFO named by PAUSE_AFTER_RECORD_ENV, or None when it is not set. A value that is
+    not an owner-only FIFO of this user is an InputError: a stray variable never pauses a
+    runner, and never silently does nothing either."""
+    value = env.get(PAUSE_AFTER_RECORD_ENV)
+    if not value:
+        return None
+    try:
+        info = os.lstat(value)
+    except OSError as exc:
+        raise InputError(f"{PAUSE_AFTER_RECORD_ENV}: {exc.strerror}", value) from None
+    if not stat.S_ISFIFO(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise InputError(
+            f"{PAUSE_AFTER_RECORD_ENV} is for tests only and must name an owner-only FIFO",
+            value,
+        )
+    return value
+
+
+def _hold_forever(fifo: str, host: str) -> None:
+    """The test's pause point: say which host was recorded, then never return (so the task
+    is never acknowledged) until the test kills this runner."""
+    log.warning("host %s: recorded; holding before the acknowledgement (test pause)", host)
+    fd = os.open(fifo, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        os.write(fd, f"{host}\n".encode())
+    finally:
+        os.close(fd)
+    threading.Event().wait()
 
 
 def _monotonic() -> float:

@@ -151,6 +151,12 @@ class _NoKeyFiles(list[asyncssh.SSHKey]):
 
 NO_KEY_FILES = _NoKeyFiles()
 
+# A site runner prepares a transport for every host it is sent, and parsing a fleet's
+# known_hosts costs more than the rest of a probe's client work. The file is still read and
+# checked on every prepare (trust material fails closed, and a changed file is seen); only
+# the parse of the very same text is reused. A parsed SSHKnownHosts is only read from.
+_PARSED_KNOWN: tuple[str, asyncssh.SSHKnownHosts] | None = None
+
 
 @dataclass(frozen=True)
 class _Prepared:
@@ -261,10 +267,16 @@ class SSHTransport(Transport):
             text = ""
         except UnicodeDecodeError:
             raise InputError(f"{setting}: known_hosts is not UTF-8 text", str(path)) from None
+        global _PARSED_KNOWN
+        parsed = _PARSED_KNOWN
+        if parsed is not None and parsed[0] == text:
+            return parsed[1]
         try:
-            return asyncssh.import_known_hosts(_lowercase_names(text))
+            known = asyncssh.import_known_hosts(_lowercase_names(text))
         except (ValueError, asyncssh.KeyImportError) as exc:
             raise InputError(f"{setting}: bad known_hosts file: {exc}", str(path)) from None
+        _PARSED_KNOWN = (text, known)
+        return known
 
     def _key_setting(self, host: Host, endpoint: Endpoint) -> str:
         """Which setting named `endpoint`'s key files, for messages."""

@@ -44,7 +44,7 @@ from auditor_lab.netns import (
     terminate,
     tool,
 )
-from auditor_lab.render import _kind_vars
+from auditor_lab.render import _host_line, _kind_vars
 from auditor_lab.spec import PREFIX, SSH_PORT, HostKind
 
 BROKER_NAMESPACE = f"{PREFIX}-broker"
@@ -124,9 +124,11 @@ def sites_up(
             allowed = [addresses[ns] for ns in runner_ns[site]] or ["127.0.0.127"]
             for name in names:
                 spec = lab.host(name)
-                if spec.kind is not HostKind.LINUX:
-                    raise LabError(f"{name}: only Linux lab hosts can be put in a site")
-                load_nft(spec.namespace, _site_rules(allowed))
+                if spec.kind not in (HostKind.LINUX, HostKind.WINDOWS):
+                    raise LabError(f"{name}: only Linux and Windows lab hosts can be in a site")
+                # The management port of the host's kind: SSH, or WS-Management.
+                port = SSH_PORT if spec.kind is HostKind.LINUX else spec.port
+                load_nft(spec.namespace, _site_rules(allowed, port))
                 host_namespaces.append(spec.namespace)
         # Addresses of an earlier layer are reused with new interfaces: a neighbour entry
         # remembered from it points at a MAC that no longer exists (connections to the
@@ -179,28 +181,35 @@ def _flush_neighbours(namespaces: Sequence[str]) -> None:
         run(["ip", "-n", ns, "neigh", "flush", "to", subnet], check=False)
 
 
-def _site_rules(allowed: Sequence[str]) -> str:
-    # The site's segment firewall: SSH from the site's runners only; anyone else is reset
-    # (a reset rather than a drop keeps a wrong-place attempt quick to see in a test).
+def _site_rules(allowed: Sequence[str], port: int = SSH_PORT) -> str:
+    # The site's segment firewall: the management port (SSH or WinRM) from the site's
+    # runners only; anyone else is reset (a reset rather than a drop keeps a wrong-place
+    # attempt quick to see in a test).
     return (
         f"table inet {SITE_TABLE} {{\n"
         "  chain in {\n"
         "    type filter hook input priority 0; policy accept;\n"
-        f"    tcp dport {SSH_PORT} ip saddr != {{ {', '.join(allowed)} }} reject with tcp reset\n"
+        f"    tcp dport {port} ip saddr != {{ {', '.join(allowed)} }} reject with tcp reset\n"
         "  }\n"
         "}\n"
     )
 
 
 def _inventory(lab: LabInfo, sites: Mapping[str, Sequence[str]]) -> str:
-    out = ["# The lab's hosts by site: each site's SSH answers only its own runners."]
+    out = ["# The lab's hosts by site: each site's SSH and WinRM answer only its own runners."]
+    kinds: dict[HostKind, list[str]] = {}
     for site, names in sites.items():
         out += ["", f"[{site}]"]
-        out += [f"{name} ansible_host={lab.host(name).address}" for name in names]
+        for name in names:
+            spec = lab.host(name)
+            kinds.setdefault(spec.kind, []).append(name)
+            # The lab's own host line: a Windows host's own WinRM settings (HTTPS, pwsh).
+            out.append(_host_line(spec, str(lab.ca_cert)))
         out += ["", f"[{site}:vars]", f"auditor_site={site}"]
-    out += ["", "[linux:children]", *sites]
-    variables = _kind_vars(HostKind.LINUX, str(lab.key))
-    out += ["", "[linux:vars]", *(f"{k}={v}" for k, v in variables.items())]
+    for kind, names in kinds.items():
+        out += ["", f"[{kind}]", *names]
+        variables = _kind_vars(kind, str(lab.key))
+        out += ["", f"[{kind}:vars]", *(f"{k}={v}" for k, v in variables.items())]
     return "\n".join(out) + "\n"
 
 
@@ -259,10 +268,11 @@ def start_runner(
     name: str,
     *extra: str,
     concurrency: int = 2,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`auditor worker` for `site` in the site's runner namespace number `index` (from 1),
     in its own session (its pid is its process group). The broker password reaches it in
-    the environment, never on its command line."""
+    the environment, never on its command line; `env` adds variables (a test's)."""
     namespace = site_lab.runners[site][index - 1]
     auditor = Path(sys.executable).with_name("auditor")
     argv = [
@@ -280,9 +290,13 @@ def start_runner(
         str(site_lab.known_hosts),
         *extra,
     ]
-    env = {"AUDITOR_BROKER_PASSWORD": site_lab.password(), "HOME": str(site_lab.directory)}
+    environment = {
+        **(env or {}),
+        "AUDITOR_BROKER_PASSWORD": site_lab.password(),
+        "HOME": str(site_lab.directory),
+    }
     log = site_lab.directory / f"runner-{name}.log"
-    return start_in_namespace(namespace, name, argv, log, env)
+    return start_in_namespace(namespace, name, argv, log, environment)
 
 
 DEMO_RUNNERS = {"site_a": 2, "site_b": 1, "site_c": 1}

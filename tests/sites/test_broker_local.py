@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -117,11 +118,20 @@ def test_hosts_go_to_their_sites_runners_and_an_unserved_site_is_named(
         closed,
         "-o",
         str(out),
+        "--progress-by-site",
         env=environ(AUDITOR_BROKER_PASSWORD=broker.password),
         timeout=WAIT,
     )
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
+    # Into a pipe, each site's progress is a plain line, and its last state always shows.
+    lines = proc.stderr.splitlines()
+    for final in (
+        "site alpha: 2/2 hosts  ok 0  blocked 2  not audited 0  runners alpha-1",
+        "site beta: 1/1 hosts  ok 0  blocked 0  not audited 1  runners none yet",
+        "site default: 2/2 hosts  ok 0  blocked 1  not audited 0  skipped 1  runners default-1",
+    ):
+        assert final in lines, proc.stderr
     hosts = _hosts(out)
     assert sorted(hosts) == ["a1", "a2", "b1", "g1", "sw1"]
     # A host the auditor does not audit is never queued: skipped where it is decided.
@@ -189,6 +199,8 @@ def test_restarting_a_sites_runner_after_the_run_changes_nothing(
         (["--broker", "http://127.0.0.1:1/0"], {}, "must start with redis:// or rediss://"),
         (["--broker", "redis://127.0.0.1:1/zero"], {}, "database 'zero' is not a number"),
         (["--queue-timeout", "5"], {}, "--queue-timeout needs --broker"),
+        (["--broker-timeout", "5"], {}, "--broker-timeout needs --broker"),
+        (["--progress-by-site"], {}, "--progress-by-site needs --broker"),
     ],
 )
 def test_bad_broker_settings_are_one_line_errors(
@@ -540,3 +552,111 @@ def test_a_runner_without_host_key_checking_flags_every_ssh_host_it_audits(
         runner._loop.call_soon_threadsafe(runner._loop.stop)
     assert result.runner == "trusting-1"
     assert any("HOST KEY CHECKING WAS DISABLED on runner trusting-1" in w for w in result.warnings)
+
+
+@pytest.mark.parametrize("how", ["stopped", "killed"])
+def test_a_broker_that_stays_away_ends_the_run_with_one_clear_line_and_keeps_what_finished(
+    tmp_path: Path, workers: list[Worker], how: str
+) -> None:
+    # A broker of its own: this one is not coming back.
+    with redis_server(tmp_path / "redis") as gone:
+        workers.append(Worker(gone, tmp_path, "alpha", "alpha-1"))
+        out = tmp_path / "out"
+        coordinator = subprocess.Popen(
+            [
+                str(BIN / "audit"),
+                "-i",
+                str(_inventory(tmp_path)),
+                "--broker",
+                gone.url,
+                # Sites beta and default have no runner: their hosts are still waiting
+                # when the broker goes.
+                "--queue-timeout",
+                "600",
+                "--broker-timeout",
+                "3",
+                "--url",
+                f"http://127.0.0.1:{free_port()}/",
+                "-o",
+                str(out),
+            ],
+            env=environ(AUDITOR_BROKER_PASSWORD=gone.password),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+        def alpha_done() -> bool:
+            assert coordinator.poll() is None, coordinator.communicate()
+            return (out / "results.jsonl").exists() and {"a1", "a2"} <= set(_hosts(out))
+
+        _wait("alpha's hosts to finish", alpha_done)
+        os.kill(gone.pid, signal.SIGSTOP if how == "stopped" else signal.SIGKILL)
+        started = time.monotonic()
+        try:
+            _, stderr = coordinator.communicate(timeout=WAIT)
+        finally:
+            if coordinator.poll() is None:
+                coordinator.kill()
+        ended_after = time.monotonic() - started
+        for worker in workers:
+            os.killpg(worker.proc.pid, signal.SIGKILL)
+    assert coordinator.returncode == 2, stderr
+    assert "Traceback" not in stderr, stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, stderr
+    assert re.fullmatch(
+        rf"error: broker {re.escape(gone.url)} unreachable for 3 s \(.+\); the run could "
+        "not finish, the reports hold what finished",
+        errors[0],
+    ), errors
+    assert gone.password not in stderr
+    # Within the tolerance and a few network timeouts, not Redis's own minutes.
+    assert ended_after < 60, ended_after
+    hosts = _hosts(out)
+    assert sorted(hosts) == ["a1", "a2", "b1", "g1", "sw1"]
+    for name in ("a1", "a2"):
+        assert hosts[name]["runner"] == "alpha-1"
+        assert hosts[name]["observations"][0]["outcome"] == "refused"
+    # What had not finished is not audited (never counted as blocked), with the reason.
+    for name in ("b1", "g1"):
+        assert hosts[name]["host_outcome"] == "not_audited"
+        assert hosts[name]["detail"] == (
+            f"the run ended without this host's result: broker {gone.url} unreachable for 3 s"
+        )
+    report = json.loads((out / "report.json").read_text())
+    by_name = {h["host"]["name"]: h for h in report["hosts"]}
+    assert sorted(by_name) == sorted(hosts)
+    assert by_name["b1"]["host_outcome"] == "not_audited"
+    for path in out.iterdir():
+        assert gone.password.encode() not in path.read_bytes()
+
+
+def test_the_test_pause_point_is_refused_unless_it_names_an_owner_only_fifo(
+    tmp_path: Path,
+) -> None:
+    from auditor.worker import PAUSE_AFTER_RECORD_ENV
+
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    shared = tmp_path / "shared"
+    os.mkfifo(shared, 0o600)
+    shared.chmod(0o666)
+    for value in (str(plain), str(shared), str(tmp_path / "missing")):
+        runner = subprocess.run(
+            [
+                str(BIN / "auditor"),
+                "worker",
+                "--broker",
+                f"redis://127.0.0.1:{free_port()}/0",
+                "--site",
+                "alpha",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=WAIT,
+            env=environ(**{PAUSE_AFTER_RECORD_ENV: value}),
+        )
+        assert runner.returncode == 2, runner.stderr
+        assert PAUSE_AFTER_RECORD_ENV in runner.stderr
+        assert len(runner.stderr.strip().splitlines()) == 1, runner.stderr

@@ -69,10 +69,19 @@ class Runners:
         path = self.site_lab.directory / f"runner-{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
-    def start(self, site: str, index: int, name: str, concurrency: int = 2) -> None:
+    def start(
+        self,
+        site: str,
+        index: int,
+        name: str,
+        concurrency: int = 2,
+        env: dict[str, str] | None = None,
+    ) -> None:
         log = self.site_lab.directory / f"runner-{name}.log"
         offset = log.stat().st_size if log.exists() else 0
-        proc = sites_lab.start_runner(self.site_lab, site, index, name, concurrency=concurrency)
+        proc = sites_lab.start_runner(
+            self.site_lab, site, index, name, concurrency=concurrency, env=env
+        )
         self.procs[name] = proc
 
         def ready() -> bool:
@@ -154,10 +163,10 @@ def coordinator_env(site_lab: Any, lab: LabInfo) -> dict[str, str]:
 
 
 def start_coordinator(
-    site_lab: Any, lab: LabInfo, out: Path, queue_timeout: float
+    site_lab: Any, lab: LabInfo, out: Path, queue_timeout: float, *extra: str
 ) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        coordinator_argv(site_lab, out, queue_timeout),
+        coordinator_argv(site_lab, out, queue_timeout, *extra),
         env=coordinator_env(site_lab, lab),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -299,7 +308,9 @@ def test_a_runner_killed_mid_host_has_its_hosts_rerun_by_the_other_runner_once(
     runners.start("paris", 2, "paris-2", concurrency=1)
     runners.start("berlin", 1, "berlin-1")
     out = tmp_path / "out"
-    coordinator = start_coordinator(site_lab, lab, out, queue_timeout=60)
+    # Only tokyo's host waits on the queue timeout (a site with a live runner never times
+    # out), and the run cannot end before blackhole's result: a short one costs nothing.
+    coordinator = start_coordinator(site_lab, lab, out, queue_timeout=15)
     run = run_id(out)
     # blackhole's probe waits out its connect timeout: a host certainly mid-run.
     victim = wait_for("a runner to hold blackhole", lambda: holder_of(site_lab, run, "blackhole"))
@@ -421,3 +432,127 @@ def test_a_broker_stopped_mid_run_is_waited_for_and_the_run_completes(
     by_name = check_each_host_once(hosts)
     for name in ("direct", "reject", "blackhole", "viaproxy", "proxydeny"):
         check_designed_outcome(name, by_name[name])
+
+
+def test_progress_by_site_on_a_terminal_shows_each_sites_hosts_and_runners(
+    lab: LabInfo, site_lab: Any, runners: Runners, tmp_path: Path
+) -> None:
+    import pty
+
+    runners.start("paris", 1, "paris-1")
+    runners.start("berlin", 1, "berlin-1")
+    out = tmp_path / "out"
+    # A real terminal on the coordinator's stderr: the per-site block is drawn in place.
+    master, slave = pty.openpty()
+    try:
+        coordinator = subprocess.Popen(
+            coordinator_argv(site_lab, out, 8, "--progress-by-site"),
+            env=coordinator_env(site_lab, lab),
+            stdout=subprocess.DEVNULL,
+            stderr=slave,
+            text=True,
+        )
+        os.close(slave)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            shown += chunk
+        coordinator.wait(timeout=WAIT)
+    finally:
+        os.close(master)
+    text = shown.decode(errors="replace")
+    assert "Traceback" not in text, text
+    assert coordinator.returncode == 1, text
+    # Three sites: the block is redrawn from its first line, each line cleared first.
+    assert "\x1b[3F" in text, text
+    finals = {
+        "paris": "site paris: 3/3 hosts  ok 1  blocked 2  not audited 0  runners paris-1",
+        "berlin": "site berlin: 2/2 hosts  ok 1  blocked 1  not audited 0  runners berlin-1",
+        "tokyo": "site tokyo: 1/1 hosts  ok 0  blocked 0  not audited 1  runners none yet",
+    }
+    for line in finals.values():
+        assert f"\x1b[2K{line}\r\n" in text, text
+    # While a site was still running, its live runners were counted.
+    assert "runners none yet (0 alive)" in text, text
+    # The fleet's own line stays below the block.
+    assert "6/6 hosts" in text, text
+
+
+def test_a_runner_killed_after_recording_before_the_ack_is_redelivered_and_dropped(
+    lab: LabInfo, site_lab: Any, runners: Runners, tmp_path: Path
+) -> None:
+    from auditor.broker import BrokerSettings, celery_app
+    from auditor.secret import Secret
+    from auditor.worker import PAUSE_AFTER_RECORD_ENV
+
+    fifo = tmp_path / "recorded"
+    os.mkfifo(fifo, 0o600)
+    # paris-1 stops for good right after its first result is in the ledger, before the ack.
+    runners.start("paris", 1, "paris-1", concurrency=1, env={PAUSE_AFTER_RECORD_ENV: str(fifo)})
+    runners.start("paris", 2, "paris-2", concurrency=1)
+    runners.start("berlin", 1, "berlin-1")
+    out = tmp_path / "out"
+    # Tokyo's host keeps the run open while the redelivery happens.
+    coordinator = start_coordinator(site_lab, lab, out, queue_timeout=300)
+    run = run_id(out)
+    # Open without waiting for a writer; paris-1 writes once it reaches the pause point.
+    fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+
+        def paused() -> str:
+            if runners.procs["paris-1"].poll() is not None:
+                pytest.fail(f"paris-1 exited: {runners.log('paris-1')[-2000:]}")
+            try:
+                return os.read(fd, 4096).decode().strip()
+            except BlockingIOError:
+                return ""
+
+        victim: str = wait_for("paris-1 to pause after recording a result", paused)
+    finally:
+        os.close(fd)
+    ledger = client(site_lab)
+    recorded = ledger.hget(f"auditor:run:{run}:results", victim)
+    assert recorded is not None and json.loads(recorded)["runner"] == "paris-1"
+    # The task is not acknowledged: Celery still holds it as delivered to paris-1.
+    tags = [
+        tag for tag, value in ledger.hgetall("unacked").items() if _task_of(value) == (run, victim)
+    ]
+    assert len(tags) == 1, tags
+    runners.signal("paris-1", signal.SIGKILL)
+    runners.procs["paris-1"].wait(timeout=30)
+    # Redis gives an unacknowledged task to another worker once its visibility timeout has
+    # passed; kombu's own restore of that message, done now instead of in an hour.
+    app = celery_app(BrokerSettings(site_lab.broker_url, Secret(site_lab.password())))
+    with app.connection_for_write() as connection:
+        connection.default_channel.qos.restore_by_tag(tags[0])
+    assert not ledger.hexists("unacked", tags[0])
+    wait_for(
+        "paris-2 to get the redelivered task and drop it",
+        lambda: f"host {victim}: not taken (done)" in runners.log("paris-2"),
+    )
+    coordinator.send_signal(signal.SIGINT)
+    _, stderr = coordinator.communicate(timeout=WAIT)
+    assert "Traceback" not in stderr, stderr
+    assert coordinator.returncode == 130, stderr
+    _, hosts = results(out)
+    by_name = check_each_host_once(hosts)
+    # The result recorded before the kill is the host's one result; it was never re-run.
+    assert by_name[victim]["runner"] == "paris-1"
+    check_designed_outcome(victim, by_name[victim])
+    assert ledger.hget(f"auditor:run:{run}:attempts", victim) == "1"
+    assert f"host {victim}: audited" not in runners.log("paris-2")
+    for name in ("direct", "reject", "blackhole", "viaproxy", "proxydeny"):
+        check_designed_outcome(name, by_name[name])
+
+
+def _task_of(unacked: str) -> tuple[str, str] | None:
+    """(run id, host) of a task message as kombu keeps it while unacknowledged."""
+    message = json.loads(unacked)[0]
+    body = json.loads(base64.b64decode(message["body"]))
+    task = json.loads(body[0][0])
+    return task["run_id"], task["host"]["name"]
