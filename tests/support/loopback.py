@@ -286,7 +286,7 @@ def crowd_server(release_at: int, hold: float) -> Iterator[Crowd]:
     seconds: a client that keeps fewer open waits out the hold, one that opens more at once
     is seen doing so (`peak`)."""
     lock = threading.Condition()
-    state = {"open": 0}
+    state = {"open": 0, "wave": 0}
     peak = [0]
 
     class Handler(BaseHTTPRequestHandler):
@@ -294,15 +294,19 @@ def crowd_server(release_at: int, hold: float) -> Iterator[Crowd]:
             with lock:
                 state["open"] += 1
                 peak[0] = max(peak[0], state["open"])
+                # Every request open when the crowd is complete goes, even those that see
+                # the count fall again before they wake.
+                wave = state["wave"]
+                if state["open"] >= release_at:
+                    state["wave"] += 1
                 lock.notify_all()
-                lock.wait_for(lambda: state["open"] >= release_at, timeout=hold)
-            try:
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-            finally:
-                with lock:
-                    state["open"] -= 1
+                lock.wait_for(lambda: state["wave"] > wave, timeout=hold)
+                # Counted out before the answer leaves: a client cannot see its answer (and
+                # open its next request) while this one still counts as open.
+                state["open"] -= 1
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
 
         def log_message(self, *args: object) -> None:
             pass
