@@ -21,6 +21,7 @@ of the CDN URLs into one `AgentVerdict`. Facts and their sources:
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -126,8 +127,32 @@ def agent_verdict(
     )
 
 
+# Every reporter asks for each host's verdict, several times (fleet counts, per group, per
+# row): about 14 times per host over the five reports. Each result's verdict is kept while
+# the result lives, keyed by its identity (results hold mappings, so they cannot be hashed)
+# and checked against the very targets tuple it was judged with.
+_Verdict = tuple[AgentVerdict, str]
+_VERDICTS: dict[int, tuple[weakref.ref[Any], Sequence[Target], _Verdict]] = {}
+
+
 def host_verdict(result: HostResult, targets: Sequence[Target]) -> tuple[AgentVerdict, str]:
-    """The agent verdict of one host's result (a host not audited is `unknown`)."""
+    """The agent verdict of one host's result (a host not audited is `unknown`); judged
+    once per result and targets, then remembered while the result lives."""
+    key = id(result)
+    hit = _VERDICTS.get(key)
+    if hit is not None and hit[0]() is result and hit[1] is targets:
+        return hit[2]
+    verdict = _judge(result, targets)
+
+    def forget(_gone: weakref.ref[Any]) -> None:
+        # The entry goes with its result (an id is reused only after that).
+        _VERDICTS.pop(key, None)
+
+    _VERDICTS[key] = (weakref.ref(result, forget), targets, verdict)
+    return verdict
+
+
+def _judge(result: HostResult, targets: Sequence[Target]) -> tuple[AgentVerdict, str]:
     if isinstance(result, AuditedHost):
         if result.agent is None:
             return AgentVerdict.UNKNOWN, "the probe did not report the agent"
@@ -191,11 +216,17 @@ def fleet_sentence(counts: AgentCounts) -> str:
 
 
 def agent_report(result: HostResult, targets: Sequence[Target]) -> dict[str, Any]:
-    """The `"agent"` object of one host in report.json (every proxy already masked)."""
+    """The `"agent"` object of one host in report.json (every proxy already masked).
+
+    Its shape is the same for every host, audited or not. `installed` is always a bool: true
+    only where the agent was found. Where that could not be told (a host not audited, no
+    package database or registry answer) it is false, `verdict` is `unknown` with the
+    `reason`, and `version`, `uses_cdn` and `running` are null: an unknown is never a bool.
+    """
     verdict, reason = host_verdict(result, targets)
     facts = result.agent if isinstance(result, AuditedHost) else None
     return {
-        "installed": None if facts is None else facts.installed,
+        "installed": facts is not None and facts.installed is True,
         "version": facts.version or None if facts is not None else None,
         "uses_cdn": uses_cdn(facts, result.host.platform),
         "proxy": facts.proxy if facts is not None else "",

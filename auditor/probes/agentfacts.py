@@ -372,6 +372,30 @@ def winhttp_proxy(hex_blob: str) -> str:
     return blob[16 : 16 + length].decode("ascii", errors="replace")
 
 
+# Verified: a WinHTTP proxy list holds entries `[<scheme>=][<scheme>://]<server>[:<port>]`
+# separated by semicolons or whitespace (learn.microsoft.com, "WINHTTP_PROXY_INFO structure").
+# So `http=p1:80;https=p2:443` names one proxy per scheme, not two to try in turn. Inferred: an
+# `https=` entry is used for an https:// URL before an entry without a scheme; an entry for
+# another scheme never is (the probe picks the same way).
+_SCHEME_ENTRY = re.compile(r"^(\w+)=(.*)$")
+
+
+def winhttp_https_proxies(proxy_list: str) -> tuple[str, ...]:
+    """The entries of a WinHTTP proxy list that apply to https:// URLs, in the order the
+    probe picks them (it uses the first): `https=` entries (the prefix removed), then entries
+    without a scheme."""
+    specific: list[str] = []
+    generic: list[str] = []
+    for entry in re.split(r"[;\s]+", proxy_list):
+        found = _SCHEME_ENTRY.match(entry)
+        if found is None:
+            if entry:
+                generic.append(entry)
+        elif found.group(1).lower() == "https" and found.group(2):
+            specific.append(found.group(2))
+    return (*specific, *generic)[:MAX_PROXIES]
+
+
 def _windows_proxies(rec: dict[str, Any]) -> tuple[str, str, tuple[str, ...], list[str]]:
     """(config, key, raw proxies, notes) from the agent record, as the probe chose them."""
     notes: list[str] = []
@@ -385,9 +409,11 @@ def _windows_proxies(rec: dict[str, Any]) -> tuple[str, str, tuple[str, ...], li
     if chosen is not None:
         return (*chosen, notes)
     system = winhttp_proxy(str(rec.get("winhttp", "")))
-    if system:
-        found = tuple(p.strip() for p in system.split(";") if p.strip())[:MAX_PROXIES]
+    found = winhttp_https_proxies(system)
+    if found:
         return "WinHTTP", "WinHttpSettings", found, notes
+    if system:
+        notes.append("the WinHTTP proxy list names no proxy for https:// URLs")
     return "", "", (), notes
 
 
@@ -395,6 +421,9 @@ def windows_agent_secrets(rec: dict[str, Any]) -> tuple[str, ...]:
     """The proxy settings and credential values of the agent record, for the scrubber only
     (a credential value is given as a URL's password so the scrubber takes it whole)."""
     proxies = list(_windows_proxies(rec)[2])
+    # Every entry of the WinHTTP list, those for other schemes too (their prefix removed).
+    system = winhttp_proxy(str(rec.get("winhttp", "")))
+    proxies += [_SCHEME_ENTRY.sub(r"\2", e) for e in re.split(r"[;\s]+", system) if e]
     for _, name, value in _values(rec):
         if _CREDENTIAL_NAME.search(name) and value:
             proxies.append(f"http://user:{value}@credential")

@@ -135,10 +135,16 @@ try {
     if ($wh) {
         $agent.winhttp = (($wh | Select-Object -First 4096 | ForEach-Object { $_.ToString('x2') }) -join '')
         # The blob: struct size, counter, flags (3: a proxy is set), proxy length, proxy.
+        # The list's entries are [scheme=][scheme://]server[:port], split by ';' or spaces
+        # (WINHTTP_PROXY_INFO): for https:// URLs an https= entry, else one without a scheme.
         if (-not $agentProxy -and $wh.Length -ge 16 -and ($wh[8] -band 2)) {
             $len = [BitConverter]::ToInt32($wh, 12)
             if ($len -gt 0 -and 16 + $len -le $wh.Length) {
-                $agentProxy = ([Text.Encoding]::ASCII.GetString($wh, 16, $len) -split ';')[0].Trim()
+                $list = @([Text.Encoding]::ASCII.GetString($wh, 16, $len) -split '[;\s]+' | Where-Object { $_ })
+                $pick = @($list | Where-Object { $_ -match '^https=.' }) + @($list | Where-Object { $_ -notmatch '^\w+=' })
+                if ($pick.Count -gt 0) {
+                    $agentProxy = ([string]$pick[0]) -replace '^https=', ''
+                }
             }
         }
     }

@@ -39,6 +39,7 @@ import jinja2
 from markupsafe import Markup
 
 import auditor
+from auditor.agent import host_verdict
 from auditor.aggregate import (
     SliceSummary,
     TargetSummary,
@@ -632,6 +633,17 @@ def _observations(
     return out
 
 
+_VERDICT_INDEX = {v: i for i, v in enumerate(AgentVerdict)}
+
+
+def _agent_cells(result: AuditedHost, targets: tuple[Target, ...], ref: _Strings) -> list[int]:
+    """``[agent_version, agent_verdict, verdict_reason]`` of one audited host: the verdict
+    indexes ``av``, the two texts the string table."""
+    verdict, reason = host_verdict(result, targets)
+    version = result.agent.version if result.agent is not None else ""
+    return [ref(version), _VERDICT_INDEX[verdict], ref(reason)]
+
+
 def table_data(run: AuditRun) -> dict[str, Any]:
     """The host rows the page's script renders, in a compact positional form.
 
@@ -639,10 +651,13 @@ def table_data(run: AuditRun) -> dict[str, Any]:
     [[outcome, http_status, detail, tls_issuer, proxy, remote_ip, tool]…]]`` and ``u``:
     not-audited hosts ``[name, address, [group…], platform, transport, runner,
     host_outcome, detail]``, where outcomes index ``o``/``ho``, groups index ``g`` and
-    every other string (detail, issuer…) indexes the string table ``s``.
+    every other string (detail, issuer…) indexes the string table ``s``. When any host
+    reported on the Qualys agent (``ag`` true), each audited row ends with its agent's
+    ``[version, verdict, reason]`` (`_agent_cells`), the verdict indexing ``av``.
     """
     targets = run.info.targets
     ref = _Strings()
+    agents = any(isinstance(r, AuditedHost) and r.agent is not None for r in run.results)
     groups: dict[str, int] = {}
 
     def group_ids(result: HostResult) -> list[int]:
@@ -661,7 +676,8 @@ def table_data(run: AuditRun) -> dict[str, Any]:
             ref(result.runner),
         ]
         if isinstance(result, AuditedHost):
-            audited.append([*common, _observations(result, targets, ref)])
+            row = [*common, _observations(result, targets, ref)]
+            audited.append([*row, *_agent_cells(result, targets, ref)] if agents else row)
         else:
             unaudited.append([*common, _HOST_OUTCOME_INDEX[result.outcome], ref(result.detail)])
     return {
@@ -677,6 +693,8 @@ def table_data(run: AuditRun) -> dict[str, Any]:
             for t in targets
         ],
         "g": [clean(g) for g in groups],
+        "ag": agents,
+        "av": [v.value for v in AgentVerdict],
         "s": ref.table,
         "a": audited,
         "u": unaudited,

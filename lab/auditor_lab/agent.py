@@ -12,6 +12,12 @@ and no other host or process of the machine sees either.
   probe asks dpkg-query only where one exists; a read-only overlay adds the agent's list to
   the machine's folder, again in sshd's own mount namespace.
 
+- /etc/qualys/cloud-agent/cert/ca-bundle.crt (the agent's proxy CA bundle, for a host with
+  `agent_ca`): /etc/netns/NAME/qualys, mounted over /etc/qualys the same way. `ip netns exec`
+  can only mount over a path that exists, so the lab makes /etc/qualys when the machine has
+  none, holding only a mark that says so, by which `down` finds and removes it again (even
+  without the lab's state file).
+
 Nothing runs as the agent: the probe's "running" check answers false on these hosts.
 """
 
@@ -26,7 +32,11 @@ from auditor_lab.spec import HostSpec
 DPKG_STATUS = Path("/var/lib/dpkg/status")
 DPKG_INFO = Path("/var/lib/dpkg/info")
 ETC_DEFAULT = Path("/etc/default")
+ETC_QUALYS = Path("/etc/qualys")
 AGENT_FILE = "qualys-cloud-agent"
+CA_BUNDLE = Path("cloud-agent/cert/ca-bundle.crt")
+"""Under /etc/qualys: where the agent reads its proxy CA certificates (the vendor's guide)."""
+ETC_QUALYS_MARK = ETC_QUALYS / ".made-by-auditor-lab"
 
 
 def has_agent(host: HostSpec) -> bool:
@@ -47,10 +57,36 @@ def dpkg_entry(version: str) -> str:
     )
 
 
-def write_agent_files(host: HostSpec, host_dir: Path) -> None:
-    """The host's /etc/netns default folder and its dpkg status copy (in `host_dir`)."""
+def make_etc_qualys(hosts: list[HostSpec]) -> None:
+    """The mount point of the hosts' agent CA bundles, when one needs it and the machine has
+    no /etc/qualys: made with a mark, nothing else."""
+    if any(h.agent_ca for h in hosts) and not ETC_QUALYS.exists():
+        ETC_QUALYS.mkdir(mode=0o755)
+        ETC_QUALYS_MARK.write_text("made by auditor-lab up; auditor-lab down removes it\n")
+
+
+def remove_etc_qualys() -> list[str]:
+    """Remove the /etc/qualys the lab made (found by its mark): only if nothing else was put
+    there since (a real agent installed meanwhile keeps it)."""
+    if not ETC_QUALYS_MARK.is_file():
+        return []
+    ETC_QUALYS_MARK.unlink()
+    try:
+        ETC_QUALYS.rmdir()
+    except OSError:
+        return []
+    return [str(ETC_QUALYS)]
+
+
+def write_agent_files(host: HostSpec, host_dir: Path, ca_pem: Path) -> None:
+    """The host's /etc/netns default folder, its dpkg status copy (in `host_dir`) and, for a
+    host with `agent_ca`, its agent CA bundle holding the certificate in `ca_pem`."""
     if not has_agent(host):
         return
+    if host.agent_ca:
+        bundle = netns.ETC_NETNS / host.namespace / ETC_QUALYS.name / CA_BUNDLE
+        bundle.parent.mkdir(parents=True, exist_ok=True)
+        bundle.write_bytes(ca_pem.read_bytes())
     default = netns.ETC_NETNS / host.namespace / "default"
     if ETC_DEFAULT.is_dir():
         shutil.copytree(ETC_DEFAULT, default, symlinks=True, dirs_exist_ok=True)

@@ -36,6 +36,8 @@ from auditor_lab.spec import (
     DENY_PROXY_URL,
     HTTP_PORT,
     HTTPS_PORT,
+    INSPECT_PROXY_PORT,
+    INSPECT_PROXY_URL,
     INTERCEPT_ADDRESS,
     INTERCEPT_CA_NAME,
     INTERCEPT_CA_ORG,
@@ -108,6 +110,7 @@ class LabServices:
     proxy: str = PROXY_URL
     deny_proxy: str = DENY_PROXY_URL
     intercept: str = f"{INTERCEPT_ADDRESS}:{HTTPS_PORT}"
+    inspect_proxy: str = INSPECT_PROXY_URL
 
     def as_dict(self) -> dict[str, str]:
         return {
@@ -116,6 +119,7 @@ class LabServices:
             "proxy": self.proxy,
             "deny_proxy": self.deny_proxy,
             "intercept": self.intercept,
+            "inspect_proxy": self.inspect_proxy,
         }
 
 
@@ -463,6 +467,7 @@ def _build(directory: Path, hosts: list[HostSpec], extra_hosts: int, say: Log) -
     if any(h.service == "sshd" for h in hosts) and not SSHD_PRIVSEP.exists():
         state.set("made_privsep", True)
         SSHD_PRIVSEP.mkdir(mode=0o755)
+    agent.make_etc_qualys(hosts)
     state.set("bridge", BRIDGE)
     netns.create_bridge()
     services = _start_services(directory, hosts, state)
@@ -651,7 +656,9 @@ def _etc_netns(directory: Path, host: HostSpec, shadow: str | None = None) -> No
         path = etc / "shadow"
         path.write_text(render.etc_shadow(shadow))
         path.chmod(0o600)
-    agent.write_agent_files(host, directory / "hosts" / host.name)
+    agent.write_agent_files(
+        host, directory / "hosts" / host.name, directory / "pki" / "intercept-ca.pem"
+    )
     (etc / "hosts").write_text(render.etc_hosts(host))
     (etc / "resolv.conf").write_text(render.RESOLV_CONF)
     ssl = etc / "ssl"
@@ -743,6 +750,14 @@ def _start_services(
                 "kind": "deny-proxy",
                 "address": CDN_ADDRESS,
                 "port": DENY_PROXY_PORT,
+            },
+            {
+                # A TLS-inspecting proxy: every tunnel ends at the intercepting endpoint.
+                "name": "inspect-proxy",
+                "kind": "connect-proxy",
+                "address": CDN_ADDRESS,
+                "port": INSPECT_PROXY_PORT,
+                "upstream": f"{INTERCEPT_ADDRESS}:{HTTPS_PORT}",
             },
         ],
     }
@@ -925,6 +940,7 @@ def lab_down(directory: Path | None = None, log: Log | None = None) -> list[str]
         with contextlib.suppress(OSError):
             SSHD_PRIVSEP.rmdir()  # only if empty: an sshd started since may use it
             removed.append(str(SSHD_PRIVSEP))
+    removed += agent.remove_etc_qualys()
     with contextlib.suppress(OSError):
         POINTER.unlink()
     with contextlib.suppress(OSError):
@@ -957,6 +973,7 @@ def lab_status(directory: Path) -> LabStatus:
         "intercept": (INTERCEPT_ADDRESS, HTTPS_PORT),
         "proxy": (CDN_ADDRESS, PROXY_PORT),
         "deny-proxy": (CDN_ADDRESS, DENY_PROXY_PORT),
+        "inspect-proxy": (CDN_ADDRESS, INSPECT_PROXY_PORT),
     }
     targets = [(h["address"], int(h["port"])) for h in hosts.values()] + list(listeners.values())
     opened = asyncio.run(_probe_ports(targets))

@@ -26,6 +26,9 @@ HTTPS_PORT = 443
 HTTP_PORT = 80
 PROXY_PORT = 3128
 DENY_PROXY_PORT = 3129
+INSPECT_PROXY_PORT = 3131
+"""A TLS-inspecting proxy: its CONNECT tunnels end at the intercepting endpoint, so every
+name it is asked for presents a certificate from the inspection CA."""
 SSH_PORT = 22
 INTERNAL_SSH_PORT = 2222
 """The bastion's sshd also listens on its own loopback here: an address only a ProxyJump
@@ -38,6 +41,7 @@ LAB_WINRM_USER = "labadmin"
 
 PROXY_URL = f"http://{CDN_ADDRESS}:{PROXY_PORT}"
 DENY_PROXY_URL = f"http://{CDN_ADDRESS}:{DENY_PROXY_PORT}"
+INSPECT_PROXY_URL = f"http://{CDN_ADDRESS}:{INSPECT_PROXY_PORT}"
 
 PROBE_URL = "https://cask.qg3.apps.qualys.com/status"
 """The URL every expected outcome in the design table refers to (the vendor's own check)."""
@@ -142,6 +146,12 @@ class HostSpec:
     """The host's /etc/default/qualys-cloud-agent ("" for none)."""
     agent_verdict: str = ""
     """The agent verdict an audit of `PROBE_URL` must report ("" where not designed)."""
+    agent_ca: bool = False
+    """The host's agent proxy CA bundle (/etc/qualys/cloud-agent/cert/ca-bundle.crt) holds
+    the inspection CA; nothing else on the host trusts it."""
+    agent_winhttp: str = ""
+    """A Windows host's WinHTTP proxy list, as `netsh winhttp set proxy` stores it ("" for
+    direct): the agent's proxy when the Qualys registry names none."""
 
     @property
     def namespace(self) -> str:
@@ -382,6 +392,21 @@ def agent_hosts() -> list[HostSpec]:
             agent_conf=f"https_proxy={enc_proxy}\n",
             agent_verdict="unknown",
         ),
+        HostSpec(
+            "agentinspect",
+            "",
+            "site_agent",
+            Outcome.REACHABLE,
+            condition="agent 6.4 whose proxy inspects TLS with a CA that only the agent's CA "
+            "bundle holds; the login session uses that proxy too; direct egress refused",
+            proxy=INSPECT_PROXY_URL,
+            nft_rules=(_NO_DIRECT,),
+            session_env=(("https_proxy", INSPECT_PROXY_URL), ("HTTPS_PROXY", INSPECT_PROXY_URL)),
+            agent_version="6.4.2.7-1",
+            agent_conf=f"https_proxy={INSPECT_PROXY_URL}\n",
+            agent_verdict="cdn_ready",
+            agent_ca=True,
+        ),
     ]
     return [
         replace(row, address=f"10.213.1.{AGENT_FIRST_ADDRESS + i}") for i, row in enumerate(rows)
@@ -393,10 +418,11 @@ WINDOWS_AGENT_FIRST_ADDRESS = 90
 
 
 def windows_agent_hosts() -> list[HostSpec]:
-    """Windows hosts with the Qualys agent (`auditor_lab.winagent`), one per PowerShell: the
-    agent's registry proxy working where direct egress is refused (5.1), and an agent older
-    than the first Windows CDN version, 5.7 (7). `agent_conf` is the agent's registry proxy
-    value (the value name the lab writes is a stand-in: the real one is not public)."""
+    """Windows hosts with the Qualys agent (`auditor_lab.winagent`): the agent's registry
+    proxy working where direct egress is refused (5.1), an agent older than the first Windows
+    CDN version, 5.7 (7), and an agent that follows a per-scheme WinHTTP proxy list (5.1).
+    `agent_conf` is the agent's registry proxy value (the value name the lab writes is a
+    stand-in: the real one is not public)."""
     rows = [
         HostSpec(
             "winagent",
@@ -423,6 +449,22 @@ def windows_agent_hosts() -> list[HostSpec]:
             powershell="7",
             agent_version="5.6.1.8",
             agent_verdict="too_old",
+        ),
+        HostSpec(
+            "winagentwh",
+            "",
+            "win_agent",
+            Outcome.REACHABLE,
+            condition="agent 5.8 without a registry proxy; the WinHTTP proxy list names one "
+            "proxy per scheme (http= a dead one, https= the lab's CONNECT proxy); direct "
+            "egress refused",
+            kind=HostKind.WINDOWS,
+            service="wsman",
+            nft_rules=(_NO_DIRECT,),
+            agent_version="5.8.0.4",
+            agent_winhttp=f"http={DEAD_PROXY_URL.removeprefix('http://')};"
+            f"https={CDN_ADDRESS}:{PROXY_PORT}",
+            agent_verdict="cdn_ready",
         ),
     ]
     return [

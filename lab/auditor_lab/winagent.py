@@ -7,7 +7,8 @@ the registry values under HKLM\\SOFTWARE\\Qualys whose names speak of a proxy (n
 the names QualysProxy.exe really writes are not public, so the lab's are stand-ins), and
 the WinHTTP proxy. This module does what probe.ps1 does with them, line for line: the first
 proxy-named value shaped host:port (no PAC, WPAD or credential value), else the WinHTTP
-proxy, used only when the auditor asked for the agent's path and the agent is installed.
+proxy for https:// URLs (an `https=` entry, else one without a scheme), used only when the
+auditor asked for the agent's path and the agent is installed.
 """
 
 from __future__ import annotations
@@ -52,7 +53,11 @@ def agent_record(agent: Mapping[str, Any] | None, agent_path: bool) -> tuple[dic
             break
     blob = winhttp_blob(winhttp) if winhttp else b""
     if not proxy and winhttp:
-        proxy = winhttp.split(";")[0].strip()
+        # probe.ps1: split on ';' or spaces; an https= entry first, else one without a scheme.
+        entries = [e for e in re.split(r"[;\s]+", winhttp) if e]
+        pick = [e for e in entries if re.match(r"(?i)^https=.", e)]
+        pick += [e for e in entries if not re.match(r"^\w+=", e)]
+        proxy = re.sub(r"(?i)^https=", "", pick[0]) if pick else ""
     if proxy and not re.match(r"^https?://", proxy):
         proxy = "http://" + proxy
     use = proxy if agent_path and installed == "yes" else ""

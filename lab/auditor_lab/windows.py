@@ -80,7 +80,10 @@ def _agent(host: HostSpec) -> dict[str, Any]:
     if not host.agent_version:
         return {}
     values = [["ProxyUrl", host.agent_conf]] if host.agent_conf else []
-    return {"agent": {"version": host.agent_version, "values": values}}
+    agent: dict[str, Any] = {"version": host.agent_version, "values": values}
+    if host.agent_winhttp:
+        agent["winhttp"] = host.agent_winhttp
+    return {"agent": agent}
 
 
 def _write_private_json(path: Path, doc: dict[str, Any]) -> None:

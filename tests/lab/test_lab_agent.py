@@ -17,6 +17,8 @@ from auditor_lab import LabInfo
 from auditor_lab.spec import (
     AGENT_PROXY_SECRET,
     DEAD_PROXY_URL,
+    INSPECT_PROXY_URL,
+    INTERCEPT_CA_NAME,
     PROBE_URL,
     PROXY_URL,
     agent_hosts,
@@ -100,6 +102,7 @@ def test_each_agent_host_is_probed_along_its_agents_path(
     assert agent["verdict"] == spec.agent_verdict, agent
     assert agent["installed"] is True and agent["version"] == spec.agent_version
     assert agent["path"] == ("agent_proxy" if spec.agent_conf else "agent_direct")
+    assert agent["ca_bundle"] is spec.agent_ca
 
 
 def test_agent_facts_say_where_they_come_from(
@@ -135,12 +138,12 @@ def test_the_fleet_answer_leads_the_summary_and_the_reports(
     total = len(audited) + len(AGENTS)
     line = next(x for x in text.splitlines() if x.startswith("Qualys Cloud Agent:"))
     assert line == (
-        f"Qualys Cloud Agent: Of {total} hosts: 3 agents will use the CDN, 1 agent is blocked "
+        f"Qualys Cloud Agent: Of {total} hosts: 4 agents will use the CDN, 1 agent is blocked "
         f"from it (they fall back to the platform), 1 agent is too old to use it, "
         f"{len(audited)} hosts have no agent, 1 host could not be told"
     )
     assert text.index("Qualys Cloud Agent:") < text.index("Readiness")
-    assert "  site_agent: Of 6 hosts: 3 agents will use the CDN" in text
+    assert "  site_agent: Of 7 hosts: 4 agents will use the CDN" in text
     rows = {r["host"]: r for r in csv.DictReader((out / "report.csv").open(newline=""))}
     assert rows["agentold"]["agent_verdict"] == "too_old"
     assert rows["agentold"]["agent_uses_cdn"] == "false"
@@ -172,6 +175,43 @@ def test_direct_probes_without_the_agents_proxy(
     assert hosts["agentdead"]["agent"]["path"] == "session"
     assert hosts["agentproxy"]["observations"][0]["outcome"] == "refused"
     assert hosts["agentproxy"]["observations"][0]["at_proxy"] is False
+    # The TLS-inspecting proxy, without the agent's CA bundle: the inspection CA is not
+    # trusted, and the issuer seen names it.
+    inspected = hosts["agentinspect"]["observations"][0]
+    assert inspected["outcome"] == "tls_failure", inspected
+    assert INTERCEPT_CA_NAME in inspected["tls_issuer"], inspected
+    assert inspected["proxy"] == INSPECT_PROXY_URL
+    assert hosts["agentinspect"]["agent"]["path"] == "session"
+    assert hosts["agentinspect"]["agent"]["verdict"] == "cdn_blocked"
+
+
+def test_the_agents_ca_bundle_lets_its_tls_inspecting_proxy_through(
+    lab: LabInfo, agent_run: tuple[int, str, list[bytes], Path]
+) -> None:
+    """Along the agent's path, the same inspecting proxy is trusted through the agent's own
+    CA bundle, which only that host sees (mounted in its namespace like its other files)."""
+    host = _hosts(agent_run[3])["agentinspect"]
+    (obs,) = host["observations"]
+    assert (obs["outcome"], obs["proxy"], obs["tls_issuer"]) == (
+        "reachable",
+        INSPECT_PROXY_URL,
+        "",
+    ), obs
+    assert host["agent"]["ca_bundle"] is True and host["agent"]["verdict"] == "cdn_ready"
+    bundle = "/etc/qualys/cloud-agent/cert/ca-bundle.crt"
+    seen = {}
+    for name in ("agentinspect", "agentproxy"):
+        shown = subprocess.run(
+            ["ip", "netns", "exec", lab.host(name).namespace, "cat", bundle],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        seen[name] = shown.stdout
+    assert seen["agentinspect"] == lab.intercept_ca_cert.read_bytes()
+    assert seen["agentproxy"] == b""
+    # The machine itself trusts nothing new: at most the empty mount point is there.
+    assert not Path(bundle).exists()
 
 
 def _gate(lab: LabInfo, out: Path, hosts: str) -> subprocess.CompletedProcess[bytes]:
@@ -218,7 +258,7 @@ def windows_run(lab: LabInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = environ(AUDITOR_WINRM_PASSWORD=lab.winrm_password.read_text().strip())
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
     assert "Traceback" not in proc.stderr, proc.stderr
-    assert "Qualys Cloud Agent: Of 2 hosts: 1 agent will use the CDN" in proc.stderr
+    assert "Qualys Cloud Agent: Of 3 hosts: 2 agents will use the CDN" in proc.stderr
     return out
 
 
@@ -241,6 +281,14 @@ def test_each_windows_agent_host_is_judged_from_the_registry_and_service(
         assert agent["proxies"] == [spec.agent_conf]
         assert agent["path"] == "agent_proxy"
         assert obs["proxy"] == f"http://{spec.agent_conf}/"
+    elif spec.agent_winhttp:
+        # Only the list's https= entry applies to the CDN URL; the dead http= one is not tried.
+        assert (agent["config"], agent["proxies"]) == (
+            "WinHTTP",
+            [PROXY_URL.removeprefix("http://")],
+        )
+        assert agent["path"] == "agent_proxy"
+        assert obs["proxy"] == f"{PROXY_URL}/"
     else:
         assert agent["path"] == "session" and obs["proxy"] == ""
 
@@ -267,5 +315,5 @@ def test_the_demo_audit_leads_with_the_fleet_answer(lab: LabInfo, tmp_path: Path
     lines = proc.stderr.splitlines()
     shown = [h for h in lab.hosts if h.site not in ("win_egress", "win_winrm")]
     assert lines[2].startswith(f"Qualys Cloud Agent: Of {len(shown)} hosts: "), lines[:4]
-    assert any(line.startswith("  site_agent: Of 6 hosts") for line in lines)
-    assert any(line.startswith("  win_agent: Of 2 hosts") for line in lines)
+    assert any(line.startswith("  site_agent: Of 7 hosts") for line in lines)
+    assert any(line.startswith("  win_agent: Of 3 hosts") for line in lines)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from auditor_lab import fleet, lab_down, lab_status, lab_up, netns
+from auditor_lab import agent, fleet, lab_down, lab_status, lab_up, netns
 from auditor_lab.errors import LabError
 from auditor_lab.netns import Proc
 from auditor_lab.spec import agent_hosts, design_hosts, windows_agent_hosts, windows_hosts
@@ -109,6 +109,8 @@ def test_down_finds_everything_without_the_state_file(
     no_lab_left(procs)  # sshd found in its namespace, the services by their lab listeners
     lab_down(lab.directory)  # the files: lab.json still marks the folder as the lab's
     assert not lab.directory.exists()
+    # The agent CA bundle's mount point, made by up, found by its mark.
+    assert not agent.ETC_QUALYS_MARK.exists()
 
 
 def test_up_replaces_a_lab_that_is_already_up(tmp_path: Path, no_lab_left: NoLabLeft) -> None:

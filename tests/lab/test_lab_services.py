@@ -14,7 +14,13 @@ from pathlib import Path
 
 import pytest
 from auditor_lab import CATALOG_NAMES, HostKind, LabInfo, lab_status
-from auditor_lab.spec import CDN_ADDRESS, DENY_PROXY_PORT, INTERCEPT_ADDRESS, PROXY_PORT
+from auditor_lab.spec import (
+    CDN_ADDRESS,
+    DENY_PROXY_PORT,
+    INSPECT_PROXY_PORT,
+    INTERCEPT_ADDRESS,
+    PROXY_PORT,
+)
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
@@ -103,6 +109,33 @@ def test_proxy_tunnels_any_name_to_the_lab_cdn_only(lab: LabInfo) -> None:
     assert "tunnel=10.213.0.1:443" in lab.services_log.read_text()
 
 
+def _tunnel(port: int) -> socket.socket:
+    """A CONNECT tunnel for the CDN name through the lab proxy on `port`."""
+    raw = socket.create_connection((CDN_ADDRESS, port), timeout=5)
+    raw.sendall(b"CONNECT cask.qg3.apps.qualys.com:443 HTTP/1.1\r\nHost: x\r\n\r\n")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += raw.recv(1)
+    assert head.startswith(b"HTTP/1.1 200")
+    return raw
+
+
+def test_the_inspecting_proxy_presents_the_inspection_cas_certificate(lab: LabInfo) -> None:
+    """Every tunnel through the TLS-inspecting proxy ends at the intercepting endpoint: the
+    vendor name is answered with a certificate the inspection CA issued, which verifies
+    against that CA alone and answers 200."""
+    with _tunnel(INSPECT_PROXY_PORT) as raw, pytest.raises(ssl.SSLCertVerificationError):
+        _lab_tls(lab).wrap_socket(raw, server_hostname="cask.qg3.apps.qualys.com")
+    inspection = ssl.create_default_context(cafile=str(lab.intercept_ca_cert))
+    with (
+        _tunnel(INSPECT_PROXY_PORT) as raw,
+        inspection.wrap_socket(raw, server_hostname="cask.qg3.apps.qualys.com") as tls,
+    ):
+        tls.sendall(b"GET /status HTTP/1.1\r\nHost: cask.qg3.apps.qualys.com\r\n\r\n")
+        assert tls.recv(64).startswith(b"HTTP/1.1 200")
+    assert "tunnel=10.213.0.2:443" in lab.services_log.read_text()
+
+
 @pytest.mark.parametrize(
     "request_bytes",
     [
@@ -121,7 +154,14 @@ def test_services_listen_on_lab_addresses_only(lab: LabInfo) -> None:
     lines = subprocess.run(["ss", "-Hltnp"], capture_output=True, text=True, check=True).stdout
     mine = [line.split()[3] for line in lines.splitlines() if f"pid={pid}," in line]
     assert sorted(mine) == sorted(
-        ["10.213.0.1:443", "10.213.0.1:80", "10.213.0.2:443", "10.213.0.1:3128", "10.213.0.1:3129"]
+        [
+            "10.213.0.1:443",
+            "10.213.0.1:80",
+            "10.213.0.2:443",
+            "10.213.0.1:3128",
+            "10.213.0.1:3129",
+            "10.213.0.1:3131",
+        ]
     )
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 import base64
 import json
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
-from auditor_lab import ps7, ps51
+from auditor_lab import ps7, ps51, winagent
 from auditor_lab.ps51 import WINDOWS_POWERSHELL_51, Flavour, Machine, Network, Output, run_probe
 from auditor_lab.winagent import agent_record, winhttp_blob
 
@@ -162,3 +163,51 @@ def test_a_winhttp_blob_is_read_and_a_broken_one_is_not() -> None:
     broken = bytearray(winhttp_blob("p:1"))
     broken[12] = 200  # a length beyond the blob
     assert winhttp_proxy(bytes(broken).hex()) == ""
+
+
+WINHTTP_LISTS = [
+    # (WinHTTP proxy list, the proxy the requests use, the proxies the auditor reports)
+    ("http=10.9.9.9:80;https=10.1.1.1:8443", "http://10.1.1.1:8443", ("10.1.1.1:8443",)),
+    (
+        "10.1.1.1:8080 HTTPS=10.2.2.2:8443",
+        "http://10.2.2.2:8443",
+        ("10.2.2.2:8443", "10.1.1.1:8080"),
+    ),
+    ("ftp=10.9.9.9:21;http=10.9.9.9:80", None, ()),
+]
+
+
+@pytest.mark.parametrize("ps", sorted(FLAVOURS))
+@pytest.mark.parametrize(("winhttp", "used_proxy", "reported"), WINHTTP_LISTS)
+def test_a_per_scheme_winhttp_list_gives_the_https_entry(
+    monkeypatch: pytest.MonkeyPatch,
+    ps: str,
+    winhttp: str,
+    used_proxy: str | None,
+    reported: tuple[str, ...],
+) -> None:
+    """A WinHTTP list names a proxy per scheme (`http=…;https=…`): an https:// URL goes
+    through the https= entry (else one without a scheme), never through `http=` taken as a
+    host name; a list with none for https leaves the agent's path without a proxy."""
+    agent = {"version": "5.7.2.31", "winhttp": winhttp}
+    _, used, result = _run(monkeypatch, FLAVOURS[ps], agent)
+    facts = result.agent
+    assert facts is not None and facts.proxies == reported
+    if used_proxy is None:
+        assert used == ["http://session-proxy:8080"] and facts.path is ProbePath.SESSION
+        assert "no proxy for https:// URLs" in " ".join(facts.notes)
+    else:
+        assert used == [used_proxy] and facts.path is ProbePath.AGENT_PROXY
+        assert (facts.config, facts.proxy_key) == ("WinHTTP", "WinHttpSettings")
+
+
+def test_the_emulator_picks_the_winhttp_entry_with_probe_ps1s_own_patterns() -> None:
+    """The emulator mirrors probe.ps1 (no PowerShell runs here): the patterns it mirrors are
+    the ones in the script, so a change to one side alone fails here."""
+    from importlib.resources import files
+
+    script = files("auditor.probes").joinpath("probe.ps1").read_text(encoding="utf-8")
+    mirror = Path(winagent.__file__).read_text(encoding="utf-8")
+    for pattern in ("[;\\s]+", "^https=.", "^\\w+="):
+        assert f"'{pattern}'" in script, pattern
+        assert f'"{pattern}"' in mirror or f'"(?i){pattern}"' in mirror, pattern

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from auditor_lab.winagent import winhttp_blob
 
 from auditor.agent import agent_verdict, uses_cdn, version_key
 from auditor.models import (
@@ -31,6 +32,8 @@ from auditor.probes.agentfacts import (
     MAX_CONFIG_BYTES,
     mask_proxy,
     parse_proxy_config,
+    windows_agent_secrets,
+    winhttp_https_proxies,
 )
 from auditor.probes.posix import build_posix_job, parse_posix
 from auditor.results import result_from_dict, result_to_dict
@@ -162,6 +165,33 @@ def _agent(
 
 TARGET = Target(url="https://cask.example/status", name="cdn", category="CDN")
 T_OK = "T\t0\tcurl\t0\t200\t000\t\t\t\t\t\t\t\t"
+
+
+@pytest.mark.parametrize(
+    ("proxy_list", "https"),
+    [
+        ("", ()),
+        (";; \t ;", ()),
+        ("p:1", ("p:1",)),
+        ("p:1;q:2", ("p:1", "q:2")),
+        ("http=a:80;https=b:443", ("b:443",)),
+        ("HTTPS=b:443 p:1", ("b:443", "p:1")),
+        ("https=https://b:443", ("https://b:443",)),
+        ("https=;http=a:80;socks=s:1080", ()),
+        ("=x;https==y", ("=y", "=x")),
+        (";".join(f"p{i}:1" for i in range(8)), tuple(f"p{i}:1" for i in range(5))),
+    ],
+)
+def test_a_winhttp_list_gives_the_entries_for_https_urls(
+    proxy_list: str, https: tuple[str, ...]
+) -> None:
+    assert winhttp_https_proxies(proxy_list) == https
+
+
+def test_every_winhttp_entry_is_a_secret_to_scrub_even_one_for_another_scheme() -> None:
+    blob = winhttp_blob("http=u:Http-Secret@a:80;https=v:Https-Secret@b:443").hex()
+    secrets = " ".join(windows_agent_secrets({"winhttp": blob}))
+    assert "Http-Secret" in secrets and "Https-Secret" in secrets
 
 
 def test_records_give_installed_version_and_masked_proxies_with_no_secret_left() -> None:

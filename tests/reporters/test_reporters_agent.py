@@ -5,14 +5,20 @@ agent suite, and the `--require-agent` exit status."""
 from __future__ import annotations
 
 import csv
+import gc
 import io
 import json
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 
+from pytest import MonkeyPatch
+
+import auditor.agent as agent_module
 from auditor.agent import count_verdicts, fleet_sentence
 from auditor.aggregate import EXIT_BLOCKED, EXIT_OK, exit_status
 from auditor.models import (
     AgentFacts,
+    AgentVerdict,
     AuditedHost,
     AuditRun,
     Connection,
@@ -132,7 +138,7 @@ def test_report_json_has_each_hosts_agent_and_the_fleet_answer() -> None:
     assert hosts["blocked1"]["verdict"] == "cdn_blocked"
     assert (hosts["old1"]["verdict"], hosts["old1"]["uses_cdn"]) == ("too_old", False)
     assert (hosts["none1"]["verdict"], hosts["none1"]["installed"]) == ("no_agent", False)
-    assert hosts["down1"]["verdict"] == "unknown" and hosts["down1"]["installed"] is None
+    assert hosts["down1"]["verdict"] == "unknown" and hosts["down1"]["installed"] is False
     agents = report["summary"]["agents"]
     assert {k: agents[k] for k in ("hosts", "cdn_ready", "cdn_blocked", "too_old")} == {
         "hosts": 7,
@@ -145,6 +151,57 @@ def test_report_json_has_each_hosts_agent_and_the_fleet_answer() -> None:
         ("dc1", 3, 1),
         ("dc2", 4, 0),
     ]
+
+
+# The contract of each host's "agent" object in report.json: these keys, these types.
+AGENT_CONTRACT: dict[str, tuple[type, ...]] = {
+    "installed": (bool,),
+    "version": (str, type(None)),
+    "uses_cdn": (bool, type(None)),
+    "proxy": (str,),
+    "proxies": (list,),
+    "ca_bundle": (bool,),
+    "running": (bool, type(None)),
+    "verdict": (str,),
+}
+
+
+def test_every_hosts_agent_object_keeps_the_contract_even_when_nothing_could_be_read() -> None:
+    """`installed` is a bool for every host: an unknown is said by `verdict: "unknown"`
+    (with its reason) and by the nullable fields, never by a null `installed`."""
+    unreadable = _audited(
+        "unreadable", "dc1", AgentFacts(installed=None, notes=("dpkg-query: exit 2",))
+    )
+    report = json.loads(JsonReporter().render(_run((*RESULTS, unreadable))))
+    hosts = {h["host"]["name"]: h["agent"] for h in report["hosts"]}
+    for name, agent in hosts.items():
+        for key, types in AGENT_CONTRACT.items():
+            assert type(agent[key]) in types, (name, key, agent[key])
+        assert agent["verdict"] in {"cdn_ready", "cdn_blocked", "too_old", "no_agent", "unknown"}
+        assert all(isinstance(p, str) for p in agent["proxies"])
+        assert set(agent) == set(hosts["ready1"]), name  # one shape for every host
+    # A host that could not be audited, one whose probe did not report the agent, and one
+    # whose package database did not answer: not installed as far as is known, and unknown.
+    unknown_facts = {
+        "installed": False,
+        "version": None,
+        "uses_cdn": None,
+        "proxy": "",
+        "proxies": [],
+        "ca_bundle": False,
+        "running": None,
+        "verdict": "unknown",
+    }
+    for name in ("down1", "win1", "unreadable"):
+        assert {k: hosts[name][k] for k in AGENT_CONTRACT} == unknown_facts, name
+    assert hosts["down1"]["reason"] == "host not audited (unreachable)"
+    assert hosts["down1"]["path"] == "" and hosts["down1"]["notes"] == []
+    assert hosts["win1"]["reason"] == "the probe did not report the agent"
+    assert hosts["unreadable"]["reason"] == (
+        "could not tell whether the agent is installed: dpkg-query: exit 2"
+    )
+    # Not installed (known) differs from unknown only by the verdict, which says which.
+    assert hosts["none1"]["installed"] is False and hosts["none1"]["verdict"] == "no_agent"
 
 
 def test_csv_appends_the_agent_columns() -> None:
@@ -199,3 +256,35 @@ def test_report_html_gives_the_fleet_answer_under_the_headline_and_per_group() -
     # A run in which no host reported on an agent has no agent answer at all.
     plain = HtmlReporter().render(_run((RESULTS[-1], RESULTS[-2])))
     assert 'id="agents"' not in plain
+
+
+def test_each_hosts_verdict_is_judged_once_for_every_report(monkeypatch: MonkeyPatch) -> None:
+    """The five reports ask for each host's verdict many times; it is judged once per result
+    and targets, judged again for other targets, and forgotten with its result."""
+    from auditor.reporters.html import HtmlReporter
+
+    judged: list[HostResult] = []
+    judge = agent_module._judge
+
+    def counting(result: HostResult, targets: Sequence[Target]) -> tuple[AgentVerdict, str]:
+        judged.append(result)
+        return judge(result, targets)
+
+    monkeypatch.setattr(agent_module, "_judge", counting)
+    fresh = (_audited("fresh1", "dc1", PROXIED), _audited("fresh2", "dc2", _agent("6.3.0.9")))
+    run = _run(fresh)
+    for reporter in (CsvReporter(), HtmlReporter(), JsonReporter(), JunitReporter()):
+        reporter.render(run)
+    render_summary(run, color=False)
+    assert sorted(r.host.name for r in judged) == ["fresh1", "fresh2"]
+    assert agent_module.host_verdict(fresh[0], TARGETS)[0] is AgentVerdict.CDN_READY
+    assert len(judged) == 2
+    # Other targets (no CDN among them): judged anew, and right for them.
+    assert agent_module.host_verdict(fresh[0], (PLATFORM,))[0] is AgentVerdict.UNKNOWN
+    assert len(judged) == 3
+    keys = [id(r) for r in fresh]
+    assert all(k in agent_module._VERDICTS for k in keys)
+    del run, fresh
+    judged.clear()
+    gc.collect()
+    assert not any(k in agent_module._VERDICTS for k in keys)

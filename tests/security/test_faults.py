@@ -184,17 +184,30 @@ def test_a_channel_closed_mid_record_marks_the_target_not_the_fleet(tmp_path: Pa
 
 
 def test_sshd_killed_mid_run_is_an_error_and_the_others_finish(tmp_path: Path) -> None:
-    slow = "ForceCommand /bin/sh -c 'sleep 3; exec /bin/sh -s'\n"
+    # The session announces itself, then stalls: sshd is killed only once the host's session
+    # really is under way (a fixed delay raced the auditor's start on a busy machine).
+    started = tmp_path / "session-started"
+    slow = f"ForceCommand /bin/sh -c ': > {started}; sleep 30; exec /bin/sh -s'\n"
     with loopback_sshd(tmp_path / "a", slow) as doomed, loopback_sshd(tmp_path / "b") as fine:
         inv = _inventory(tmp_path, doomed.inventory_line("doomed"), fine.inventory_line("fine"))
-        killer = threading.Timer(1.5, doomed.kill_tree)
+        stop = threading.Event()
+
+        def kill_once_started() -> None:
+            while not stop.wait(0.05):
+                if started.exists():
+                    doomed.kill_tree()
+                    return
+
+        killer = threading.Thread(target=kill_once_started, daemon=True)
         killer.start()
         try:
             status, hosts, err, wall, _ = run_audit(
                 inv, _known(tmp_path, doomed, fine), tmp_path / "o", "--timeout", "20"
             )
         finally:
-            killer.cancel()
+            stop.set()
+            killer.join()
+    assert started.exists(), "the doomed host's session never started"
     assert status == 1, err  # `fine` audited: its one URL is refused
     assert hosts["doomed"]["audited"] is False
     assert hosts["doomed"]["host_outcome"] == "error"
