@@ -37,7 +37,7 @@ unset AUDITOR_NONCE AUDITOR_CT AUDITOR_MT AUDITOR_AGENT_PROXY AUDITOR_TAB AUDITO
     AUDITOR_AGENT_CA AUDITOR_CONF_MAX _m1 _r1 _o1 _m2 _r2 _o2 _svc_how _svc_state _confs _ca _path \
     AUDITOR_ONE_PROCESS AUDITOR_WPAR AUDITOR_CURL_VER AUDITOR_Q4000 _c _x _k _u \
     _list _todo _next _chunk _slow _fields _prefix _entries _er _eh _br _be _bo _bl _bi _bn _ar \
-    _ae _ai _pr _pe _nrun _tries _running
+    _ae _ai _pr _pe _nrun _tries _running _round
 
 AUDITOR_NONCE=""
 AUDITOR_CT=5
@@ -663,7 +663,9 @@ auditor_curl_all() {
         auditor_env_proxy "${_ae#* }"
         eval "_P_${_ae%% *}=\$_env_proxy"
     done
+    _round=0
     while [ -n "$_todo" ]; do
+        _round=$((_round + 1))
         auditor_batches _R_ "$_todo"
         # The version, for the report and for the issuer look-up below.
         [ -n "$AUDITOR_CURL_VER" ] || auditor_curl_version "$(curl --version 2>/dev/null)"
@@ -676,14 +678,19 @@ auditor_curl_all() {
             _ai=${_ae%% *}
             eval "_fields=\${_R_$_ai-}"
             if [ -z "$_fields" ]; then
-                # Never reported: per URL (a later round keeps the earlier answer).
-                [ "$_todo" != "$_targets" ] || _slow="$_slow$_ae$AUDITOR_NL"
+                if [ "$_round" = 1 ]; then
+                    # Never reported: per URL, from the start.
+                    _slow="$_slow$_ae$AUDITOR_NL"
+                else
+                    # A fail-over round that reported nothing: the earlier answer stands.
+                    eval "_R_$_ai=\$_O_$_ai _P_$_ai=\$_OP_$_ai"
+                fi
                 continue
             fi
             if [ -n "$_left" ] && [ "$_tries" -lt 5 ] && auditor_fields_at_proxy "$_fields"; then
                 _next="$_next$_ae$AUDITOR_NL"
                 unset "_R_$_ai"
-                eval "_O_$_ai=\$_fields"
+                eval "_O_$_ai=\$_fields _OP_$_ai=\${_P_$_ai-}"
                 continue
             fi
             case "$AUDITOR_TRUST_AGENT:${_fields%%|*}" in
