@@ -37,14 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.measure import ProcCpu, run_measured
+from bench.measure import ProcCpu
 from bench.run import (
     BENCH_DIR,
     URL,
     URLS_5,
-    audit_argv,
-    base_env,
-    check_audit,
     lab_lock,
     lab_pids,
     say,
@@ -194,34 +191,77 @@ def _role_of(lab: Any, pid: int) -> str:
     return ""
 
 
-def whole_lab(lab: Any, cfg: Config, work: Path) -> dict[str, Any]:
-    """`audit` over every scale host, 1 URL then 5 URLs, both probe paths."""
-    hosts = [h for h in lab.hosts if h.site == "scale"]
+def whole_lab(lab: Any, cfg: Config) -> dict[str, Any]:
+    """Every scale host at once (BENCH_FORKS at a time), through the auditor's own SSH
+    transport and probe, 1 URL then 5 URLs, each curl path."""
+    from auditor.errors import HostLevelError
+    from auditor.models import Connection, Host, Platform, Target
+    from auditor.probes import ProbeSettings
+    from auditor.probes.posix import build_posix_job, parse_posix
+    from auditor.transports.base import SettingsSource
+    from auditor.transports.options import SSHSettings
+    from auditor.transports.ssh import SSHTransport
+
+    specs = [h for h in lab.hosts if h.site == "scale"]
+    hosts = [
+        Host(name=h.name, address=h.address, connection=Connection.SSH, platform=Platform.LINUX)
+        for h in specs
+    ]
     sshd, _ = lab_pids(lab.directory)
-    env = base_env(work / "home")
-    (work / "home").mkdir(exist_ok=True)
     figures: dict[str, Any] = {"hosts": len(hosts), "forks": cfg.forks}
+
+    def run(urls: Sequence[str], per_url: bool) -> tuple[float, list[int]]:
+        targets = [Target(url=u, name=u) for u in urls]
+        settings = ProbeSettings(per_url=per_url)
+        built = build_posix_job(targets, settings)
+        transport = SSHTransport(
+            SSHSettings(user="root", keys=(lab.key,), known_hosts=lab.known_hosts)
+        )
+        transport.prepare(hosts, SettingsSource())
+        limit = asyncio.Semaphore(cfg.forks)
+
+        async def one(host: Any) -> list[str]:
+            async with limit:
+                try:
+                    raw = await transport.run_job(host, built, 60)
+                except HostLevelError:  # a host not audited: none of its URLs reachable
+                    return []
+            result = parse_posix(raw, targets, settings.nonce)
+            return [o.outcome.value for o in result.observations]
+
+        async def main() -> list[list[str]]:
+            try:
+                return list(await asyncio.gather(*(one(h) for h in hosts)))
+            finally:
+                await transport.close()
+
+        start = time.perf_counter()
+        outcomes = asyncio.run(main())
+        wall = time.perf_counter() - start
+        reachable = [
+            sum(1 for o in outcomes if len(o) > i and o[i] == "reachable") for i in range(len(urls))
+        ]
+        return wall, reachable
+
     with host_cpu(f"auditor-bench-lab-{os.getpid()}", sshd) as meter:
         figures["counted"] = meter.how
-        for n, urls in ((1, (URL,)), (5, URLS_5)):
-            out = work / f"lab-{n}"
-            argv = audit_argv(lab.inventory, lab.known_hosts, urls, out, cfg.forks, "scale")
-            before = meter.total()
-            m = run_measured(f"lab {n} URL(s)", argv, env=env, sample=False)
-            time.sleep(0.5)
-            cpu = meter.total() - before
-            ok, note, _ = check_audit(out, len(hosts), len(urls))
-            figures[f"one_process_{n}"] = {
-                "wall_s": round(m.wall, 2),
-                "host_cpu_ms_per_host": round(1000 * cpu / len(hosts), 1),
-                "client_cpu_ms_per_host": round(m.per_host_ms(len(hosts)), 1),
-                "ok": ok,
-                "check": note,
-            }
-            say(
-                f"  lab {n} URL(s): wall {m.wall:6.2f} s  host CPU "
-                f"{1000 * cpu / len(hosts):6.1f} ms/host  {note}"
-            )
+        for per_url in (False, True):
+            path = "per_url" if per_url else "one_process"
+            for n, urls in ((1, (URL,)), (5, URLS_5)):
+                before = meter.total()
+                wall, reachable = run(urls, per_url)
+                time.sleep(0.5)
+                cpu = meter.total() - before
+                figures[f"{path}_{n}"] = {
+                    "wall_s": round(wall, 2),
+                    "host_cpu_ms_per_host": round(1000 * cpu / len(hosts), 1),
+                    "reachable_per_url": reachable,
+                    "ok": reachable == [len(hosts)] * n,
+                }
+                say(
+                    f"  lab {path:11} {n} URL(s): wall {wall:6.2f} s  host CPU "
+                    f"{1000 * cpu / len(hosts):6.1f} ms/host  reachable {reachable}"
+                )
     return figures
 
 
@@ -274,7 +314,7 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"{lab['hosts']}-host lab: 5 URLs / 1 URL, wall",
             "lab_wall_5_over_1",
             _ratio(lab["one_process_5"]["wall_s"], lab["one_process_1"]["wall_s"]),
-            None,
+            _ratio(lab["per_url_5"]["wall_s"], lab["per_url_1"]["wall_s"]),
         )
     return rows
 
@@ -300,13 +340,14 @@ def render(results: dict[str, Any]) -> str:
     lab = results.get("lab")
     if lab:
         lines.append(
-            f"Lab: {lab['hosts']} hosts, audit --forks {lab['forks']}; host CPU by {lab['counted']}:"
+            f"Lab: {lab['hosts']} hosts at once ({lab['forks']} at a time), the auditor's SSH "
+            f"transport; host CPU by {lab['counted']}:"
         )
-        for n in (1, 5):
-            f = lab[f"one_process_{n}"]
+        for key in ("one_process_1", "one_process_5", "per_url_1", "per_url_5"):
+            f = lab[key]
             lines.append(
-                f"  {n} URL(s): wall {f['wall_s']:.2f} s, host CPU {f['host_cpu_ms_per_host']:.1f} "
-                f"ms/host, client CPU {f['client_cpu_ms_per_host']:.1f} ms/host ({f['check']})"
+                f"  {key:14} wall {f['wall_s']:6.2f} s, host CPU {f['host_cpu_ms_per_host']:6.1f} "
+                f"ms/host, reachable per URL {f['reachable_per_url']}"
             )
     lines.append("Targets (issue 16; 'per URL' is the same probe forced to one curl per URL):")
     for row in results.get("targets", []):
@@ -335,7 +376,7 @@ def main() -> int:
             try:
                 lab = lab_up(lab_dir, extra_hosts=cfg.hosts)
                 results["lone_host"] = lone_host(lab, cfg)
-                results["lab"] = whole_lab(lab, cfg, work)
+                results["lab"] = whole_lab(lab, cfg)
             finally:
                 lab_down(lab_dir)
                 say("lab down")

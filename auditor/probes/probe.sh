@@ -35,9 +35,9 @@ unset AUDITOR_NONCE AUDITOR_CT AUDITOR_MT AUDITOR_AGENT_PROXY AUDITOR_TAB AUDITO
     _targets _watchdog _running _n _oldest _entry _name _value _installed _q _h \
     _first_out _first_rc _left AUDITOR_AGENT_REST AUDITOR_TRUST_AGENT AUDITOR_AGENT_FILES \
     AUDITOR_AGENT_CA AUDITOR_CONF_MAX _m1 _r1 _o1 _m2 _r2 _o2 _svc_how _svc_state _confs _ca _path \
-    AUDITOR_ONE_PROCESS AUDITOR_TRANSFERS AUDITOR_WPAR AUDITOR_CURL_VER AUDITOR_Q4000 _c _x _k _u \
+    AUDITOR_ONE_PROCESS AUDITOR_WPAR AUDITOR_CURL_VER AUDITOR_Q4000 _c _x _k _u \
     _list _todo _next _chunk _slow _fields _prefix _entries _er _eh _br _be _bo _bl _bi _bn _ar \
-    _ae _ai _pr _pe _nrun _tries _running
+    _ae _ai _pr _pe _nrun _tries _running _round
 
 AUDITOR_NONCE=""
 AUDITOR_CT=5
@@ -48,9 +48,9 @@ AUDITOR_AGENT_PROXY=0
 AUDITOR_PARALLEL=8
 # 1: every URL in one curl process where curl can (the "per_url 1" data line turns it off).
 AUDITOR_ONE_PROCESS=1
-# At most this many transfers in one curl process, all started at once: none of them can
-# then reuse another's connection, so each URL is measured on a connection of its own.
-AUDITOR_TRANSFERS=16
+# The transfers of one curl process (at most AUDITOR_PARALLEL) all start at once: none of
+# them can then reuse another's connection, so each URL is measured on a connection of its
+# own, and never more than AUDITOR_PARALLEL run at once.
 AUDITOR_CERTS=0
 AUDITOR_CURL_VER=""
 # 1: the agent's proxy CA bundle is trusted besides the system's (probing the agent's path).
@@ -565,7 +565,7 @@ auditor_emit_facts() {
 # certificate of the chain, a cost on every host for a version string.
 AUDITOR_WPAR='\nAUDW %{urlnum}|%{exitcode}|%{http_code}|%{http_connect}|%{remote_ip}|%{time_namelookup}|%{time_connect}|%{time_appconnect}|%{time_total}|%{errormsg}\n'
 
-# Fetches the targets in $2 ("idx url" lines, at most AUDITOR_TRANSFERS) in one curl process,
+# Fetches the targets in $2 ("idx url" lines, at most AUDITOR_PARALLEL) in one curl process,
 # with the options after them, and sets ${1}idx to "exit|http|connect|ip|dns|conn|tls|total|
 # error" for every target curl reported. --create-file-mode is new in curl 7.75, as are the
 # urlnum, exitcode and errormsg fields: an older curl refuses the command line before any
@@ -613,13 +613,13 @@ auditor_batch() {
     done
 }
 
-# auditor_batch $1 over every target in $2, AUDITOR_TRANSFERS at a time.
+# auditor_batch $1 over every target in $2, AUDITOR_PARALLEL at a time.
 auditor_batches() {
     _entries=$2
     while [ -n "$_entries" ]; do
         _chunk=""
         _bn=0
-        while [ -n "$_entries" ] && [ "$_bn" -lt "$AUDITOR_TRANSFERS" ]; do
+        while [ -n "$_entries" ] && [ "$_bn" -lt "$AUDITOR_PARALLEL" ]; do
             _chunk="$_chunk${_entries%%"$AUDITOR_NL"*}$AUDITOR_NL"
             _entries=${_entries#*"$AUDITOR_NL"}
             _bn=$((_bn + 1))
@@ -646,7 +646,7 @@ auditor_fields_at_proxy() {
     return 1
 }
 
-# Every target in _targets with one curl process per AUDITOR_TRANSFERS URLs; then, for each
+# Every target in _targets with one curl process per AUDITOR_PARALLEL URLs; then, for each
 # URL, what the per-URL path does after its request: the agent's next proxy where the proxy
 # failed (all targets at one proxy go together), its CA bundle where the chain failed, the
 # issuer where TLS failed. A target curl reported nothing for goes the per-URL way (in the
@@ -663,7 +663,9 @@ auditor_curl_all() {
         auditor_env_proxy "${_ae#* }"
         eval "_P_${_ae%% *}=\$_env_proxy"
     done
+    _round=0
     while [ -n "$_todo" ]; do
+        _round=$((_round + 1))
         auditor_batches _R_ "$_todo"
         # The version, for the report and for the issuer look-up below.
         [ -n "$AUDITOR_CURL_VER" ] || auditor_curl_version "$(curl --version 2>/dev/null)"
@@ -676,14 +678,19 @@ auditor_curl_all() {
             _ai=${_ae%% *}
             eval "_fields=\${_R_$_ai-}"
             if [ -z "$_fields" ]; then
-                # Never reported: per URL (a later round keeps the earlier answer).
-                [ "$_todo" != "$_targets" ] || _slow="$_slow$_ae$AUDITOR_NL"
+                if [ "$_round" = 1 ]; then
+                    # Never reported: per URL, from the start.
+                    _slow="$_slow$_ae$AUDITOR_NL"
+                else
+                    # A fail-over round that reported nothing: the earlier answer stands.
+                    eval "_R_$_ai=\$_O_$_ai _P_$_ai=\$_OP_$_ai"
+                fi
                 continue
             fi
             if [ -n "$_left" ] && [ "$_tries" -lt 5 ] && auditor_fields_at_proxy "$_fields"; then
                 _next="$_next$_ae$AUDITOR_NL"
                 unset "_R_$_ai"
-                eval "_O_$_ai=\$_fields"
+                eval "_O_$_ai=\$_fields _OP_$_ai=\${_P_$_ai-}"
                 continue
             fi
             case "$AUDITOR_TRUST_AGENT:${_fields%%|*}" in

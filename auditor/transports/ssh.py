@@ -543,9 +543,11 @@ async def _tcp_connect(address: str, port: int, timeout: float) -> socket.socket
     """Connect TCP ourselves, so 'no route / refused / dropped' (unreachable) is told apart
     from 'accepted TCP, then SSH hung' (session_timeout)."""
     loop = asyncio.get_running_loop()
+    infos: Sequence[_AddrInfo] = _literal_address(address, port)
     try:
-        async with asyncio.timeout(timeout):
-            infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+        if not infos:
+            async with asyncio.timeout(timeout):
+                infos = await loop.getaddrinfo(address, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
         raise HostLevelError(
             HostOutcome.UNREACHABLE, f"cannot resolve {address}: {exc.strerror}"
@@ -570,6 +572,26 @@ async def _tcp_connect(address: str, port: int, timeout: float) -> socket.socket
             sock.close()
             raise
     raise HostLevelError(HostOutcome.UNREACHABLE, last)
+
+
+_AddrInfo = tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]
+
+
+def _literal_address(address: str, port: int) -> list[_AddrInfo]:
+    """The one address an IP literal names, without a resolver call (which asyncio runs in
+    a worker thread, once per host); empty for a name, or an address with a scope, which
+    only the resolver turns into a socket address."""
+    if "%" in address:
+        return []
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return []
+    if ip.version == 6:
+        return [
+            (socket.AF_INET6, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port, 0, 0))
+        ]
+    return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
 
 
 def _os_reason(exc: OSError) -> str:

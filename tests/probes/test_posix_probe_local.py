@@ -16,7 +16,7 @@ from auditor.errors import HostLevelError
 from auditor.models import Connection, Host, Platform, Target
 from auditor.outcomes import HostOutcome, Outcome
 from auditor.probes import ProbeSettings
-from auditor.probes.posix import build_posix_job, parse_posix, probe_source
+from auditor.probes.posix import build_posix_job, parse_posix, probe_source, sent_source
 from auditor.transports.local import LocalTransport
 from tests.support.loopback import Loopback, loopback_servers
 
@@ -334,3 +334,18 @@ def test_a_shared_proxy_for_http_and_https_is_shown_per_url_on_both_paths(
         f"http://127.0.0.1:{servers.proxy_port}",
     )
     assert (one[1][0], one[1][6]) == (Outcome.HTTP_ERROR, "")
+
+
+def test_the_sent_probe_drops_only_comment_and_blank_lines() -> None:
+    """Every line of probe.sh that is code reaches the host, in order; the python3 fallback's
+    source (the one multi-line quoted string) arrives whole."""
+    code = [
+        line
+        for line in probe_source().splitlines()
+        if line.strip() and not line.lstrip()[:1] == "#"
+    ]
+    assert sent_source().splitlines() == code
+    start = probe_source().index("AUDITOR_PY='")
+    python = probe_source()[start : probe_source().index("\n'\n", start)]
+    assert python in sent_source()
+    assert len(sent_source()) < 0.75 * len(probe_source())

@@ -10,7 +10,7 @@ import pytest
 import auditor.scheduler
 from auditor.models import Platform, RawOutput, Target
 from auditor.probes import Probe, ProbeSettings
-from auditor.probes.posix import COMMAND, PosixProbe
+from auditor.probes.posix import COMMAND, PosixProbe, sent_source
 from auditor.probes.powershell import PowerShellProbe
 from auditor.probes.registry import PROBES, probe_for
 from auditor.scheduler import Probes
@@ -55,7 +55,7 @@ def test_a_jobs_script_is_the_whole_probe_program_on_every_platform() -> None:
     interpreter runs it; `command` only says how a piped script reaches its interpreter."""
     settings = ProbeSettings(nonce=NONCE)
     posix = probe_for(Platform.LINUX).build_job(TARGETS, settings)
-    assert posix.script.startswith("# shellcheck shell=sh") and TARGETS[0].url in posix.script
+    assert posix.script.startswith(sent_source()) and TARGETS[0].url in posix.script
     assert (posix.command, posix.stdin) == (COMMAND, posix.script.encode())
     windows = probe_for(Platform.WINDOWS).build_job(TARGETS, settings)
     assert "FromBase64String" in windows.script and windows.script.startswith("$Progress")
