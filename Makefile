@@ -86,8 +86,11 @@ demo-sites: demo-venv
 lab-down: demo-venv
 	$(BIN)/auditor-lab down --dir $(LAB_DIR)
 
+# The auditor against its floors and Ansible, the scale and fleet scenarios, the browser,
+# then what the probe costs the audited hosts.
 bench: sysdeps venv
 	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.probe_cost
 
 # A site run through the broker against a local run on the same 200-host lab.
 bench-sites: sysdeps venv
