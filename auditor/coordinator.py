@@ -60,6 +60,10 @@ TICK = 1.0
 HOLD_GRACE = 180.0
 # A broker unreachable for this long ends the run: what finished is kept.
 BROKER_OUTAGE = 60.0
+# A host nobody holds, whose site's queue has been empty this long while runners of the site
+# beat, has lost its message (a runner took it from the queue and never ran it, as after a
+# broker outage): it is queued again at its next attempt.
+LOST_AFTER = 15.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class _Coordinator:
         self.queued_at: dict[str, float] = {}
         self.outbox: dict[str, int] = {}
         self.site_seen: dict[str, float] = {}
+        self.queue_empty_since: dict[str, float] = {}
         self.runners_seen: dict[str, None] = {}
         self.error: BrokerError | None = None
         self.cause = ""
@@ -194,6 +199,7 @@ class _Coordinator:
                 attempt = self.ledger.requeue(name, holder.encode())
                 if attempt:
                     requeue[name] = attempt
+        requeue.update(self._lost(pending, holders, live, requeue, now))
         if requeue:
             self._send(requeue)
         timeout = self.site_run.queue_timeout
@@ -208,6 +214,38 @@ class _Coordinator:
                     HostOutcome.NOT_AUDITED,
                     f"no runner of site {site} took this host within {timeout:g} s",
                 )
+
+    def _lost(
+        self,
+        pending: Sequence[str],
+        holders: Mapping[str, Any],
+        live: Mapping[str, Sequence[str]],
+        requeue: Mapping[str, int],
+        now: float,
+    ) -> dict[str, int]:
+        """The next attempt of each pending host whose message is gone: nobody holds it, no
+        message waits in its site's queue, and the site's runners beat. A host of a site
+        without runners is left to --queue-timeout instead. Safe against a message that only
+        seemed lost: its attempt is now stale, and the ledger refuses it."""
+        lost: dict[str, int] = {}
+        for site, runners in live.items():
+            if not runners or self.client.llen(queue_name(site)) > 0:
+                self.queue_empty_since.pop(site, None)
+                continue
+            since = self.queue_empty_since.setdefault(site, now)
+            for name in pending:
+                if (
+                    self.site[name] != site
+                    or name in holders
+                    or name in requeue
+                    or name in self.outbox
+                    or now - max(since, self.queued_at[name]) < LOST_AFTER
+                ):
+                    continue
+                attempt = self.ledger.requeue(name, "")
+                if attempt:
+                    lost[name] = attempt
+        return lost
 
     # -- the run -----------------------------------------------------------------------
 

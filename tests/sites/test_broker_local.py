@@ -660,3 +660,64 @@ def test_the_test_pause_point_is_refused_unless_it_names_an_owner_only_fifo(
         assert runner.returncode == 2, runner.stderr
         assert PAUSE_AFTER_RECORD_ENV in runner.stderr
         assert len(runner.stderr.strip().splitlines()) == 1, runner.stderr
+
+
+def test_a_message_a_live_runner_lost_is_sent_again_and_the_host_audited_once(
+    broker: RedisServer, workers: list[Worker], tmp_path: Path
+) -> None:
+    """A runner that beats but lost the messages it took from the queue (as after a broker
+    outage) must not stall the run: --queue-timeout never fires while the site has live
+    runners, so the coordinator itself sees the queue empty, the hosts unheld, and queues
+    them again at their next attempt."""
+    from auditor.broker import beat
+
+    inventory = tmp_path / "lost.ini"
+    inventory.write_text(
+        "[alpha]\na1 ansible_connection=local\na2 ansible_connection=local\n"
+        "[alpha:vars]\nauditor_site=alpha\n"
+    )
+    out = tmp_path / "out"
+    client = _client(broker)
+    # A runner of site alpha that beats and takes nothing: the site is never runner-less.
+    beat(client, "alpha", "thief#0")
+    coordinator = subprocess.Popen(
+        [
+            str(BIN / "audit"),
+            "-i",
+            str(inventory),
+            "--broker",
+            broker.url,
+            "--queue-timeout",
+            "600",
+            "--url",
+            "http://127.0.0.1:9/",
+            "-o",
+            str(out),
+        ],
+        env=environ(AUDITOR_BROKER_PASSWORD=broker.password),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        run = _run_id(out)
+        _wait("both hosts' messages", lambda: client.llen("site.alpha") == 2)
+        # The messages leave the queue and are never run: lost.
+        assert client.delete("site.alpha") == 1
+        workers.append(Worker(broker, tmp_path, "alpha", "alpha-1"))
+        deadline = time.monotonic() + WAIT
+        while coordinator.poll() is None and time.monotonic() < deadline:
+            beat(client, "alpha", "thief#0")
+            time.sleep(0.5)
+        _, stderr = coordinator.communicate(timeout=30)
+    finally:
+        if coordinator.poll() is None:
+            coordinator.kill()
+            coordinator.wait(timeout=30)
+    assert coordinator.returncode == 1, stderr  # the one URL is refused: blocked
+    hosts = _hosts(out)
+    assert sorted(hosts) == ["a1", "a2"]
+    for name in ("a1", "a2"):
+        assert hosts[name]["audited"], hosts[name]
+        assert hosts[name]["runner"] == "alpha-1"
+        assert client.hget(f"auditor:run:{run}:attempts", name) == "2"
