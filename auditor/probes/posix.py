@@ -183,7 +183,9 @@ def parse_posix(raw: RawOutput, targets: Sequence[Target], nonce: str) -> ProbeR
                 records[index] = fields[2:]
         elif kind == "D":
             done = True
-    if not records and not facts:
+    # Any record of this run's means the probe ran: a target whose own record is missing is
+    # that target's error, not the host's (the host facts now come after the targets').
+    if not lines:
         status = raw.exit_status
         stderr = _clean(raw.stderr.decode("utf-8", errors="replace"), scrub)
         if status == 127 or "not found" in stderr:

@@ -169,9 +169,15 @@ def test_a_host_that_prints_100_mb_cannot_exhaust_memory(tmp_path: Path) -> None
 
 
 def test_a_channel_closed_mid_record_marks_the_target_not_the_fleet(tmp_path: Path) -> None:
-    # The real probe runs, but its output is cut after 150 bytes: the host-facts record
-    # arrives whole, the target's record does not.
-    cut = "ForceCommand /bin/sh -c '/bin/sh -s | head -c 150'\n"
+    # The real probe runs, but its output is cut inside the target's record (kind T): the
+    # records before it arrive whole, that one does not. (A cut at a fixed byte count
+    # stopped falling inside it when the probe's records grew shorter.)
+    cut_script = tmp_path / "cut.awk"
+    cut_script.write_text(
+        '$0 ~ /^AUD1 [^\\t]*\\tT\\t/ { printf "%s", substr($0, 1, 20); exit }\n'
+        "{ print; fflush() }\n"
+    )
+    cut = f"ForceCommand /bin/sh -c '/bin/sh -s | awk -f {cut_script}'\n"
     with loopback_sshd(tmp_path / "s", cut) as server:
         inv = _inventory(tmp_path, server.inventory_line("cut"))
         status, hosts, err, _, _ = run_audit(inv, _known(tmp_path, server), tmp_path / "o")
