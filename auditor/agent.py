@@ -115,6 +115,20 @@ def agent_verdict(
     if not failed:
         return AgentVerdict.CDN_READY, f"agent {facts.version} reaches the CDN"
     target, obs = failed[0]
+    if (
+        platform is Platform.WINDOWS
+        and obs.proxy
+        and obs.at_proxy
+        and obs.outcome is not Outcome.PROXY_DENIED
+    ):
+        # The Windows agent fails open: a connection to its proxy that fails is followed by
+        # a direct attempt (vendor's Windows guide, "Proxy Configuration"), which the agent's
+        # path did not probe. A proxy that answers and refuses is not a failed connection.
+        return (
+            AgentVerdict.UNKNOWN,
+            f"{target.hostname}: the agent's proxy failed ({obs.outcome}); the Windows agent "
+            "then tries directly, which was not probed (run with --direct)",
+        )
     if facts.credentials_encrypted and obs.outcome is Outcome.PROXY_DENIED:
         return (
             AgentVerdict.UNKNOWN,

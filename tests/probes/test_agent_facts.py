@@ -449,3 +449,29 @@ def test_a_hostile_configuration_file_is_never_run(
     assert agent is not None and agent.installed is True
     assert any("binary" in n for n in agent.notes)
     assert any("only its start" in n for n in agent.notes)
+
+
+@pytest.mark.parametrize(
+    ("platform", "outcome", "at_proxy", "verdict"),
+    [
+        # The Windows agent goes direct after its proxy fails: not probed, so not "blocked".
+        (Platform.WINDOWS, Outcome.REFUSED, True, AgentVerdict.UNKNOWN),
+        (Platform.WINDOWS, Outcome.TIMEOUT, True, AgentVerdict.UNKNOWN),
+        # A proxy that answers and refuses is no failed connection; beyond the proxy neither.
+        (Platform.WINDOWS, Outcome.PROXY_DENIED, True, AgentVerdict.CDN_BLOCKED),
+        (Platform.WINDOWS, Outcome.TLS_FAILURE, False, AgentVerdict.CDN_BLOCKED),
+        # No fail-open is documented for Linux: its proxy failing blocks it.
+        (Platform.LINUX, Outcome.REFUSED, True, AgentVerdict.CDN_BLOCKED),
+    ],
+)
+def test_a_windows_agent_whose_proxy_fails_is_unknown_since_it_then_goes_direct(
+    platform: Platform, outcome: Outcome, at_proxy: bool, verdict: AgentVerdict
+) -> None:
+    facts = AgentFacts(installed=True, version="6.4.0")
+    obs = Observation(
+        url=TARGET.url, outcome=outcome, proxy="http://proxy.example:3128", at_proxy=at_proxy
+    )
+    found, why = agent_verdict(facts, platform, [TARGET], [obs])
+    assert found is verdict, why
+    if verdict is AgentVerdict.UNKNOWN:
+        assert "--direct" in why
