@@ -64,10 +64,19 @@ class Runners:
     def __init__(self, site_lab: Any) -> None:
         self.site_lab = site_lab
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        # A runner's log file outlives a test (the site lab is the module's): each test
+        # reads only what was written since it began, not an earlier test's lines.
+        self.since = {
+            path.name: path.stat().st_size for path in site_lab.directory.glob("runner-*.log")
+        }
 
     def log(self, name: str) -> str:
         path = self.site_lab.directory / f"runner-{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        if not path.exists():
+            return ""
+        with open(path, "rb") as log:
+            log.seek(self.since.get(path.name, 0))
+            return log.read().decode(errors="replace")
 
     def start(
         self,
