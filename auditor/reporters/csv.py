@@ -139,12 +139,22 @@ def _row(result: HostResult, target: Target, observation: Observation | None) ->
             "",
             _warnings(result),
         ]
-    o = observation
     return [
         *common,
         "true",
         "",
         cell(target.url),
+        *_evidence(observation, target),
+        cell(result.runner),
+        cell(target.name),
+        _int(observation.exit_code),
+        _warnings(result),
+    ]
+
+
+def _evidence(o: Observation, target: Target) -> list[str]:
+    """The cells of one URL's verdict, from `outcome` to `time_total`."""
+    return [
         o.outcome.value,
         _int(o.http_status),
         cell(o.detail),
@@ -157,10 +167,6 @@ def _row(result: HostResult, target: Target, observation: Observation | None) ->
         _number(o.time_connect),
         _number(o.time_tls),
         _number(o.time_total),
-        cell(result.runner),
-        cell(target.name),
-        _int(o.exit_code),
-        _warnings(result),
     ]
 
 
@@ -212,22 +218,7 @@ def _lines(run: AuditRun) -> Iterator[str]:
         head = _joined([*common, "true", ""]) + ","
         for index, target in enumerate(targets):
             o = observation_for(result, index, target)
-            evidence = _joined(
-                [
-                    o.outcome.value,
-                    _int(o.http_status),
-                    cell(o.detail),
-                    cell(target_hint(o.outcome, target.hostname, target.port, o.proxy, o.at_proxy)),
-                    cell(o.tls_issuer),
-                    cell(o.proxy),
-                    cell(o.remote_ip),
-                    cell(o.tool),
-                    _number(o.time_dns),
-                    _number(o.time_connect),
-                    _number(o.time_tls),
-                    _number(o.time_total),
-                ]
-            )
+            evidence = _joined(_evidence(o, target))
             exit_code = _field(_int(o.exit_code))
             yield f"{head}{urls[index]},{evidence},{runner},{names[index]},{exit_code},{rest}"
 
